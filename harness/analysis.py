@@ -1,0 +1,111 @@
+"""From stored records to the tidy summary: per-unit metrics, baselines and aggregates over templates and seeds.
+
+Reads only records (the one language of all methods), never a model.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from harness.metrics import Estimate, Resampler, baselines, unit_metrics
+from harness.store import Record, Store
+from harness.tasks import TASKS
+
+COLUMNS = ["model", "params", "task", "method", "variant", "shots", "template", "seed", "metric", "value", "ci_low", "ci_high", "n"]
+ALL = "all"  # template/seed value of rows aggregated over templates or seeds
+
+
+@dataclass
+class TaskResult:
+    """Everything the report needs about one (model, task)."""
+
+    model: str
+    task: str
+    info: dict
+    rows: list[dict]
+    estimates: dict[tuple, Estimate]  # (method, variant, shots, template, seed, metric) -> estimate
+
+
+def _row(model, params, task, method, variant, shots, template, seed, metric, est: Estimate) -> dict:
+    lo, hi = est.ci
+    return dict(
+        model=model, params=params, task=task, method=method, variant=variant, shots=shots, template=template,
+        seed=seed, metric=metric, value=est.value, ci_low=lo, ci_high=hi, n=est.n,
+    )
+
+
+def _mean(estimates: list[Estimate]) -> Estimate:
+    return Estimate(float(np.mean([e.value for e in estimates])), np.mean([e.samples for e in estimates], axis=0), estimates[0].n)
+
+
+def analyse_task(store: Store, model: str, params: int, task: str) -> TaskResult | None:
+    info = store.task_info(model, task) or {}
+    units = store.records(model, task)
+    if not units:
+        return TaskResult(model, task, info, [], {})
+    spec = TASKS.get(task)
+    n_classes = len(spec.labels) if spec else 0
+    first: list[Record] = next(iter(units.values()))
+    ids = [r.example_id for r in first]
+    rs = Resampler([r.group for r in first])
+    est: dict[tuple, Estimate] = {}
+    rows: list[dict] = []
+
+    def add(method, variant, shots, template, seed, metrics: dict[str, Estimate]):
+        for metric, e in metrics.items():
+            est[(method, variant, shots, template, seed, metric)] = e
+            rows.append(_row(model, params, task, method, variant, shots, template, seed, metric, e))
+
+    for kind, metrics in baselines(task, first, rs, n_classes).items():
+        add("baseline", kind, 0, "-", "-", metrics)
+
+    # per unit
+    per_unit: dict[tuple, dict[str, Estimate]] = {}
+    for (method, variant, template, shots, seed), records in units.items():
+        if [r.example_id for r in records] != ids:
+            continue  # a unit over another example set cannot be compared (the store guards against this)
+        metrics = unit_metrics(task, variant, records, rs, n_classes)
+        per_unit[(method, variant, template, shots, seed)] = metrics
+        add(method, variant, shots, template, seed, metrics)
+
+    # aggregates: per template over seeds, then over templates (mean, min, max, spread)
+    groups: dict[tuple, dict[str, list[dict[str, Estimate]]]] = defaultdict(lambda: defaultdict(list))
+    for (method, variant, template, shots, _seed), metrics in per_unit.items():
+        groups[(method, variant, shots)][template].append(metrics)
+    for (method, variant, shots), by_template in sorted(groups.items()):
+        template_means = {
+            t: {m: _mean([u[m] for u in seeds]) for m in seeds[0]} for t, seeds in sorted(by_template.items())
+        }
+        if any(len(seeds) > 1 for seeds in by_template.values()):
+            for t, metrics in template_means.items():
+                add(method, variant, shots, t, ALL, metrics)
+        names = set.intersection(*(set(m) for m in template_means.values()))
+        mean = {m: _mean([tm[m] for tm in template_means.values()]) for m in sorted(names)}
+        add(method, variant, shots, "mean", ALL, mean)
+        if len(template_means) > 1:
+            for m in sorted(names):
+                values = {t: tm[m] for t, tm in template_means.items()}
+                lo_t = min(values, key=lambda t: values[t].value)
+                hi_t = max(values, key=lambda t: values[t].value)
+                stacked = np.stack([v.samples for v in values.values()])
+                add(method, variant, shots, "min", ALL, {m: Estimate(values[lo_t].value, stacked.min(axis=0), values[lo_t].n)})
+                add(method, variant, shots, "max", ALL, {m: Estimate(values[hi_t].value, stacked.max(axis=0), values[hi_t].n)})
+                spread = Estimate(values[hi_t].value - values[lo_t].value, stacked.max(axis=0) - stacked.min(axis=0), values[lo_t].n)
+                add(method, variant, shots, "spread", ALL, {m: spread})
+    return TaskResult(model, task, info, rows, est)
+
+
+def analyse(store: Store) -> tuple[pd.DataFrame, list[TaskResult]]:
+    results = []
+    for model, params, _ in store.models():
+        for task in store.tasks(model):
+            result = analyse_task(store, model, params, task)
+            if result is not None:
+                results.append(result)
+    rows = [row for r in results for row in r.rows]
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    return frame, results

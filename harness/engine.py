@@ -1,0 +1,308 @@
+"""Scoring engine: log-likelihoods of answer choices, with shared work done once.
+
+A *unit* is a list of requests that share a prompt prefix (one demo set per template, shots and seed).
+The engine
+- tokenizes like lm-evaluation-harness (context alone, then context+continuation, continuation = the tail),
+- runs the longest token prefix common to every row of the unit once and reuses its key/value cache,
+- scores choices that differ only in their last token from one row (one pass per example for yes/no tasks),
+- applies the output head only at the answer positions.
+Only identical token prefixes are shared, so scores equal a plain full-sequence pass (tests check 1e-4 nats).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+# Shorter common prefixes are not worth a separate pass.
+MIN_SHARED_PREFIX = 8
+MIN_GROUP_PREFIX = 16
+
+
+@dataclass
+class Request:
+    """Score each continuation after the context. The context ends at the answer slot."""
+
+    context: str
+    continuations: Sequence[str]
+
+
+@dataclass
+class Scored:
+    """What the engine returns for one request."""
+
+    logprobs: list[float]  # summed log-likelihood of each continuation
+    n_tokens: list[int]  # tokens in each continuation
+    first_token_ids: list[int]
+    first_token_ranks: list[int]  # 1-based rank of each continuation's first token in the full vocabulary
+    valid_mass: float  # probability of the distinct first tokens of all continuations at the answer slot
+    top1_token_id: int  # unconstrained most likely next token at the answer slot
+    top1_valid: bool  # does that token start one of the continuations?
+    hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> hidden state at the answer slot
+
+
+@dataclass
+class _Row:
+    request: int
+    tokens: list[int]
+    ctx_len: int
+    choices: list[int]  # continuation indices scored from this row
+
+
+class Engine:
+    """Scores requests with a causal LM. `batch_size=None` picks one from the sequence lengths."""
+
+    def __init__(self, model, tokenizer, batch_size: int | None = None, max_batch_tokens: int | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.device = next(model.parameters()).device
+        self.max_batch_tokens = max_batch_tokens or _default_batch_tokens(self.device)
+        self.decoder = model.get_decoder()
+        self.head = model.get_output_embeddings()
+        self.softcap = getattr(model.config, "final_logit_softcapping", None)
+        # lm-eval's rule for an empty context: condition on BOS (or EOS when there is none).
+        self.prefix_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.prefix_token_id
+        self._encode_cache: dict[str, list[int]] = {}
+
+    # ---- tokenization (lm-evaluation-harness rules) ----
+    def _encode(self, text: str) -> list[int]:
+        ids = self._encode_cache.get(text)
+        if ids is None:
+            ids = self.tokenizer.encode(text)
+            if len(self._encode_cache) < 100_000:
+                self._encode_cache[text] = ids
+        return ids
+
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """Context and continuation token ids exactly as lm-eval's HFLM forms them."""
+        if not context:
+            return [self.prefix_token_id], self.tokenizer.encode(continuation)
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:  # trailing spaces belong to the continuation, as in lm-eval
+            continuation = context[-n_spaces:] + continuation
+            context = context[:-n_spaces]
+        context_ids = self._encode(context)
+        whole = self.tokenizer.encode(context + continuation)
+        return context_ids, whole[len(context_ids) :]
+
+    def _rows(self, requests: Sequence[Request]) -> tuple[list[_Row], list[list[list[int]]]]:
+        rows: list[_Row] = []
+        all_conts: list[list[list[int]]] = []
+        for r, req in enumerate(requests):
+            if not req.continuations:
+                raise ValueError(f"request {r} has no continuations")
+            pairs = [self.encode_pair(req.context, c) for c in req.continuations]
+            conts = [p[1] for p in pairs]
+            for i, cont in enumerate(conts):
+                if not cont:
+                    raise ValueError(f"continuation {req.continuations[i]!r} has no tokens")
+            all_conts.append(conts)
+            # A row scores every choice whose tokens, all but the last, lie along it.
+            request_rows: list[_Row] = []
+            for i in sorted(range(len(conts)), key=lambda i: -len(conts[i])):
+                ctx = pairs[i][0]
+                for row in request_rows:
+                    tail = row.tokens[row.ctx_len :]
+                    if row.ctx_len == len(ctx) and len(conts[i]) <= len(tail) and tail[: len(conts[i]) - 1] == conts[i][:-1]:
+                        if row.tokens[: row.ctx_len] == ctx:
+                            row.choices.append(i)
+                            break
+                else:
+                    request_rows.append(_Row(r, ctx + conts[i], len(ctx), [i]))
+            rows.extend(request_rows)
+        return rows, all_conts
+
+    # ---- model passes ----
+    def _log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.head(hidden).float()
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return torch.log_softmax(logits, dim=-1)
+
+    @torch.no_grad()
+    def score(
+        self,
+        requests: Sequence[Request],
+        hidden_layers: Sequence[int] = (),
+        progress: Callable[[int], None] | None = None,
+    ) -> list[Scored]:
+        """Score every continuation of every request; `progress(n)` is called as requests finish."""
+        rows, all_conts = self._rows(requests)
+        shared = _common_prefix_len([row.tokens for row in rows])
+        shared = min([shared] + [row.ctx_len - 1 for row in rows])
+        if shared < MIN_SHARED_PREFIX:
+            shared = 0
+        prefix_cache = None
+        if shared:
+            ids = torch.tensor([rows[0].tokens[:shared]], device=self.device)
+            prefix_cache = self.decoder(input_ids=ids, use_cache=True).past_key_values
+
+        results: list[dict] = [
+            {"logprobs": [0.0] * len(conts), "first_ranks": [0] * len(conts), "hidden": {}} for conts in all_conts
+        ]
+        rows_left = [0] * len(requests)
+        for row in rows:
+            rows_left[row.request] += 1
+
+        def finish(batch: list[_Row]) -> None:
+            done = 0
+            for row in batch:
+                rows_left[row.request] -= 1
+                done += rows_left[row.request] == 0
+            if progress and done:
+                progress(done)
+
+        groups, singles = _group_rows(rows, shared)
+        for group_len, members in groups:
+            # Rows sharing a long prefix beyond the unit's (a MultiRC paragraph, the context of several choices):
+            # run that prefix once, then only the rows' tails.
+            ids = torch.tensor([members[0].tokens[shared:group_len]], device=self.device)
+            past = _expand_cache(prefix_cache, 1) if prefix_cache is not None else None
+            group_cache = self.decoder(input_ids=ids, past_key_values=past, use_cache=True).past_key_values
+            for batch in self._batches(sorted(members, key=lambda r: -len(r.tokens)), group_len):
+                self._score_batch(batch, group_len, group_cache, all_conts, results, hidden_layers)
+                finish(batch)
+        singles.sort(key=lambda r: -len(r.tokens))  # longest first: memory errors surface early
+        for batch in self._batches(singles, shared):
+            self._score_batch(batch, shared, prefix_cache, all_conts, results, hidden_layers)
+            finish(batch)
+
+        out = []
+        for r, res in enumerate(results):
+            first_ids = [c[0] for c in all_conts[r]]
+            out.append(
+                Scored(
+                    logprobs=res["logprobs"],
+                    n_tokens=[len(c) for c in all_conts[r]],
+                    first_token_ids=first_ids,
+                    first_token_ranks=res["first_ranks"],
+                    valid_mass=res["valid_mass"],
+                    top1_token_id=res["top1"],
+                    top1_valid=res["top1"] in set(first_ids),
+                    hidden=res["hidden"],
+                )
+            )
+        return out
+
+    def _batches(self, rows: list[_Row], start: int):
+        i = 0
+        while i < len(rows):
+            longest = len(rows[i].tokens) - start  # rows come longest first
+            if self.batch_size:
+                size = self.batch_size
+            else:
+                size = max(1, self.max_batch_tokens // max(1, longest))
+            yield rows[i : i + size]
+            i += size
+
+    def _score_batch(self, batch, shared, prefix_cache, all_conts, results, hidden_layers):
+        """Score rows whose first `shared` tokens are in `prefix_cache` (batch 1, or None when shared == 0)."""
+        width = max(len(row.tokens) for row in batch) - shared
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        for b, row in enumerate(batch):
+            suffix = row.tokens[shared:]
+            ids[b, : len(suffix)] = torch.tensor(suffix)
+        # Right padding: causal attention never lets a real position see the pads after it.
+        kwargs = {"input_ids": ids.to(self.device), "use_cache": prefix_cache is not None}
+        if prefix_cache is not None:
+            kwargs["past_key_values"] = _expand_cache(prefix_cache, len(batch))
+        if hidden_layers:
+            kwargs["output_hidden_states"] = True
+        out = self.decoder(**kwargs)
+        hidden = out.last_hidden_state
+
+        # Gather the answer positions of all rows, apply the head once.
+        gather_b, gather_t, spans = [], [], []
+        for b, row in enumerate(batch):
+            first = row.ctx_len - 1 - shared  # position predicting the first answer token
+            last = len(row.tokens) - 2 - shared
+            spans.append((len(gather_b), last - first + 1))
+            gather_b.extend([b] * (last - first + 1))
+            gather_t.extend(range(first, last + 1))
+        logp = self._log_probs(hidden[gather_b, gather_t])
+
+        for b, row in enumerate(batch):
+            start, n = spans[b]
+            row_logp = logp[start : start + n]
+            res = results[row.request]
+            conts = all_conts[row.request]
+            tail = row.tokens[row.ctx_len :]
+            token_lp = row_logp[torch.arange(len(tail)), torch.tensor(tail)].tolist() if tail else []
+            slot = row_logp[0]
+            for i in row.choices:
+                cont = conts[i]
+                res["logprobs"][i] = math.fsum(token_lp[: len(cont) - 1]) + row_logp[len(cont) - 1, cont[-1]].item()
+                res["first_ranks"][i] = int((slot > slot[cont[0]]).sum().item()) + 1
+            if "top1" not in res:  # the answer slot is the same position in every row of a request
+                distinct_first = sorted({c[0] for c in conts})
+                res["valid_mass"] = float(slot[distinct_first].exp().sum().item())
+                res["top1"] = int(slot.argmax().item())
+                for layer in hidden_layers:
+                    res["hidden"][layer] = out.hidden_states[layer][b, row.ctx_len - 1 - shared].float().cpu()
+
+
+def _group_rows(rows: list[_Row], shared: int) -> tuple[list[tuple[int, list[_Row]]], list[_Row]]:
+    """Split rows into groups that share a long token prefix beyond `shared`, and the rest.
+
+    Rows are sorted by their tokens, so rows with a common prefix are neighbours; a group's prefix stops at
+    least one token before each member's answer slot.
+    """
+    ordered = sorted(rows, key=lambda r: r.tokens[shared:])
+    groups, singles = [], []
+    i = 0
+    while i < len(ordered):
+        current = ordered[i].ctx_len - 1
+        j = i + 1
+        while j < len(ordered):
+            candidate = min(current, ordered[j].ctx_len - 1, _common_prefix_len([ordered[i].tokens, ordered[j].tokens]))
+            if candidate - shared < max(MIN_GROUP_PREFIX, (current - shared) // 2):
+                break
+            current, j = candidate, j + 1
+        if j - i > 1:
+            groups.append((current, ordered[i:j]))
+        else:
+            singles.append(ordered[i])
+        i = j
+    return groups, singles
+
+
+def _common_prefix_len(seqs: list[list[int]]) -> int:
+    if not seqs:
+        return 0
+    first = seqs[0]
+    n = min(len(s) for s in seqs)
+    for s in seqs[1:]:
+        k = 0
+        while k < n and s[k] == first[k]:
+            k += 1
+        n = k
+        if n == 0:
+            break
+    return n
+
+
+def _expand_cache(cache, batch_size: int):
+    """A view of a batch-1 cache repeated `batch_size` times; the shared tensors are never written."""
+    new = copy.copy(cache)
+    new.layers = []
+    for layer in cache.layers:
+        layer = copy.copy(layer)
+        if getattr(layer, "is_initialized", False) and layer.keys is not None and layer.keys.numel():
+            layer.keys = layer.keys.expand(batch_size, -1, -1, -1)
+            layer.values = layer.values.expand(batch_size, -1, -1, -1)
+        new.layers.append(layer)
+    return new
+
+
+def _default_batch_tokens(device: torch.device) -> int:
+    """Tokens per batch: small on CPU (bigger batches do not run faster there), from free memory on a GPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(max(4096, min(65536, free // (2 * 1024 * 1024))))
+    return 2048

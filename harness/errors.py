@@ -1,0 +1,7 @@
+"""The one error type users see: a one-line message, exit code 2, no traceback."""
+
+
+class HarnessError(Exception):
+    """Bad input or environment. The message names the culprit (file, field, flag) in one line."""
+
+    exit_code = 2

@@ -1,0 +1,203 @@
+"""The prompt method: many templates, k-shot demos, random-label demos, calibration and control prompts.
+
+Every (template, k, seed) uses ONE fixed demo set drawn from train, so all eval examples of a unit share the
+same prefix, which the engine computes once. Variants:
+- `gold`: demos with their true labels (k = 0 is zero-shot);
+- `random_labels`: the same demos with labels drawn at random (Min et al. 2022: do demos teach the mapping?);
+- `calibrated`: contextual calibration (Zhao et al. 2021) of the `gold` scores by a content-free input;
+- `control`: control templates that carry no task information.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from harness.engine import Engine, Request, Scored
+from harness.errors import HarnessError
+from harness.prompts import PromptSet, Template
+from harness.store import Record, VariantRecords
+from harness.tasks import Example, TaskSpec
+
+VARIANTS = ("gold", "random_labels", "calibrated", "control")
+
+
+@dataclass(frozen=True)
+class PromptUnit:
+    template: str
+    shots: int
+    seed: int
+    control: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.template}/k{self.shots}/s{self.seed}"
+
+
+def plan_units(
+    prompts: PromptSet,
+    shots: Sequence[int],
+    seeds: int,
+    templates: Sequence[str] | None,
+    demo_selection: str,
+    train_size: int | None,
+) -> list[PromptUnit]:
+    """All units for one task. Zero-shot and `first` demo selection need one seed only."""
+    chosen = [prompts.get(n) for n in templates] if templates else list(prompts.templates)
+    chosen += [c for c in prompts.controls if c not in chosen]  # controls always run: they are the baseline
+    units = []
+    for t in chosen:
+        if t.control:
+            units.append(PromptUnit(t.name, 0, 0, control=True))
+            continue
+        for k in shots:
+            if k > 0 and train_size is None:
+                continue  # no train split: the caller reports it
+            if k > 0 and train_size is not None and k > train_size:
+                raise HarnessError(
+                    f"--shots {k} is larger than the train set of {prompts.task} ({train_size} examples)"
+                )
+            n_seeds = 1 if k == 0 or demo_selection == "first" else seeds
+            units.extend(PromptUnit(t.name, k, s) for s in range(n_seeds))
+    return units
+
+
+def draw_demos(train: list[Example], k: int, seed: int, selection: str, task: str) -> list[Example]:
+    """The demo set for (k, seed): the same examples for every template, so templates compare fairly."""
+    if k == 0:
+        return []
+    if selection == "first":
+        return train[:k]
+    return random.Random(f"{task}/demos/k{k}/s{seed}").sample(train, k)
+
+
+def gold_indices(example: Example, choices: list[str], template: Template) -> list[int]:
+    """Indices of the correct choices: the label id, or (ReCoRD) every choice whose item is an answer."""
+    if example.label is not None:
+        if example.label >= len(choices):
+            raise HarnessError(f"{template.path}: template '{template.name}' has {len(choices)} choices but label {example.label}")
+        return [example.label]
+    answers = set(example.fields.get("answers", []))
+    list_field = template.choices["for_each"]  # type: ignore[index]
+    return [i for i, item in enumerate(example.fields[list_field]) if item in answers]
+
+
+def _demo_text(template: Template, demo: Example, rng: random.Random | None, label_ids: int) -> str:
+    text, choices = template.render(demo)
+    if rng is None:
+        gold = gold_indices(demo, choices, template)
+        # ReCoRD's entities and answers are sorted, so gold[0] is its first answer, the one lm-eval shows
+        answer = choices[gold[0]] if gold else choices[0]
+    else:
+        answer = choices[rng.randrange(label_ids or len(choices))]
+    return text + template.target_delimiter + answer
+
+
+def build_prefix(
+    template: Template,
+    prompts: PromptSet,
+    demos: list[Example],
+    random_labels_seed: str | None,
+    task: TaskSpec,
+) -> str:
+    if not demos:
+        return ""
+    rng = random.Random(random_labels_seed) if random_labels_seed else None
+    parts = [_demo_text(template, d, rng, len(task.labels)) for d in demos]
+    return prompts.fewshot_delimiter.join(parts) + prompts.fewshot_delimiter
+
+
+def _record(example: Example, scored: Scored, choices: list[str], gold: list[int], keep_texts: bool) -> Record:
+    return Record(
+        example_id=example.id,
+        group=example.group,
+        gold=gold,
+        logprobs=scored.logprobs,
+        n_tokens=scored.n_tokens,
+        n_chars=[len(c) for c in choices],
+        valid_mass=scored.valid_mass,
+        top1_valid=scored.top1_valid,
+        gold_rank=min((scored.first_token_ranks[g] for g in gold), default=None),
+        choice_texts=list(choices_items(example, choices)) if keep_texts else None,
+        gold_texts=sorted(example.fields.get("answers", [])) if keep_texts else None,
+    )
+
+
+def choices_items(example: Example, choices: list[str]) -> list[str]:
+    """The text a metric compares for each choice: the entity for ReCoRD, else the choice itself."""
+    return list(example.fields["entities"]) if "entities" in example.fields else choices
+
+
+def calibrate(record: Record, content_free: list[float]) -> Record:
+    """Contextual calibration: p(y|x) / p(y|content-free), renormalised over the choices, as log-probabilities."""
+    scores = [lp - cf for lp, cf in zip(_normalise(record.logprobs), _normalise(content_free))]
+    return Record(
+        example_id=record.example_id,
+        group=record.group,
+        gold=record.gold,
+        logprobs=_normalise(scores),
+        n_chars=record.n_chars,
+    )
+
+
+def _normalise(logprobs: list[float]) -> list[float]:
+    top = max(logprobs)
+    log_z = top + math.log(sum(math.exp(x - top) for x in logprobs))
+    return [x - log_z for x in logprobs]
+
+
+def run_unit(
+    unit: PromptUnit,
+    task: TaskSpec,
+    prompts: PromptSet,
+    engine: Engine,
+    eval_examples: list[Example],
+    train: list[Example] | None,
+    demo_selection: str,
+    progress: Callable[[int], None] | None = None,
+) -> list[VariantRecords]:
+    """Score one unit; returns the records of each variant it yields."""
+    template = prompts.get(unit.template)
+    demos = draw_demos(train or [], unit.shots, unit.seed, demo_selection, task.name)
+    keep_texts = task.name == "record"
+
+    passes: list[tuple[str, str]] = []  # (variant, prefix)
+    if unit.control:
+        passes.append(("control", ""))
+    else:
+        passes.append(("gold", build_prefix(template, prompts, demos, None, task)))
+        if unit.shots > 0:
+            label_seed = f"{task.name}/random-labels/k{unit.shots}/s{unit.seed}"
+            passes.append(("random_labels", build_prefix(template, prompts, demos, label_seed, task)))
+    calibrate_gold = not unit.control and prompts.content_free is not None and template.fixed_choices
+
+    rendered = [template.render(ex) for ex in eval_examples]
+    golds = [gold_indices(ex, choices, template) for ex, (_, choices) in zip(eval_examples, rendered)]
+    outputs = []
+    for variant, prefix in passes:
+        requests = [
+            Request(prefix + text, [template.target_delimiter + c for c in choices]) for text, choices in rendered
+        ]
+        if variant == "gold" and calibrate_gold:
+            cf_fields = {**eval_examples[0].fields, **prompts.content_free}
+            cf_text, cf_choices = template.render(eval_examples[0], cf_fields)
+            requests.append(Request(prefix + cf_text, [template.target_delimiter + c for c in cf_choices]))
+        scored = engine.score(requests, progress=progress)
+        records = [
+            _record(ex, s, choices, gold, keep_texts)
+            for ex, s, (_, choices), gold in zip(eval_examples, scored, rendered, golds)
+        ]
+        outputs.append(VariantRecords(variant, unit.template, unit.shots, unit.seed, records))
+        if variant == "gold" and calibrate_gold:
+            content_free = scored[-1].logprobs
+            outputs.append(
+                VariantRecords("calibrated", unit.template, unit.shots, unit.seed, [calibrate(r, content_free) for r in records])
+            )
+    return outputs
+
+
+def unit_size(unit: PromptUnit, n_eval: int) -> int:
+    """Requests a unit scores (for progress bars)."""
+    return n_eval * (1 if unit.control or unit.shots == 0 else 2)

@@ -1,0 +1,214 @@
+"""Metrics over records, with bootstrap intervals.
+
+All units of a (model, task) are scored on the same examples, so one matrix of bootstrap weights (how often each
+metric group is drawn in each resample) serves them all: aggregates such as the mean over templates get their
+interval from the same resamples, paired over examples.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.store import Record
+
+N_BOOTSTRAP = 1000
+BOOTSTRAP_SEED = 20241122
+
+# The headline metric of each task: the official one (MultiRC F1a, ReCoRD F1), else accuracy.
+MAIN_METRIC = {"multirc": "f1a", "record": "f1"}
+
+
+def main_metric(task: str) -> str:
+    return MAIN_METRIC.get(task, "acc")
+
+
+@dataclass
+class Estimate:
+    value: float
+    samples: np.ndarray  # bootstrap replicates
+    n: int  # metric groups (examples, or questions for MultiRC)
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        ok = self.samples[~np.isnan(self.samples)]
+        if not len(ok):
+            return (float("nan"), float("nan"))
+        lo, hi = np.percentile(ok, [2.5, 97.5])
+        return float(lo), float(hi)
+
+
+class Resampler:
+    """Bootstrap weights over the metric groups of one example set."""
+
+    def __init__(self, groups: list[str], n: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED):
+        self.group_names = sorted(set(groups))
+        index = {g: i for i, g in enumerate(self.group_names)}
+        self.group_of = np.array([index[g] for g in groups])
+        g = len(self.group_names)
+        rng = np.random.default_rng(seed)
+        self.group_weights = rng.multinomial(g, np.full(g, 1.0 / g), size=n).astype(np.float64)  # (B, G)
+        self.example_weights = self.group_weights[:, self.group_of]  # (B, N)
+
+    def mean(self, x: np.ndarray, mask: np.ndarray | None = None) -> Estimate:
+        """Mean over examples (optionally of those where mask holds)."""
+        x = x.astype(np.float64)
+        m = np.ones_like(x) if mask is None else mask.astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            value = float((x * m).sum() / m.sum()) if m.sum() else float("nan")
+            samples = (self.example_weights @ (x * m)) / (self.example_weights @ m)
+        return Estimate(value, samples, int(m.sum()) if mask is not None else len(self.group_names))
+
+    def group_mean(self, per_group: np.ndarray) -> Estimate:
+        value = float(per_group.mean())
+        samples = self.group_weights @ per_group / self.group_weights.sum(axis=1)
+        return Estimate(value, samples, len(per_group))
+
+    def f1(self, pred: np.ndarray, gold: np.ndarray, positive: int) -> Estimate:
+        tp, fp, fn = ((pred == positive) & (gold == positive)), ((pred == positive) & (gold != positive)), (
+            (pred != positive) & (gold == positive)
+        )
+
+        def f1_of(t, p, n):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(2 * t + p + n > 0, 2 * t / np.maximum(2 * t + p + n, 1e-12), 0.0)
+
+        value = float(f1_of(tp.sum(), fp.sum(), fn.sum()))
+        w = self.example_weights
+        samples = f1_of(w @ tp, w @ fp, w @ fn)
+        return Estimate(value, samples, len(self.group_names))
+
+    def macro_f1(self, pred: np.ndarray, gold: np.ndarray, classes: int) -> Estimate:
+        parts = [self.f1(pred, gold, c) for c in range(classes)]
+        return Estimate(
+            float(np.mean([p.value for p in parts])), np.mean([p.samples for p in parts], axis=0), parts[0].n
+        )
+
+    def median(self, x: np.ndarray) -> Estimate:
+        value = float(np.median(x))
+        counts = self.example_weights.astype(np.int64)
+        order = np.argsort(x)
+        xs, cs = x[order], counts[:, order]
+        cum = np.cumsum(cs, axis=1)
+        half = cum[:, -1] / 2.0
+        # weighted median: first element whose cumulative count reaches half (lower median)
+        idx = (cum < half[:, None]).sum(axis=1)
+        samples = xs[np.minimum(idx, len(xs) - 1)].astype(np.float64)
+        return Estimate(value, samples, len(x))
+
+
+# ---------------------------------------------------------------- SQuAD-style token F1 / EM (ReCoRD's official metric)
+def _normalize_answer(s: str) -> str:
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in set(string.punctuation))
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def token_f1(prediction: str, gold: str) -> float:
+    p, g = _normalize_answer(prediction).split(), _normalize_answer(gold).split()
+    common = Counter(p) & Counter(g)
+    same = sum(common.values())
+    if not p or not g:
+        return float(p == g)
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(p), same / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def exact_match(prediction: str, gold: str) -> float:
+    return float(_normalize_answer(prediction) == _normalize_answer(gold))
+
+
+# ---------------------------------------------------------------- per-unit metrics
+def predictions(records: list[Record], normalise: bool = False) -> np.ndarray:
+    """Arg-max choice per record; `normalise` divides by the choice's length in characters (lm-eval's acc_norm)."""
+    out = []
+    for r in records:
+        scores = np.array(r.logprobs)
+        if normalise and r.n_chars:
+            scores = scores / np.maximum(np.array(r.n_chars), 1)
+        out.append(int(np.argmax(scores)))
+    return np.array(out)
+
+
+def correct(records: list[Record], pred: np.ndarray) -> np.ndarray:
+    return np.array([p in r.gold for p, r in zip(pred, records)], dtype=np.float64)
+
+
+def task_metrics(task: str, records: list[Record], pred: np.ndarray, rs: Resampler, n_classes: int) -> dict[str, Estimate]:
+    """The official metrics of a task for one set of predictions."""
+    hit = correct(records, pred)
+    out: dict[str, Estimate] = {}
+    if task == "record":
+        f1s, ems = [], []
+        for r, p in zip(records, pred):
+            predicted = r.choice_texts[p] if r.choice_texts else ""
+            golds = r.gold_texts or [""]
+            f1s.append(max(token_f1(predicted, g) for g in golds))
+            ems.append(max(exact_match(predicted, g) for g in golds))
+        out["f1"], out["em"] = rs.mean(np.array(f1s)), rs.mean(np.array(ems))
+        return out
+    out["acc"] = rs.mean(hit)
+    if task == "cb":
+        gold = np.array([r.gold[0] for r in records])
+        out["macro_f1"] = rs.macro_f1(pred, gold, n_classes)
+    if task == "multirc":
+        gold = np.array([r.gold[0] for r in records])
+        out["f1a"] = rs.f1(pred, gold, positive=1)
+        per_group = np.ones(len(rs.group_names))
+        for g, h in zip(rs.group_of, hit):
+            per_group[g] = min(per_group[g], h)
+        out["em"] = rs.group_mean(per_group)
+    return out
+
+
+def diagnostics(records: list[Record], pred: np.ndarray, rs: Resampler) -> dict[str, Estimate]:
+    """Did the model attempt the task (mass on valid first tokens), and how well when it did."""
+    if not records or records[0].valid_mass is None:
+        return {}
+    hit = correct(records, pred)
+    top1 = np.array([bool(r.top1_valid) for r in records])
+    ranks = np.array([r.gold_rank if r.gold_rank is not None else np.nan for r in records], dtype=np.float64)
+    out = {
+        "attempt_rate": rs.mean(np.array([r.valid_mass for r in records])),
+        "top1_valid": rs.mean(top1.astype(np.float64)),
+        "acc_when_attempted": rs.mean(hit, mask=top1),
+    }
+    if not np.isnan(ranks).any():
+        out["median_gold_rank"] = rs.median(ranks)
+    return out
+
+
+def unit_metrics(task: str, variant: str, records: list[Record], rs: Resampler, n_classes: int) -> dict[str, Estimate]:
+    pred = predictions(records)
+    out = task_metrics(task, records, pred, rs, n_classes)
+    if variant != "calibrated" and records and records[0].n_chars and task != "record":
+        out["acc_norm"] = rs.mean(correct(records, predictions(records, normalise=True)))
+    out.update(diagnostics(records, pred, rs))
+    return out
+
+
+def baselines(task: str, records: list[Record], rs: Resampler, n_classes: int, draws: int = 200) -> dict[str, dict[str, Estimate]]:
+    """Chance (expected score of uniform random guessing, `draws` draws) and majority-label scores."""
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    n_choices = np.array([len(r.logprobs) for r in records])
+    per_draw = []
+    for _ in range(draws):
+        pred = (rng.random(len(records)) * n_choices).astype(int)
+        per_draw.append(task_metrics(task, records, pred, rs, n_classes))
+    chance = {
+        m: Estimate(float(np.mean([d[m].value for d in per_draw])), np.mean([d[m].samples for d in per_draw], axis=0), per_draw[0][m].n)
+        for m in per_draw[0]
+    }
+    out = {"chance": chance}
+    if task != "record":
+        labels = Counter(r.gold[0] for r in records if r.gold)
+        majority = labels.most_common(1)[0][0]
+        out["majority"] = task_metrics(task, records, np.full(len(records), majority), rs, n_classes)
+    return out

@@ -1,0 +1,228 @@
+"""Write <out>/summary.csv, <out>/report.md and the plots from the store alone (no model is loaded).
+
+Re-rendering the same store gives byte-identical files: no timestamps, fixed ordering, fixed bootstrap seed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from harness.analysis import ALL, TaskResult, analyse
+from harness.metrics import Estimate, main_metric
+from harness.store import Store
+
+PLOTS = "plots"
+
+
+def fmt(e: Estimate | None, scale: float = 100.0, ci: bool = True) -> str:
+    if e is None or math.isnan(e.value):
+        return "–"
+    if not ci:
+        return f"{e.value * scale:.1f}"
+    lo, hi = e.ci
+    return f"{e.value * scale:.1f} [{lo * scale:.1f}, {hi * scale:.1f}]"
+
+
+def fmt_rank(e: Estimate | None) -> str:
+    if e is None:
+        return "–"
+    lo, hi = e.ci
+    return f"{e.value:.0f} [{lo:.0f}, {hi:.0f}]"
+
+
+def _shot_levels(result: TaskResult) -> list[int]:
+    return sorted({k[2] for k in result.estimates if k[0] == "prompt" and k[1] == "gold"})
+
+
+def _get(result: TaskResult, method, variant, shots, template, metric, seed=ALL) -> Estimate | None:
+    return result.estimates.get((method, variant, shots, template, seed, metric))
+
+
+def _agg(result: TaskResult, variant: str, shots: int, template: str, metric: str) -> Estimate | None:
+    """An aggregate over templates; with a single template the aggregate is that template."""
+    e = _get(result, "prompt", variant, shots, template, metric)
+    if e is None and template in ("mean", "min", "max"):
+        e = _get(result, "prompt", variant, shots, "mean", metric)
+    return e
+
+
+def _params(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+
+
+def task_rows(result: TaskResult) -> tuple[list[str], list[str]]:
+    """One row of the scores table and one of the diagnostics table."""
+    metric = main_metric(result.task)
+    levels = _shot_levels(result)
+    few = max(levels) if levels else 0
+    one = 1 if 1 in levels else None
+    zero_mean = _agg(result, "gold", 0, "mean", metric)
+    zero_min, zero_max = _agg(result, "gold", 0, "min", metric), _agg(result, "gold", 0, "max", metric)
+    zero = fmt(zero_mean)
+    if zero_min is not None and zero_max is not None and zero_mean is not None:
+        zero += f" ({fmt(zero_min, ci=False)}–{fmt(zero_max, ci=False)})"
+    scores = [
+        result.task,
+        metric,
+        fmt(_get(result, "baseline", "chance", 0, "-", metric, seed="-"), ci=False),
+        fmt(_get(result, "baseline", "majority", 0, "-", metric, seed="-"), ci=False),
+        fmt(_agg(result, "control", 0, "mean", metric)),
+        zero,
+        fmt(_agg(result, "gold", one, "mean", metric)) if one else "–",
+        fmt(_agg(result, "gold", few, "mean", metric)) if few else "–",
+        fmt(_agg(result, "calibrated", 0, "mean", metric)),
+        fmt(_agg(result, "calibrated", few, "mean", metric)) if few else "–",
+        fmt(_agg(result, "random_labels", few, "mean", metric)) if few else "–",
+    ]
+    diagnostics = [
+        result.task,
+        fmt(_agg(result, "gold", 0, "mean", "attempt_rate")),
+        fmt(_agg(result, "gold", 0, "mean", "top1_valid")),
+        fmt(_agg(result, "gold", 0, "mean", "acc_when_attempted")),
+        fmt(_agg(result, "gold", few, "mean", "attempt_rate")) if few else "–",
+        fmt(_agg(result, "gold", few, "mean", "acc_when_attempted")) if few else "–",
+        fmt_rank(_agg(result, "gold", 0, "mean", "median_gold_rank")),
+        fmt(_get(result, "prompt", "gold", 0, "spread", metric)),
+        fmt(_get(result, "prompt", "gold", few, "spread", metric)) if few else "–",
+    ]
+    return scores, diagnostics
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def template_table(result: TaskResult) -> list[str]:
+    metric = main_metric(result.task)
+    levels = _shot_levels(result)
+    templates = sorted({k[3] for k in result.estimates if k[0] == "prompt" and k[1] == "gold" and k[3] not in ("mean", "min", "max", "spread")})
+    rows = []
+    for t in templates:
+        cells = [t]
+        for k in levels:
+            e = _get(result, "prompt", "gold", k, t, metric) or _get(result, "prompt", "gold", k, t, metric, seed=0)
+            cells.append(fmt(e))
+        rows.append(cells)
+    controls = sorted({k[3] for k in result.estimates if k[1] == "control" and k[3] not in ("mean", "min", "max", "spread")})
+    for t in controls:
+        rows.append([f"{t} (control)", fmt(_get(result, "prompt", "control", 0, t, metric, seed=0))] + ["–"] * (len(levels) - 1))
+    return _table(["template"] + [f"k={k}" for k in levels], rows)
+
+
+def plot_spread(results: list[TaskResult], path: Path, title: str) -> None:
+    """Per task: each template's score at each k (mean over seeds), with chance and control marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in results if r.estimates]
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(shown)), 4.2), dpi=100)
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b"]
+    for x, result in enumerate(shown):
+        metric = main_metric(result.task)
+        levels = _shot_levels(result)
+        for j, k in enumerate(levels):
+            values = []
+            for key, e in result.estimates.items():
+                method, variant, shots, template, seed, m = key
+                if (method, variant, shots, m) == ("prompt", "gold", k, metric) and template not in ("mean", "min", "max", "spread"):
+                    if seed == ALL or (seed == 0 and (method, variant, shots, template, ALL, m) not in result.estimates):
+                        values.append(e.value * 100)
+            offset = (j - (len(levels) - 1) / 2) * 0.22
+            ax.scatter([x + offset] * len(values), sorted(values), s=18, color=colors[j % len(colors)], alpha=0.8,
+                       label=f"k={k}" if x == 0 else None, zorder=3)
+        chance = _get(result, "baseline", "chance", 0, "-", metric, seed="-")
+        if chance:
+            ax.hlines(chance.value * 100, x - 0.4, x + 0.4, colors="grey", linestyles="dashed", label="chance" if x == 0 else None)
+        control = _agg(result, "control", 0, "mean", metric)
+        if control:
+            ax.hlines(control.value * 100, x - 0.4, x + 0.4, colors="red", linestyles="dotted", label="control" if x == 0 else None)
+    ax.set_xticks(range(len(shown)), [f"{r.task}\n({main_metric(r.task)})" for r in shown])
+    ax.set_ylabel("score (%), one dot per template")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def render(out_dir: str | Path) -> Path:
+    """Regenerate summary.csv, report.md and plots/ from <out_dir>/results.db."""
+    out = Path(out_dir)
+    store = Store(out, create=False)
+    try:
+        frame, results = analyse(store)
+        frame.to_csv(out / "summary.csv", index=False, float_format="%.6g")
+        command = store.get_meta("command")
+        config = store.get_meta("config") or {}
+        lines = ["# harness report", ""]
+        if command:
+            lines += ["Produced by:", "", "```", str(command), "```", ""]
+        if config:
+            lines.append(
+                f"Data: {config.get('data')}; eval split: val; limit: {config.get('limit') or 'all'} "
+                f"(seeded, label-stratified; seed {config.get('limit_seed', 0)}); demo selection: {config.get('demo_selection')}; "
+                f"bootstrap: 1000 resamples of examples (questions for MultiRC), 95% percentile intervals."
+            )
+            lines.append("")
+        lines += [
+            "Scores are percentages. `zero-shot` is the mean over templates with its 95% interval, then (worst–best "
+            "template). Few-shot columns are means over templates and demo seeds. `control` prompts carry no task "
+            "information; `calibrated` is contextual calibration with a content-free input; `random labels` uses the "
+            "same demos with random labels. `attempt` is the probability mass on the first tokens of the valid "
+            "answers; `top-1 valid` how often the unconstrained next token starts a valid answer; `acc when "
+            "attempted` the accuracy on those examples; `gold rank` the median full-vocabulary rank of the gold "
+            "answer's first token; `spread` = best - worst template.",
+            "",
+        ]
+        for model, params, info in store.models():
+            model_results = [r for r in results if r.model == model]
+            lines += [f"## {model}", ""]
+            lines.append(f"{_params(params)} parameters; {info.get('source', '')}; device {info.get('device')}, {info.get('dtype')}.")
+            lines.append("")
+            scored = [r for r in model_results if r.estimates]
+            skipped = [r for r in model_results if not r.estimates]
+            if scored:
+                levels = sorted({k for r in scored for k in _shot_levels(r)})
+                few = max(levels) if levels else 0
+                rows, diags = zip(*(task_rows(r) for r in scored))
+                lines += ["### Scores", ""]
+                lines += _table(
+                    ["task", "metric", "chance", "majority", "control", "zero-shot", "one-shot", f"few-shot (k={few})",
+                     "calibrated k=0", f"calibrated k={few}", f"random labels k={few}"],
+                    list(rows),
+                )
+                lines += ["", "### Does it attempt the task?", ""]
+                lines += _table(
+                    ["task", "attempt k=0", "top-1 valid k=0", "acc when attempted k=0", f"attempt k={few}",
+                     f"acc when attempted k={few}", "gold rank k=0", "spread k=0", f"spread k={few}"],
+                    list(diags),
+                )
+                plot = Path(PLOTS) / f"{_slug(model)}-template-spread.png"
+                plot_spread(scored, out / plot, f"{model}: score of each template")
+                lines += ["", f"![template spread]({plot.as_posix()})", "", "### Per template", ""]
+                for r in scored:
+                    n = r.info.get("n_eval")
+                    groups = r.info.get("n_groups")
+                    size = f"{n} examples" + (f" in {groups} groups" if groups and groups != n else "")
+                    lines += [f"#### {r.task} ({main_metric(r.task)}; {size}; demos from {r.info.get('train_source', '–')})", ""]
+                    lines += template_table(r)
+                    for note in r.info.get("notes", []):
+                        lines += ["", f"Note: {note}"]
+                    lines.append("")
+            for r in skipped:
+                lines += [f"**{r.task}: not evaluated.** {r.info.get('skipped', '')}", ""]
+        (out / "report.md").write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+        return out / "report.md"
+    finally:
+        store.close()

@@ -1,0 +1,176 @@
+"""Results store: SQLite at <out>/results.db.
+
+One row per (model, task, method, variant, template, shots, seed, example). A *unit* (one pass of one method
+over the eval set, e.g. a template at k shots with one demo seed) is written in one transaction together with a
+row in `units`, so an interrupted run never leaves half a unit, and a rerun skips every unit already there.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS models (
+    model TEXT PRIMARY KEY, params INTEGER NOT NULL, info TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    model TEXT NOT NULL, task TEXT NOT NULL, info TEXT NOT NULL, PRIMARY KEY (model, task)
+);
+CREATE TABLE IF NOT EXISTS units (
+    model TEXT NOT NULL, task TEXT NOT NULL, method TEXT NOT NULL, unit TEXT NOT NULL, info TEXT NOT NULL,
+    PRIMARY KEY (model, task, method, unit)
+);
+CREATE TABLE IF NOT EXISTS records (
+    model TEXT NOT NULL, task TEXT NOT NULL, method TEXT NOT NULL, variant TEXT NOT NULL,
+    template TEXT NOT NULL, shots INTEGER NOT NULL, seed INTEGER NOT NULL, example_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (model, task, method, variant, template, shots, seed, example_id)
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass
+class Record:
+    """One example scored by one method variant: the language every method speaks.
+
+    `logprobs[i]` is the score of answer choice i (a log-likelihood, or a calibrated/trained log-probability).
+    Diagnostics that a method cannot give are None.
+    """
+
+    example_id: str
+    group: str
+    gold: list[int]
+    logprobs: list[float]
+    n_tokens: list[int] | None = None
+    n_chars: list[int] | None = None
+    valid_mass: float | None = None  # probability on the first tokens of the valid answers (did it attempt?)
+    top1_valid: bool | None = None  # does its unconstrained top-1 next token start a valid answer?
+    gold_rank: int | None = None  # full-vocabulary rank of the gold answer's first token (1 = top)
+    choice_texts: list[str] | None = None  # kept where a metric reads the answers' text (ReCoRD)
+    gold_texts: list[str] | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Record:
+        return cls(**json.loads(text))
+
+
+@dataclass
+class UnitKey:
+    model: str
+    task: str
+    method: str
+    unit: str  # e.g. "lm-eval/k4/s1"
+
+
+@dataclass
+class VariantRecords:
+    """Records of one variant produced by a unit."""
+
+    variant: str
+    template: str
+    shots: int
+    seed: int
+    records: list[Record] = field(default_factory=list)
+
+
+class Store:
+    def __init__(self, out_dir: str | Path, create: bool = True):
+        self.out_dir = Path(out_dir)
+        self.path = self.out_dir / "results.db"
+        if create:
+            try:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                probe = self.out_dir / ".write-test"
+                probe.write_text("")
+                probe.unlink()
+            except OSError as err:
+                raise HarnessError(f"output folder {self.out_dir} cannot be written (--out): {err.strerror}") from None
+        elif not self.path.is_file():
+            raise HarnessError(f"no results store at {self.path}: run `harness eval --out {self.out_dir}` first")
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=30)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            with self.conn:
+                self.conn.executescript(SCHEMA)
+        except sqlite3.DatabaseError as err:
+            raise HarnessError(f"{self.path}: not a usable results store ({err})") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ---- metadata ----
+    def get_meta(self, key: str) -> object | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_meta(self, key: str, value: object) -> None:
+        with self.conn:
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
+
+    def put_model(self, model: str, params: int, info: dict) -> None:
+        with self.conn:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO models VALUES (?, ?, ?)", (model, params, json.dumps(info, sort_keys=True))
+            )
+
+    def models(self) -> list[tuple[str, int, dict]]:
+        rows = self.conn.execute("SELECT model, params, info FROM models ORDER BY params, model").fetchall()
+        return [(m, p, json.loads(i)) for m, p, i in rows]
+
+    def put_task(self, model: str, task: str, info: dict) -> None:
+        with self.conn:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?)", (model, task, json.dumps(info, sort_keys=True))
+            )
+
+    def task_info(self, model: str, task: str) -> dict | None:
+        row = self.conn.execute("SELECT info FROM tasks WHERE model=? AND task=?", (model, task)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    # ---- units and records ----
+    def has_unit(self, key: UnitKey) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM units WHERE model=? AND task=? AND method=? AND unit=?",
+            (key.model, key.task, key.method, key.unit),
+        ).fetchone()
+        return row is not None
+
+    def put_unit(self, key: UnitKey, outputs: list[VariantRecords], info: dict | None = None) -> None:
+        """Write a finished unit and all its records atomically."""
+        rows = [
+            (key.model, key.task, key.method, v.variant, v.template, v.shots, v.seed, r.example_id, r.to_json())
+            for v in outputs
+            for r in v.records
+        ]
+        with self.conn:  # one transaction: all or nothing
+            self.conn.executemany("INSERT OR REPLACE INTO records VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            self.conn.execute(
+                "INSERT OR REPLACE INTO units VALUES (?,?,?,?,?)",
+                (key.model, key.task, key.method, key.unit, json.dumps(info or {}, sort_keys=True)),
+            )
+
+    def records(self, model: str, task: str) -> dict[tuple[str, str, str, int, int], list[Record]]:
+        """(method, variant, template, shots, seed) -> records sorted by example id."""
+        out: dict[tuple[str, str, str, int, int], list[Record]] = {}
+        cursor = self.conn.execute(
+            "SELECT method, variant, template, shots, seed, payload FROM records WHERE model=? AND task=? "
+            "ORDER BY method, variant, template, shots, seed, example_id",
+            (model, task),
+        )
+        for method, variant, template, shots, seed, payload in cursor:
+            out.setdefault((method, variant, template, shots, seed), []).append(Record.from_json(payload))
+        return out
+
+    def tasks(self, model: str) -> list[str]:
+        rows = self.conn.execute("SELECT DISTINCT task FROM tasks WHERE model=? ORDER BY task", (model,)).fetchall()
+        return [r[0] for r in rows]

