@@ -15,7 +15,21 @@ from harness.metrics import Estimate, Resampler, baselines, unit_metrics
 from harness.store import Record, Store
 from harness.tasks import TASKS
 
-COLUMNS = ["model", "params", "task", "method", "variant", "shots", "template", "seed", "metric", "value", "ci_low", "ci_high", "n"]
+COLUMNS = [
+    "model",
+    "params",
+    "task",
+    "method",
+    "variant",
+    "shots",
+    "template",
+    "seed",
+    "metric",
+    "value",
+    "ci_low",
+    "ci_high",
+    "n",
+]
 ALL = "all"  # template/seed value of rows aggregated over templates or seeds
 
 
@@ -33,13 +47,26 @@ class TaskResult:
 def _row(model, params, task, method, variant, shots, template, seed, metric, est: Estimate) -> dict:
     lo, hi = est.ci
     return dict(
-        model=model, params=params, task=task, method=method, variant=variant, shots=shots, template=template,
-        seed=seed, metric=metric, value=est.value, ci_low=lo, ci_high=hi, n=est.n,
+        model=model,
+        params=params,
+        task=task,
+        method=method,
+        variant=variant,
+        shots=shots,
+        template=template,
+        seed=seed,
+        metric=metric,
+        value=est.value,
+        ci_low=lo,
+        ci_high=hi,
+        n=est.n,
     )
 
 
 def _mean(estimates: list[Estimate]) -> Estimate:
-    return Estimate(float(np.mean([e.value for e in estimates])), np.mean([e.samples for e in estimates], axis=0), estimates[0].n)
+    return Estimate(
+        float(np.mean([e.value for e in estimates])), np.mean([e.samples for e in estimates], axis=0), estimates[0].n
+    )
 
 
 def analyse_task(store: Store, model: str, params: int, task: str) -> TaskResult | None:
@@ -49,6 +76,7 @@ def analyse_task(store: Store, model: str, params: int, task: str) -> TaskResult
         return TaskResult(model, task, info, [], {})
     spec = TASKS.get(task)
     n_classes = len(spec.labels) if spec else 0
+    official = set(spec.metrics) if spec else set()
     first: list[Record] = next(iter(units.values()))
     ids = [r.example_id for r in first]
     rs = Resampler([r.group for r in first])
@@ -87,15 +115,24 @@ def analyse_task(store: Store, model: str, params: int, task: str) -> TaskResult
         mean = {m: _mean([tm[m] for tm in template_means.values()]) for m in sorted(names)}
         add(method, variant, shots, "mean", ALL, mean)
         if len(template_means) > 1:
-            for m in sorted(names):
+            # Extremes over templates, for the official metrics only. No interval: a percentile bootstrap
+            # of a max or min is biased and can exclude the estimate itself.
+            for m in sorted(names & official):
                 values = {t: tm[m] for t, tm in template_means.items()}
                 lo_t = min(values, key=lambda t: values[t].value)
                 hi_t = max(values, key=lambda t: values[t].value)
-                stacked = np.stack([v.samples for v in values.values()])
-                add(method, variant, shots, "min", ALL, {m: Estimate(values[lo_t].value, stacked.min(axis=0), values[lo_t].n)})
-                add(method, variant, shots, "max", ALL, {m: Estimate(values[hi_t].value, stacked.max(axis=0), values[hi_t].n)})
-                spread = Estimate(values[hi_t].value - values[lo_t].value, stacked.max(axis=0) - stacked.min(axis=0), values[lo_t].n)
-                add(method, variant, shots, "spread", ALL, {m: spread})
+                no_ci = np.full(len(rs.group_weights), np.nan)
+                n = values[lo_t].n
+                add(method, variant, shots, "min", ALL, {m: Estimate(values[lo_t].value, no_ci, n)})
+                add(method, variant, shots, "max", ALL, {m: Estimate(values[hi_t].value, no_ci, n)})
+                add(
+                    method,
+                    variant,
+                    shots,
+                    "spread",
+                    ALL,
+                    {m: Estimate(values[hi_t].value - values[lo_t].value, no_ci, n)},
+                )
     return TaskResult(model, task, info, rows, est)
 
 

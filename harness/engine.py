@@ -109,7 +109,11 @@ class Engine:
                 ctx = pairs[i][0]
                 for row in request_rows:
                     tail = row.tokens[row.ctx_len :]
-                    if row.ctx_len == len(ctx) and len(conts[i]) <= len(tail) and tail[: len(conts[i]) - 1] == conts[i][:-1]:
+                    if (
+                        row.ctx_len == len(ctx)
+                        and len(conts[i]) <= len(tail)
+                        and tail[: len(conts[i]) - 1] == conts[i][:-1]
+                    ):
                         if row.tokens[: row.ctx_len] == ctx:
                             row.choices.append(i)
                             break

@@ -5,3 +5,9 @@ class HarnessError(Exception):
     """Bad input or environment. The message names the culprit (file, field, flag) in one line."""
 
     exit_code = 2
+
+
+class Interrupted(HarnessError):
+    """Ctrl-C or SIGTERM during a run: finished units are stored, the run resumes on the same command."""
+
+    exit_code = 130

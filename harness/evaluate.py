@@ -10,7 +10,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, Interrupted
 from harness.methods import prompt as prompt_method
 from harness.prompts import PromptSet, load_prompts
 from harness.resources import resource_dir
@@ -36,6 +36,7 @@ class EvalConfig:
     tasks: list[str] | None = None
     methods: list[str] = field(default_factory=lambda: ["prompt"])
     shots: list[int] = field(default_factory=lambda: [0, 1, 4])
+    random_label_shots: list[int] | None = None  # None: the largest k of `shots`
     seeds: int = 3
     templates: list[str] | None = None
     limit: int | None = None
@@ -77,14 +78,25 @@ def load_suite(name: str) -> list[str]:
     return tasks
 
 
+def random_label_shots(cfg: EvalConfig) -> list[int]:
+    """The k that get random-label demos: as asked, else the largest k (where the report reads them)."""
+    if cfg.random_label_shots is not None:
+        return cfg.random_label_shots
+    return [max(cfg.shots)] if cfg.shots else []
+
+
 def validate(cfg: EvalConfig) -> None:
     for m in cfg.methods:
         if m in PLANNED_METHODS:
-            raise HarnessError(f"method '{m}' (--methods) is not available yet in this version; available: {', '.join(METHODS)}")
+            raise HarnessError(
+                f"method '{m}' (--methods) is not available yet in this version; available: {', '.join(METHODS)}"
+            )
         if m not in METHODS:
             raise HarnessError(f"unknown method '{m}' (--methods): available methods are {', '.join(METHODS)}")
-    if any(k < 0 for k in cfg.shots):
+    if not cfg.shots or any(k < 0 for k in cfg.shots):
         raise HarnessError("--shots must be non-negative integers")
+    if any(k not in cfg.shots for k in cfg.random_label_shots or []):
+        raise HarnessError("--random-label-shots must be a subset of --shots")
     if cfg.seeds < 1:
         raise HarnessError("--seeds must be at least 1")
     if cfg.limit is not None and cfg.limit < 1:
@@ -105,7 +117,9 @@ def plan_tasks(cfg: EvalConfig, console: Console) -> tuple[list[TaskPlan], list[
     for name in names:
         spec = get_task(name)
         if not data.has_split(spec, "val"):
-            reason = f"no val split: {data.split_path(spec, 'val')} not found (the Hub's {spec.hub_config} has it online)"
+            reason = (
+                f"no val split: {data.split_path(spec, 'val')} not found (the Hub's {spec.hub_config} has it online)"
+            )
             if explicit:
                 raise HarnessError(f"{spec.name}: {reason}")
             console.print(f"[yellow]{spec.name}: not evaluated, {reason}[/yellow]")
@@ -120,7 +134,13 @@ def plan_tasks(cfg: EvalConfig, console: Console) -> tuple[list[TaskPlan], list[
         if train is None and any(k > 0 for k in cfg.shots):
             notes.append(f"no train split in {train_source.describe(spec)}: only zero-shot prompts were run")
         units = prompt_method.plan_units(
-            prompts, cfg.shots, cfg.seeds, cfg.templates, cfg.demo_selection, len(train) if train is not None else None
+            prompts,
+            cfg.shots,
+            cfg.seeds,
+            cfg.templates,
+            cfg.demo_selection,
+            len(train) if train is not None else None,
+            random_label_shots(cfg),
         )
         # Render every template once on a real example now, so a bad template fails before the model loads.
         for unit in units:
@@ -173,8 +193,13 @@ def run_eval(cfg: EvalConfig, console: Console, command: str) -> Path:
             store.put_model(
                 loaded.name,
                 loaded.params,
-                {"source": loaded.source, "device": loaded.device, "dtype": loaded.dtype,
-                 "quantized_source": loaded.quantized_source, "instruction_tuned": loaded.instruction_tuned},
+                {
+                    "source": loaded.source,
+                    "device": loaded.device,
+                    "dtype": loaded.dtype,
+                    "quantized_source": loaded.quantized_source,
+                    "instruction_tuned": loaded.instruction_tuned,
+                },
             )
             for name, reason in skipped:
                 store.put_task(loaded.name, name, {"skipped": reason})
@@ -202,17 +227,38 @@ def _run_model(model: str, plans: list[TaskPlan], engine, store: Store, cfg: Eva
     done_before = total_units - len(work)
     if done_before:
         console.print(f"{model}: resuming, {done_before} of {total_units} units already stored")
-    total = sum(prompt_method.unit_size(u, len(p.eval_examples)) for p, u, _ in work)
+    total = sum(len(p.eval_examples) for p, _, _ in work)
     columns = [
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("requests"),
-        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("requests"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
     ]
-    with Progress(*columns, console=console, transient=False, disable=os.environ.get("HARNESS_NO_PROGRESS") == "1") as bar:
+    with Progress(
+        *columns, console=console, transient=False, disable=os.environ.get("HARNESS_NO_PROGRESS") == "1"
+    ) as bar:
         job = bar.add_task(model, total=total)
-        for plan, unit, key in work:
-            bar.update(job, description=f"{model} · {plan.spec.name} · {unit.key}")
-            outputs = prompt_method.run_unit(
-                unit, plan.spec, plan.prompts, engine, plan.eval_examples, plan.train, cfg.demo_selection,
-                progress=lambda n: bar.advance(job, n),
-            )
-            store.put_unit(key, outputs, {"variants": [o.variant for o in outputs]})
+        finished = 0
+        try:
+            for plan, unit, key in work:
+                bar.update(job, description=f"{model} · {plan.spec.name} · {unit.key}")
+                outputs = prompt_method.run_unit(
+                    unit,
+                    plan.spec,
+                    plan.prompts,
+                    engine,
+                    plan.eval_examples,
+                    plan.train,
+                    cfg.demo_selection,
+                    progress=lambda n: bar.advance(job, n),
+                )
+                store.put_unit(key, outputs, {"variants": [o.variant for o in outputs]})
+                finished += 1
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"{done_before + finished} of {total_units} units of {model} are stored in {store.path}; "
+                "rerun the same command to resume"
+            ) from None

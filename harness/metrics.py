@@ -69,8 +69,10 @@ class Resampler:
         return Estimate(value, samples, len(per_group))
 
     def f1(self, pred: np.ndarray, gold: np.ndarray, positive: int) -> Estimate:
-        tp, fp, fn = ((pred == positive) & (gold == positive)), ((pred == positive) & (gold != positive)), (
-            (pred != positive) & (gold == positive)
+        tp, fp, fn = (
+            ((pred == positive) & (gold == positive)),
+            ((pred == positive) & (gold != positive)),
+            ((pred != positive) & (gold == positive)),
         )
 
         def f1_of(t, p, n):
@@ -141,7 +143,9 @@ def correct(records: list[Record], pred: np.ndarray) -> np.ndarray:
     return np.array([p in r.gold for p, r in zip(pred, records)], dtype=np.float64)
 
 
-def task_metrics(task: str, records: list[Record], pred: np.ndarray, rs: Resampler, n_classes: int) -> dict[str, Estimate]:
+def task_metrics(
+    task: str, records: list[Record], pred: np.ndarray, rs: Resampler, n_classes: int
+) -> dict[str, Estimate]:
     """The official metrics of a task for one set of predictions."""
     hit = correct(records, pred)
     out: dict[str, Estimate] = {}
@@ -194,7 +198,9 @@ def unit_metrics(task: str, variant: str, records: list[Record], rs: Resampler, 
     return out
 
 
-def baselines(task: str, records: list[Record], rs: Resampler, n_classes: int, draws: int = 200) -> dict[str, dict[str, Estimate]]:
+def baselines(
+    task: str, records: list[Record], rs: Resampler, n_classes: int, draws: int = 200
+) -> dict[str, dict[str, Estimate]]:
     """Chance (expected score of uniform random guessing, `draws` draws) and majority-label scores."""
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     n_choices = np.array([len(r.logprobs) for r in records])
@@ -203,7 +209,11 @@ def baselines(task: str, records: list[Record], rs: Resampler, n_classes: int, d
         pred = (rng.random(len(records)) * n_choices).astype(int)
         per_draw.append(task_metrics(task, records, pred, rs, n_classes))
     chance = {
-        m: Estimate(float(np.mean([d[m].value for d in per_draw])), np.mean([d[m].samples for d in per_draw], axis=0), per_draw[0][m].n)
+        m: Estimate(
+            float(np.mean([d[m].value for d in per_draw])),
+            np.mean([d[m].samples for d in per_draw], axis=0),
+            per_draw[0][m].n,
+        )
         for m in per_draw[0]
     }
     out = {"chance": chance}

@@ -79,7 +79,9 @@ def _compile(source: str, path: Path, name: str, part: str) -> jinja2.Template:
     try:
         return _ENV.from_string(source)
     except jinja2.TemplateSyntaxError as err:
-        raise HarnessError(f"{path}: template '{name}' ({part}): syntax error on line {err.lineno}: {err.message}") from None
+        raise HarnessError(
+            f"{path}: template '{name}' ({part}): syntax error on line {err.lineno}: {err.message}"
+        ) from None
 
 
 def _template(entry: object, path: Path, control: bool, position: int) -> Template:
@@ -105,8 +107,15 @@ def _template(entry: object, path: Path, control: bool, position: int) -> Templa
     if not isinstance(delimiter, str):
         raise HarnessError(f"{path}: template '{name}': 'target_delimiter' must be a string")
     return Template(
-        name, text, choices, delimiter, control, str(entry.get("note", "")), path,
-        _compile(text, path, name, "text"), compiled_choices,
+        name,
+        text,
+        choices,
+        delimiter,
+        control,
+        str(entry.get("note", "")),
+        path,
+        _compile(text, path, name, "text"),
+        compiled_choices,
     )
 
 

@@ -83,8 +83,8 @@ def task_rows(result: TaskResult) -> tuple[list[str], list[str]]:
         fmt(_agg(result, "gold", few, "mean", "attempt_rate")) if few else "–",
         fmt(_agg(result, "gold", few, "mean", "acc_when_attempted")) if few else "–",
         fmt_rank(_agg(result, "gold", 0, "mean", "median_gold_rank")),
-        fmt(_get(result, "prompt", "gold", 0, "spread", metric)),
-        fmt(_get(result, "prompt", "gold", few, "spread", metric)) if few else "–",
+        fmt(_get(result, "prompt", "gold", 0, "spread", metric), ci=False),
+        fmt(_get(result, "prompt", "gold", few, "spread", metric), ci=False) if few else "–",
     ]
     return scores, diagnostics
 
@@ -98,7 +98,13 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def template_table(result: TaskResult) -> list[str]:
     metric = main_metric(result.task)
     levels = _shot_levels(result)
-    templates = sorted({k[3] for k in result.estimates if k[0] == "prompt" and k[1] == "gold" and k[3] not in ("mean", "min", "max", "spread")})
+    templates = sorted(
+        {
+            k[3]
+            for k in result.estimates
+            if k[0] == "prompt" and k[1] == "gold" and k[3] not in ("mean", "min", "max", "spread")
+        }
+    )
     rows = []
     for t in templates:
         cells = [t]
@@ -106,9 +112,13 @@ def template_table(result: TaskResult) -> list[str]:
             e = _get(result, "prompt", "gold", k, t, metric) or _get(result, "prompt", "gold", k, t, metric, seed=0)
             cells.append(fmt(e))
         rows.append(cells)
-    controls = sorted({k[3] for k in result.estimates if k[1] == "control" and k[3] not in ("mean", "min", "max", "spread")})
+    controls = sorted(
+        {k[3] for k in result.estimates if k[1] == "control" and k[3] not in ("mean", "min", "max", "spread")}
+    )
     for t in controls:
-        rows.append([f"{t} (control)", fmt(_get(result, "prompt", "control", 0, t, metric, seed=0))] + ["–"] * (len(levels) - 1))
+        rows.append(
+            [f"{t} (control)", fmt(_get(result, "prompt", "control", 0, t, metric, seed=0))] + ["–"] * (len(levels) - 1)
+        )
     return _table(["template"] + [f"k={k}" for k in levels], rows)
 
 
@@ -129,18 +139,46 @@ def plot_spread(results: list[TaskResult], path: Path, title: str) -> None:
             values = []
             for key, e in result.estimates.items():
                 method, variant, shots, template, seed, m = key
-                if (method, variant, shots, m) == ("prompt", "gold", k, metric) and template not in ("mean", "min", "max", "spread"):
-                    if seed == ALL or (seed == 0 and (method, variant, shots, template, ALL, m) not in result.estimates):
+                if (method, variant, shots, m) == ("prompt", "gold", k, metric) and template not in (
+                    "mean",
+                    "min",
+                    "max",
+                    "spread",
+                ):
+                    if seed == ALL or (
+                        seed == 0 and (method, variant, shots, template, ALL, m) not in result.estimates
+                    ):
                         values.append(e.value * 100)
             offset = (j - (len(levels) - 1) / 2) * 0.22
-            ax.scatter([x + offset] * len(values), sorted(values), s=18, color=colors[j % len(colors)], alpha=0.8,
-                       label=f"k={k}" if x == 0 else None, zorder=3)
+            ax.scatter(
+                [x + offset] * len(values),
+                sorted(values),
+                s=18,
+                color=colors[j % len(colors)],
+                alpha=0.8,
+                label=f"k={k}" if x == 0 else None,
+                zorder=3,
+            )
         chance = _get(result, "baseline", "chance", 0, "-", metric, seed="-")
         if chance:
-            ax.hlines(chance.value * 100, x - 0.4, x + 0.4, colors="grey", linestyles="dashed", label="chance" if x == 0 else None)
+            ax.hlines(
+                chance.value * 100,
+                x - 0.4,
+                x + 0.4,
+                colors="grey",
+                linestyles="dashed",
+                label="chance" if x == 0 else None,
+            )
         control = _agg(result, "control", 0, "mean", metric)
         if control:
-            ax.hlines(control.value * 100, x - 0.4, x + 0.4, colors="red", linestyles="dotted", label="control" if x == 0 else None)
+            ax.hlines(
+                control.value * 100,
+                x - 0.4,
+                x + 0.4,
+                colors="red",
+                linestyles="dotted",
+                label="control" if x == 0 else None,
+            )
     ax.set_xticks(range(len(shown)), [f"{r.task}\n({main_metric(r.task)})" for r in shown])
     ax.set_ylabel("score (%), one dot per template")
     ax.set_title(title)
@@ -188,7 +226,9 @@ def render(out_dir: str | Path) -> Path:
         for model, params, info in store.models():
             model_results = [r for r in results if r.model == model]
             lines += [f"## {model}", ""]
-            lines.append(f"{_params(params)} parameters; {info.get('source', '')}; device {info.get('device')}, {info.get('dtype')}.")
+            lines.append(
+                f"{_params(params)} parameters; {info.get('source', '')}; device {info.get('device')}, {info.get('dtype')}."
+            )
             lines.append("")
             scored = [r for r in model_results if r.estimates]
             skipped = [r for r in model_results if not r.estimates]
@@ -198,14 +238,34 @@ def render(out_dir: str | Path) -> Path:
                 rows, diags = zip(*(task_rows(r) for r in scored))
                 lines += ["### Scores", ""]
                 lines += _table(
-                    ["task", "metric", "chance", "majority", "control", "zero-shot", "one-shot", f"few-shot (k={few})",
-                     "calibrated k=0", f"calibrated k={few}", f"random labels k={few}"],
+                    [
+                        "task",
+                        "metric",
+                        "chance",
+                        "majority",
+                        "control",
+                        "zero-shot",
+                        "one-shot",
+                        f"few-shot (k={few})",
+                        "calibrated k=0",
+                        f"calibrated k={few}",
+                        f"random labels k={few}",
+                    ],
                     list(rows),
                 )
                 lines += ["", "### Does it attempt the task?", ""]
                 lines += _table(
-                    ["task", "attempt k=0", "top-1 valid k=0", "acc when attempted k=0", f"attempt k={few}",
-                     f"acc when attempted k={few}", "gold rank k=0", "spread k=0", f"spread k={few}"],
+                    [
+                        "task",
+                        "attempt k=0",
+                        "top-1 valid k=0",
+                        "acc when attempted k=0",
+                        f"attempt k={few}",
+                        f"acc when attempted k={few}",
+                        "gold rank k=0",
+                        "spread k=0",
+                        f"spread k={few}",
+                    ],
                     list(diags),
                 )
                 plot = Path(PLOTS) / f"{_slug(model)}-template-spread.png"
@@ -215,7 +275,10 @@ def render(out_dir: str | Path) -> Path:
                     n = r.info.get("n_eval")
                     groups = r.info.get("n_groups")
                     size = f"{n} examples" + (f" in {groups} groups" if groups and groups != n else "")
-                    lines += [f"#### {r.task} ({main_metric(r.task)}; {size}; demos from {r.info.get('train_source', '–')})", ""]
+                    lines += [
+                        f"#### {r.task} ({main_metric(r.task)}; {size}; demos from {r.info.get('train_source', '–')})",
+                        "",
+                    ]
                     lines += template_table(r)
                     for note in r.info.get("notes", []):
                         lines += ["", f"Note: {note}"]

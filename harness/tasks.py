@@ -264,9 +264,7 @@ def resolve_train_source(option: str, data: DataSource, fewglue_dir: str | None 
     if option == "fewglue":
         found = fewglue_folder(data, fewglue_dir)
         if found is None:
-            raise HarnessError(
-                "--train-set fewglue: no FewGLUE folder found; set --fewglue-dir or HARNESS_FEWGLUE_DIR"
-            )
+            raise HarnessError("--train-set fewglue: no FewGLUE folder found; set --fewglue-dir or HARNESS_FEWGLUE_DIR")
         return TrainSource("fewglue", found)
     if option == "superglue":
         return TrainSource("superglue", None)

@@ -56,9 +56,16 @@ def make_tiny_lm(seed: int = 0, vocab_size: int = 300):
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", pad_token="<eos>")
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=backend.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, eos_token_id=0,
-        pad_token_id=0, bos_token_id=None,
+        vocab_size=backend.get_vocab_size(),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        eos_token_id=0,
+        pad_token_id=0,
+        bos_token_id=None,
     )
     model = LlamaForCausalLM(config).eval()
     for p in model.parameters():

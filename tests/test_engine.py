@@ -18,13 +18,19 @@ PARAGRAPH = "Passage: Bernard, who had not told the government official that he 
 def _requests() -> list[Request]:
     reqs = []
     for i in range(5):
-        reqs.append(Request(DEMOS + f"Paris is {'the capital ' * i}of France.\nQuestion: Is it {i}? True or False?\nAnswer:",
-                            [" True", " False", " Neither", " Neither of these"]))
+        reqs.append(
+            Request(
+                DEMOS + f"Paris is {'the capital ' * i}of France.\nQuestion: Is it {i}? True or False?\nAnswer:",
+                [" True", " False", " Neither", " Neither of these"],
+            )
+        )
     # several answers to one passage: rows share a long prefix beyond the demos (MultiRC-like)
     for answer in ["21", "the government", "Bernard did not consider it"]:
         reqs.append(Request(DEMOS + PARAGRAPH + f"\nAnswer: {answer}\nIs the answer correct?", [" yes", " no"]))
     # multi-token choices that share no prefix (COPA-like), a context with trailing space, an empty context
-    reqs.append(Request("The toilet filled with water because", [" the man turned on the faucet.", " Paris is in France."]))
+    reqs.append(
+        Request("The toilet filled with water because", [" the man turned on the faucet.", " Paris is in France."])
+    )
     reqs.append(Request("Sentence 1: An emerging class. ", ["yes", "no"]))
     reqs.append(Request("", ["The cat sat.", "The"]))
     return reqs

@@ -26,14 +26,20 @@ VARIANTS = ("gold", "random_labels", "calibrated", "control")
 
 @dataclass(frozen=True)
 class PromptUnit:
+    """One pass over the eval set. `kind`: gold (also yields `calibrated`), random_labels or control."""
+
     template: str
     shots: int
     seed: int
-    control: bool = False
+    kind: str = "gold"
+
+    @property
+    def control(self) -> bool:
+        return self.kind == "control"
 
     @property
     def key(self) -> str:
-        return f"{self.template}/k{self.shots}/s{self.seed}"
+        return f"{self.kind}/{self.template}/k{self.shots}/s{self.seed}"
 
 
 def plan_units(
@@ -43,14 +49,18 @@ def plan_units(
     templates: Sequence[str] | None,
     demo_selection: str,
     train_size: int | None,
+    random_label_shots: Sequence[int] = (),
 ) -> list[PromptUnit]:
-    """All units for one task. Zero-shot and `first` demo selection need one seed only."""
+    """All units for one task. Zero-shot and `first` demo selection need one seed only.
+
+    Random-label units run for the k in `random_label_shots` that are also in `shots`.
+    """
     chosen = [prompts.get(n) for n in templates] if templates else list(prompts.templates)
     chosen += [c for c in prompts.controls if c not in chosen]  # controls always run: they are the baseline
     units = []
     for t in chosen:
         if t.control:
-            units.append(PromptUnit(t.name, 0, 0, control=True))
+            units.append(PromptUnit(t.name, 0, 0, kind="control"))
             continue
         for k in shots:
             if k > 0 and train_size is None:
@@ -61,6 +71,8 @@ def plan_units(
                 )
             n_seeds = 1 if k == 0 or demo_selection == "first" else seeds
             units.extend(PromptUnit(t.name, k, s) for s in range(n_seeds))
+            if k > 0 and k in random_label_shots:
+                units.extend(PromptUnit(t.name, k, s, kind="random_labels") for s in range(n_seeds))
     return units
 
 
@@ -73,11 +85,18 @@ def draw_demos(train: list[Example], k: int, seed: int, selection: str, task: st
     return random.Random(f"{task}/demos/k{k}/s{seed}").sample(train, k)
 
 
+def random_label_seed(task: str, k: int, seed: int) -> str:
+    """Seed of the random labels given to the demo set (k, seed): the same for every template."""
+    return f"{task}/random-labels/k{k}/s{seed}"
+
+
 def gold_indices(example: Example, choices: list[str], template: Template) -> list[int]:
     """Indices of the correct choices: the label id, or (ReCoRD) every choice whose item is an answer."""
     if example.label is not None:
         if example.label >= len(choices):
-            raise HarnessError(f"{template.path}: template '{template.name}' has {len(choices)} choices but label {example.label}")
+            raise HarnessError(
+                f"{template.path}: template '{template.name}' has {len(choices)} choices but label {example.label}"
+            )
         return [example.label]
     answers = set(example.fields.get("answers", []))
     list_field = template.choices["for_each"]  # type: ignore[index]
@@ -163,41 +182,26 @@ def run_unit(
     demos = draw_demos(train or [], unit.shots, unit.seed, demo_selection, task.name)
     keep_texts = task.name == "record"
 
-    passes: list[tuple[str, str]] = []  # (variant, prefix)
-    if unit.control:
-        passes.append(("control", ""))
+    if unit.kind == "random_labels":
+        prefix = build_prefix(template, prompts, demos, random_label_seed(task.name, unit.shots, unit.seed), task)
     else:
-        passes.append(("gold", build_prefix(template, prompts, demos, None, task)))
-        if unit.shots > 0:
-            label_seed = f"{task.name}/random-labels/k{unit.shots}/s{unit.seed}"
-            passes.append(("random_labels", build_prefix(template, prompts, demos, label_seed, task)))
-    calibrate_gold = not unit.control and prompts.content_free is not None and template.fixed_choices
+        prefix = build_prefix(template, prompts, demos, None, task)
+    calibrate_gold = unit.kind == "gold" and prompts.content_free is not None and template.fixed_choices
 
     rendered = [template.render(ex) for ex in eval_examples]
     golds = [gold_indices(ex, choices, template) for ex, (_, choices) in zip(eval_examples, rendered)]
-    outputs = []
-    for variant, prefix in passes:
-        requests = [
-            Request(prefix + text, [template.target_delimiter + c for c in choices]) for text, choices in rendered
-        ]
-        if variant == "gold" and calibrate_gold:
-            cf_fields = {**eval_examples[0].fields, **prompts.content_free}
-            cf_text, cf_choices = template.render(eval_examples[0], cf_fields)
-            requests.append(Request(prefix + cf_text, [template.target_delimiter + c for c in cf_choices]))
-        scored = engine.score(requests, progress=progress)
-        records = [
-            _record(ex, s, choices, gold, keep_texts)
-            for ex, s, (_, choices), gold in zip(eval_examples, scored, rendered, golds)
-        ]
-        outputs.append(VariantRecords(variant, unit.template, unit.shots, unit.seed, records))
-        if variant == "gold" and calibrate_gold:
-            content_free = scored[-1].logprobs
-            outputs.append(
-                VariantRecords("calibrated", unit.template, unit.shots, unit.seed, [calibrate(r, content_free) for r in records])
-            )
+    requests = [Request(prefix + text, [template.target_delimiter + c for c in choices]) for text, choices in rendered]
+    if calibrate_gold:
+        cf_fields = {**eval_examples[0].fields, **prompts.content_free}
+        cf_text, cf_choices = template.render(eval_examples[0], cf_fields)
+        requests.append(Request(prefix + cf_text, [template.target_delimiter + c for c in cf_choices]))
+    scored = engine.score(requests, progress=progress)
+    records = [
+        _record(ex, s, choices, gold, keep_texts)
+        for ex, s, (_, choices), gold in zip(eval_examples, scored, rendered, golds)
+    ]
+    outputs = [VariantRecords(unit.kind, unit.template, unit.shots, unit.seed, records)]
+    if calibrate_gold:
+        calibrated = [calibrate(r, scored[-1].logprobs) for r in records]
+        outputs.append(VariantRecords("calibrated", unit.template, unit.shots, unit.seed, calibrated))
     return outputs
-
-
-def unit_size(unit: PromptUnit, n_eval: int) -> int:
-    """Requests a unit scores (for progress bars)."""
-    return n_eval * (1 if unit.control or unit.shots == 0 else 2)

@@ -1,0 +1,259 @@
+"""`harness` as a user runs it (a subprocess), on a tiny random model saved as a local folder: outputs, resume
+after an interrupt or a kill, byte-identical re-rendering, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import make_tiny_lm
+
+BASE = ["eval", "--tasks", "rte,cb,copa", "--limit", "6", "--shots", "0,1", "--seeds", "2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-model")
+    model, tokenizer = make_tiny_lm(seed=1)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def env(superglue_dir, tmp_path):
+    return {
+        **os.environ,
+        "HARNESS_DATA_DIR": str(superglue_dir),
+        "HARNESS_CACHE": str(tmp_path / "cache"),
+        "HARNESS_NO_PROGRESS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def harness(*args, env, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _count(db: Path, table: str) -> int:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+def test_eval_writes_outputs_resumes_and_rerenders(tiny_dir, env, tmp_path):
+    out = tmp_path / "run"
+    first = harness(*BASE, "--model", str(tiny_dir), "--out", str(out), env=env)
+    assert first.returncode == 0, first.stderr
+    for name in ("results.db", "summary.csv", "report.md"):
+        assert (out / name).is_file()
+    plots = list((out / "plots").glob("*.png"))
+    assert len(plots) == 1
+
+    summary = pd.read_csv(out / "summary.csv")
+    for column in [
+        "model",
+        "params",
+        "task",
+        "method",
+        "variant",
+        "shots",
+        "template",
+        "seed",
+        "metric",
+        "value",
+        "ci_low",
+        "ci_high",
+        "n",
+    ]:
+        assert column in summary.columns
+    assert set(summary.task) == {"rte", "cb", "copa"}
+    assert {"gold", "random_labels", "calibrated", "control", "chance", "majority"} <= set(summary.variant)
+    acc = summary[
+        (summary.metric == "acc") & (summary.template == "lm-eval") & (summary.task == "rte") & (summary.shots == 0)
+    ]
+    assert len(acc) == 2  # gold and calibrated
+    with_ci = summary.dropna(subset=["ci_low"])
+    assert len(with_ci) > 0.8 * len(summary.dropna(subset=["value"]))
+    assert ((with_ci.ci_low <= with_ci.value + 1e-9) & (with_ci.value <= with_ci.ci_high + 1e-9)).all()
+    extremes = summary[summary.template.isin(["min", "max", "spread"])]
+    assert len(extremes) > 0 and extremes.ci_low.isna().all()
+    macro = summary[(summary.task == "cb") & (summary.metric == "macro_f1")]
+    assert len(macro) > 0
+
+    report = (out / "report.md").read_text()
+    for task in ("rte", "cb", "copa"):
+        assert f"#### {task}" in report
+
+    units, records = _count(out / "results.db", "units"), _count(out / "results.db", "records")
+    again = harness(*BASE, "--model", str(tiny_dir), "--out", str(out), env=env)
+    assert again.returncode == 0, again.stderr
+    assert "already stored" in again.stderr
+    assert (_count(out / "results.db", "units"), _count(out / "results.db", "records")) == (units, records)
+
+    before = {p: p.read_bytes() for p in [out / "report.md", out / "summary.csv", *plots]}
+    rendered = harness("report", str(out), env=env)
+    assert rendered.returncode == 0, rendered.stderr
+    for path, content in before.items():
+        assert path.read_bytes() == content, path
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupted_run_resumes_to_the_same_results(tiny_dir, env, tmp_path, sig):
+    reference = tmp_path / "reference"
+    assert harness(*BASE, "--model", str(tiny_dir), "--out", str(reference), env=env).returncode == 0
+
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", *BASE, "--model", str(tiny_dir), "--out", str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.2)
+        db = out / "results.db"
+        if db.is_file():
+            try:
+                if _count(db, "units") >= 3:
+                    break
+            except sqlite3.OperationalError:
+                pass
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+        assert "interrupted" in stderr and "Traceback" not in stderr
+    stored = _count(out / "results.db", "units")
+    assert 3 <= stored < _count(reference / "results.db", "units")
+
+    resumed = harness(*BASE, "--model", str(tiny_dir), "--out", str(out), env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr
+    assert (out / "summary.csv").read_bytes() == (reference / "summary.csv").read_bytes()
+
+
+def _bad_prompts(tmp_path: Path, text: str, choices: str = '["True", "False"]') -> Path:
+    folder = tmp_path / "prompts"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "rte.yaml").write_text(f'templates:\n  - name: mine\n    text: "{text}"\n    choices: {choices}\n')
+    return folder
+
+
+def _bad_data(tmp_path: Path, superglue_dir: Path) -> Path:
+    folder = tmp_path / "data"
+    (folder / "RTE").mkdir(parents=True)
+    lines = (superglue_dir / "RTE" / "val.jsonl").read_text().splitlines()[:5]
+    lines[2] = lines[2][:-5]
+    (folder / "RTE" / "val.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+BAD_INPUTS = {
+    "unknown task": (["--tasks", "rtee"], "unknown task 'rtee'"),
+    "unknown method": (["--methods", "magic"], "unknown method 'magic'"),
+    "unknown model": (["--model", "nosuchmodel"], "nosuchmodel"),
+    "unknown template": (["--templates", "nope"], "unknown template 'nope'"),
+    "missing data folder": (["--data-dir", "/nonexistent/superglue"], "data folder not found: /nonexistent/superglue"),
+    "missing split": (["--data-dir", "{empty}", "--tasks", "cb"], "cb: no val split"),
+    "malformed jsonl": (["--data-dir", "{bad_data}"], "val.jsonl:3: malformed JSON line"),
+    "template syntax": (["--prompts-dir", "{syntax}"], "rte.yaml: template 'mine' (text): syntax error on line 1"),
+    "undefined field": (["--prompts-dir", "{undefined}"], "template 'mine': undefined field ('premis' is undefined)"),
+    "empty choices": (["--prompts-dir", "{empty_choices}"], "template 'mine': empty answer choices"),
+    "k above train": (["--shots", "0,64"], "--shots 64 is larger than the train set of rte (32 examples)"),
+    "bad shots": (["--shots", "0,x"], "--shots expects comma-separated integers"),
+    "unwritable out": (["--out", "{file}/sub"], "cannot be written (--out)"),
+}
+
+
+@pytest.fixture(scope="module")
+def stored_run(tiny_dir, superglue_dir, tmp_path_factory) -> Path:
+    """A finished small run, copied by each bad-input case: a failing rerun must leave it intact."""
+    out = tmp_path_factory.mktemp("stored") / "run"
+    env = {**os.environ, "HARNESS_DATA_DIR": str(superglue_dir), "HARNESS_NO_PROGRESS": "1"}
+    args = ["eval", "--model", str(tiny_dir), "--tasks", "rte", "--limit", "4", "--shots", "0"]
+    ok = harness(*args, "--templates", "lm-eval", "--out", str(out), env=env)
+    assert ok.returncode == 0, ok.stderr
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2(case, tiny_dir, env, tmp_path, superglue_dir, stored_run):
+    out = tmp_path / "run"
+    shutil.copytree(stored_run, out)
+    records_before = _count(out / "results.db", "records")
+
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "empty").mkdir()
+    places = {
+        "empty": tmp_path / "empty",
+        "bad_data": _bad_data(tmp_path, superglue_dir),
+        "syntax": _bad_prompts(tmp_path / "s", "{{ premise "),
+        "undefined": _bad_prompts(tmp_path / "u", "{{ premis }}"),
+        "empty_choices": _bad_prompts(tmp_path / "e", "{{ premise }}", "[]"),
+        "file": tmp_path / "a-file",
+    }
+    args, message = BAD_INPUTS[case]
+    args = [a.format(**places) for a in args]
+    if "--model" not in args:
+        args += ["--model", str(tiny_dir)]
+    if "--tasks" not in args:
+        args += ["--tasks", "rte"]
+    if "--out" not in args:
+        args += ["--out", str(out)]
+    result = harness("eval", "--limit", "4", *args, env=env)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert message in " ".join(lines[0].split()), lines[0]
+    assert "Traceback" not in result.stderr
+    assert _count(out / "results.db", "records") == records_before
+
+
+def test_report_without_store_and_other_commands(env, tmp_path):
+    missing = harness("report", str(tmp_path / "nothing"), env=env)
+    assert missing.returncode == 2 and "no results store" in missing.stderr
+    tasks = harness("tasks", env=env)
+    assert tasks.returncode == 0 and "multirc" in tasks.stdout
+    shown = harness("prompts", "rte", env=env)
+    assert shown.returncode == 0 and "lm-eval" in shown.stdout and "True or False?" in shown.stdout
+    models = harness("models", env=env)
+    assert models.returncode == 0 and "smollm2-135m" in models.stdout
+
+
+def test_another_eval_set_in_the_same_folder_is_refused(tiny_dir, env, tmp_path):
+    out = tmp_path / "run"
+    common = [
+        "eval",
+        "--model",
+        str(tiny_dir),
+        "--tasks",
+        "rte",
+        "--shots",
+        "0",
+        "--templates",
+        "lm-eval",
+        "--out",
+        str(out),
+    ]
+    assert harness(*common, "--limit", "4", env=env).returncode == 0
+    other = harness(*common, "--limit", "5", env=env)
+    assert other.returncode == 2 and "another eval set" in other.stderr
+    meta = json.loads(
+        sqlite3.connect(out / "results.db").execute("SELECT value FROM meta WHERE key='eval_set'").fetchone()[0]
+    )
+    assert meta["limit"] == 4
+    shutil.rmtree(out)

@@ -1,0 +1,96 @@
+"""Shipped templates: enough of them, all render on real data; user templates are sandboxed and checked."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.prompts import load_prompts
+from harness.tasks import TASKS, DataSource, load_jsonl_split
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_shipped_prompt_files(task, superglue_dir, fewglue_dir):
+    prompts = load_prompts(task)
+    assert prompts.templates[0].name == "lm-eval"
+    assert len(prompts.templates) >= 6
+    assert len(prompts.controls) >= 2
+    data = DataSource(superglue_dir)
+    if data.has_split(TASKS[task], "val"):
+        examples = data.load(TASKS[task], "val")[:25]
+    else:
+        examples = load_jsonl_split(TASKS[task], fewglue_dir / TASKS[task].folder / "train.jsonl")[:10]
+    for template in prompts.templates + prompts.controls:
+        for ex in examples:
+            text, choices = template.render(ex)
+            assert text and not text.endswith(" ")
+            if ex.label is not None:
+                assert ex.label < len(choices)
+            else:
+                assert len(choices) == len(ex.fields["entities"])
+
+
+def test_rte_lm_eval_template_is_lm_evals(superglue_dir):
+    ex = DataSource(superglue_dir).load(TASKS["rte"], "val")[0]
+    text, choices = load_prompts("rte").get("lm-eval").render(ex)
+    assert text == f"{ex.fields['premise']}\nQuestion: {ex.fields['hypothesis']} True or False?\nAnswer:"
+    assert choices == ["True", "False"]
+
+
+def _write(tmp_path, body: str):
+    (tmp_path / "rte.yaml").write_text(body)
+    return tmp_path
+
+
+def _example():
+    from harness.tasks import Example
+
+    return Example("0", {"premise": "P", "hypothesis": "H"}, 0, "0")
+
+
+def test_syntax_error_names_file_template_and_line(tmp_path):
+    folder = _write(
+        tmp_path, 'templates:\n  - name: broken\n    text: "line one\\n{{ premise "\n    choices: ["a", "b"]\n'
+    )
+    with pytest.raises(HarnessError, match=r"rte\.yaml: template 'broken' \(text\): syntax error on line 2"):
+        load_prompts("rte", folder)
+
+
+def test_undefined_field_is_named(tmp_path):
+    folder = _write(
+        tmp_path, 'templates:\n  - name: t\n    text: "{{ premise }} {{ hypotesis }}"\n    choices: ["a", "b"]\n'
+    )
+    template = load_prompts("rte", folder).get("t")
+    with pytest.raises(HarnessError, match="template 't': undefined field .*hypotesis"):
+        template.render(_example())
+
+
+def test_empty_choices_rejected(tmp_path):
+    folder = _write(tmp_path, 'templates:\n  - name: t\n    text: "x"\n    choices: []\n')
+    with pytest.raises(HarnessError, match="empty answer choices"):
+        load_prompts("rte", folder)
+    folder = _write(tmp_path, 'templates:\n  - name: t\n    text: "x"\n    choices: ["{{ hypothesis[5:] }}", "b"]\n')
+    with pytest.raises(HarnessError, match="empty answer choice on example 0"):
+        load_prompts("rte", folder).get("t").render(_example())
+
+
+def test_templates_are_sandboxed(tmp_path):
+    folder = _write(
+        tmp_path,
+        'templates:\n  - name: evil\n    text: "{{ premise.__class__.__mro__[1].__subclasses__() }}"\n    choices: ["a", "b"]\n',
+    )
+    with pytest.raises(HarnessError, match="template 'evil'.*SecurityError"):
+        load_prompts("rte", folder).get("evil").render(_example())
+
+
+def test_unknown_template_and_unknown_key(tmp_path):
+    with pytest.raises(HarnessError, match="unknown template 'nope' for task rte"):
+        load_prompts("rte").get("nope")
+    folder = _write(tmp_path, 'templates:\n  - name: t\n    text: "x"\n    choices: ["a"]\n    colour: red\n')
+    with pytest.raises(HarnessError, match="unknown field.*colour"):
+        load_prompts("rte", folder)
+
+
+def test_missing_prompt_file(tmp_path):
+    with pytest.raises(HarnessError, match="no prompt file for task rte"):
+        load_prompts("rte", tmp_path)
