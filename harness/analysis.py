@@ -5,6 +5,7 @@ Reads only records (the one language of all methods), never a model.
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -64,9 +65,14 @@ def _row(model, params, task, method, variant, shots, template, seed, metric, es
 
 
 def _mean(estimates: list[Estimate]) -> Estimate:
-    return Estimate(
-        float(np.mean([e.value for e in estimates])), np.mean([e.samples for e in estimates], axis=0), estimates[0].n
-    )
+    """Mean over units, skipping those where the metric is undefined (accuracy when attempted, with no attempt)."""
+    values = np.array([e.value for e in estimates])
+    samples = np.stack([e.samples for e in estimates])
+    if np.isnan(values).all():
+        return Estimate(float("nan"), np.full(samples.shape[1], np.nan), estimates[0].n)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN resample columns stay NaN
+        return Estimate(float(np.nanmean(values)), np.nanmean(samples, axis=0), estimates[0].n)
 
 
 def analyse_task(store: Store, model: str, params: int, task: str) -> TaskResult | None:

