@@ -32,6 +32,7 @@ COLUMNS = [
     "n",
 ]
 ALL = "all"  # template/seed value of rows aggregated over templates or seeds
+AGGREGATES = ("mean", "min", "max", "spread")  # template values of rows aggregated over templates
 
 
 @dataclass

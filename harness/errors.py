@@ -8,6 +8,6 @@ class HarnessError(Exception):
 
 
 class Interrupted(HarnessError):
-    """Ctrl-C or SIGTERM during a run: finished units are stored, the run resumes on the same command."""
+    """Ctrl-C during a run: finished units are stored, the run resumes on the same command."""
 
     exit_code = 130

@@ -82,7 +82,7 @@ def random_label_shots(cfg: EvalConfig) -> list[int]:
     """The k that get random-label demos: as asked, else the largest k (where the report reads them)."""
     if cfg.random_label_shots is not None:
         return cfg.random_label_shots
-    return [max(cfg.shots)] if cfg.shots else []
+    return [max(cfg.shots)]  # validate() has rejected an empty --shots
 
 
 def validate(cfg: EvalConfig) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from harness.analysis import ALL, TaskResult, analyse
+from harness.analysis import AGGREGATES, ALL, TaskResult, analyse
 from harness.metrics import Estimate, main_metric
 from harness.store import Store
 
@@ -99,11 +99,7 @@ def template_table(result: TaskResult) -> list[str]:
     metric = main_metric(result.task)
     levels = _shot_levels(result)
     templates = sorted(
-        {
-            k[3]
-            for k in result.estimates
-            if k[0] == "prompt" and k[1] == "gold" and k[3] not in ("mean", "min", "max", "spread")
-        }
+        {k[3] for k in result.estimates if k[0] == "prompt" and k[1] == "gold" and k[3] not in AGGREGATES}
     )
     rows = []
     for t in templates:
@@ -112,9 +108,7 @@ def template_table(result: TaskResult) -> list[str]:
             e = _get(result, "prompt", "gold", k, t, metric) or _get(result, "prompt", "gold", k, t, metric, seed=0)
             cells.append(fmt(e))
         rows.append(cells)
-    controls = sorted(
-        {k[3] for k in result.estimates if k[1] == "control" and k[3] not in ("mean", "min", "max", "spread")}
-    )
+    controls = sorted({k[3] for k in result.estimates if k[1] == "control" and k[3] not in AGGREGATES})
     for t in controls:
         rows.append(
             [f"{t} (control)", fmt(_get(result, "prompt", "control", 0, t, metric, seed=0))] + ["–"] * (len(levels) - 1)
@@ -139,12 +133,7 @@ def plot_spread(results: list[TaskResult], path: Path, title: str) -> None:
             values = []
             for key, e in result.estimates.items():
                 method, variant, shots, template, seed, m = key
-                if (method, variant, shots, m) == ("prompt", "gold", k, metric) and template not in (
-                    "mean",
-                    "min",
-                    "max",
-                    "spread",
-                ):
+                if (method, variant, shots, m) == ("prompt", "gold", k, metric) and template not in AGGREGATES:
                     if seed == ALL or (
                         seed == 0 and (method, variant, shots, template, ALL, m) not in result.estimates
                     ):

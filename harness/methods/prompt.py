@@ -21,8 +21,6 @@ from harness.prompts import PromptSet, Template
 from harness.store import Record, VariantRecords
 from harness.tasks import Example, TaskSpec
 
-VARIANTS = ("gold", "random_labels", "calibrated", "control")
-
 
 @dataclass(frozen=True)
 class PromptUnit:
@@ -32,10 +30,6 @@ class PromptUnit:
     shots: int
     seed: int
     kind: str = "gold"
-
-    @property
-    def control(self) -> bool:
-        return self.kind == "control"
 
     @property
     def key(self) -> str:
