@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import warnings
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,12 @@ COLUMNS = [
 ]
 ALL = "all"  # template/seed value of rows aggregated over templates or seeds
 AGGREGATES = ("mean", "min", "max", "spread")  # template values of rows aggregated over templates
+CONTROL_SUFFIX = "-control"  # variant of a trained method's control task (labels permuted)
+SEED_RESAMPLE_SEED = 7  # seeds drawn with replacement in each bootstrap replicate: intervals cover seeds too
+
+
+def is_control_task(variant: str) -> bool:
+    return variant.endswith(CONTROL_SUFFIX)
 
 
 @dataclass
@@ -44,6 +50,7 @@ class TaskResult:
     info: dict
     rows: list[dict]
     estimates: dict[tuple, Estimate]  # (method, variant, shots, template, seed, metric) -> estimate
+    unit_infos: dict[tuple[str, str], dict] = field(default_factory=dict)  # (method, unit key) -> stored info
 
 
 def _row(model, params, task, method, variant, shots, template, seed, metric, est: Estimate) -> dict:
@@ -76,6 +83,21 @@ def _mean(estimates: list[Estimate]) -> Estimate:
         return Estimate(float(np.nanmean(values)), np.nanmean(samples, axis=0), estimates[0].n)
 
 
+def _mean_over_seeds(estimates: list[Estimate]) -> Estimate:
+    """Mean over seeds whose interval covers seeds as well as examples: each bootstrap replicate averages a
+    draw of the seeds with replacement, each seed's replicate being the same example resample."""
+    if len(estimates) == 1:
+        return estimates[0]
+    plain = _mean(estimates)
+    samples = np.stack([e.samples for e in estimates])  # (seeds, B)
+    rng = np.random.default_rng(SEED_RESAMPLE_SEED)
+    draws = rng.integers(0, len(estimates), size=(len(estimates), samples.shape[1]))
+    picked = np.take_along_axis(samples, draws, axis=0)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return Estimate(plain.value, np.nanmean(picked, axis=0), plain.n)
+
+
 def analyse_task(store: Store, model: str, params: int, task: str) -> TaskResult | None:
     info = store.task_info(model, task) or {}
     units = store.records(model, task)
@@ -84,7 +106,12 @@ def analyse_task(store: Store, model: str, params: int, task: str) -> TaskResult
     spec = TASKS.get(task)
     n_classes = len(spec.labels) if spec else 0
     official = set(spec.metrics) if spec else set()
-    first: list[Record] = next(iter(units.values()))
+    # The reference records (golds for baselines, the example set): any unit whose labels are the task's own.
+    # (A control task's labels are a permutation of the task's, so its label counts would do as well.)
+    first: list[Record] = next(
+        (recs for (_, variant, *_), recs in units.items() if not is_control_task(variant)),
+        next(iter(units.values())),
+    )
     ids = [r.example_id for r in first]
     rs = Resampler([r.group for r in first])
     est: dict[tuple, Estimate] = {}
@@ -113,7 +140,8 @@ def analyse_task(store: Store, model: str, params: int, task: str) -> TaskResult
         groups[(method, variant, shots)][template].append(metrics)
     for (method, variant, shots), by_template in sorted(groups.items()):
         template_means = {
-            t: {m: _mean([u[m] for u in seeds]) for m in seeds[0]} for t, seeds in sorted(by_template.items())
+            t: {m: _mean_over_seeds([u[m] for u in seeds]) for m in seeds[0]}
+            for t, seeds in sorted(by_template.items())
         }
         if any(len(seeds) > 1 for seeds in by_template.values()):
             for t, metrics in template_means.items():
@@ -140,7 +168,13 @@ def analyse_task(store: Store, model: str, params: int, task: str) -> TaskResult
                     ALL,
                     {m: Estimate(values[hi_t].value - values[lo_t].value, no_ci, n)},
                 )
-    return TaskResult(model, task, info, rows, est)
+    # selectivity of each trained method: its score minus its control task's (paired over examples)
+    for (method, variant, shots, template, seed, metric), e in list(est.items()):
+        control = est.get((method, variant + CONTROL_SUFFIX, shots, template, seed, metric))
+        if template == "mean" and metric in official and control is not None:
+            diff = Estimate(e.value - control.value, e.samples - control.samples, e.n)
+            add(method, variant, shots, template, seed, {f"selectivity_{metric}": diff})
+    return TaskResult(model, task, info, rows, est, store.unit_infos(model, task))
 
 
 def analyse(store: Store) -> tuple[pd.DataFrame, list[TaskResult]]:

@@ -58,7 +58,13 @@ def eval_command(
     tasks: Annotated[
         str, typer.Option(help="Comma-separated tasks; overrides the suite's list (see `harness tasks`).")
     ] = None,
-    methods: Annotated[str, typer.Option(help="Comma-separated methods. Available: prompt.")] = "prompt",
+    methods: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated methods: prompt (templates, demos, controls), ptune (soft prompts), "
+            "bitfit (bias-only tuning), probe (linear probes on hidden states)."
+        ),
+    ] = "prompt",
     shots: Annotated[str, typer.Option(help="Comma-separated numbers of demos (k).")] = "0,1,4",
     random_label_shots: Annotated[
         str, typer.Option(help="k values that also get random-label demos (default: the largest k; 'none' for none).")
@@ -114,6 +120,23 @@ def eval_command(
     trust_remote_code: Annotated[
         bool, typer.Option(help="Allow model code from the Hub to run (off by default).")
     ] = False,
+    train_sizes: Annotated[
+        str,
+        typer.Option(
+            help="Trained methods: comma-separated train sample sizes for learning curves (default 32, "
+            "FewGLUE's size). A quarter of each sample is held out for early stopping; eval data never is."
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str],
+        typer.Option(
+            "--set",
+            help="Override a method preset (probes/<method>.yaml): METHOD.KEY=VALUE, e.g. ptune.steps=40. Repeatable.",
+        ),
+    ] = None,
+    presets_dir: Annotated[
+        str, typer.Option(help="Folder of <method>.yaml presets to use instead of the shipped probes/.")
+    ] = None,
 ) -> None:
     """Evaluate models on a suite; writes OUT/results.db, OUT/summary.csv, OUT/report.md."""
     from harness.evaluate import EvalConfig, run_eval
@@ -138,6 +161,9 @@ def eval_command(
         train_set=train_set,
         fewglue_dir=fewglue_dir,
         demo_selection=demo_selection,
+        train_sizes=_ints(train_sizes, "--train-sizes") if train_sizes is not None else None,
+        overrides=list(set_ or []),
+        presets_dir=presets_dir,
         prompts_dir=prompts_dir,
         trust_remote_code=trust_remote_code,
     )

@@ -69,6 +69,9 @@ class Engine:
         self.prefix_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.prefix_token_id
         self._encode_cache: dict[str, list[int]] = {}
+        # Work counters for benchmarks: real tokens run through the decoder, and positions including padding.
+        self.tokens_computed = 0
+        self.positions_computed = 0
 
     # ---- tokenization (lm-evaluation-harness rules) ----
     def _encode(self, text: str) -> list[int]:
@@ -146,6 +149,7 @@ class Engine:
         if shared:
             ids = torch.tensor([rows[0].tokens[:shared]], device=self.device)
             prefix_cache = self.decoder(input_ids=ids, use_cache=True).past_key_values
+            self._count(shared, shared)
 
         results: list[dict] = [
             {"logprobs": [0.0] * len(conts), "first_ranks": [0] * len(conts), "hidden": {}} for conts in all_conts
@@ -169,6 +173,7 @@ class Engine:
             ids = torch.tensor([members[0].tokens[shared:group_len]], device=self.device)
             past = _expand_cache(prefix_cache, 1) if prefix_cache is not None else None
             group_cache = self.decoder(input_ids=ids, past_key_values=past, use_cache=True).past_key_values
+            self._count(ids.shape[1], ids.shape[1])
             for batch in self._batches(sorted(members, key=lambda r: -len(r.tokens)), group_len):
                 self._score_batch(batch, group_len, group_cache, all_conts, results, hidden_layers)
                 finish(batch)
@@ -193,6 +198,10 @@ class Engine:
                 )
             )
         return out
+
+    def _count(self, tokens: int, positions: int) -> None:
+        self.tokens_computed += tokens
+        self.positions_computed += positions
 
     def _batches(self, rows: list[_Row], start: int):
         i = 0
@@ -219,6 +228,7 @@ class Engine:
         if hidden_layers:
             kwargs["output_hidden_states"] = True
         out = self.decoder(**kwargs)
+        self._count(sum(len(row.tokens) - shared for row in batch), ids.numel())
         hidden = out.last_hidden_state
 
         # Gather the answer positions of all rows, apply the head once.

@@ -6,12 +6,16 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from harness.errors import HarnessError, Interrupted
+from harness.features import FeatureCache, n_states
 from harness.methods import prompt as prompt_method
+from harness.methods.presets import check_overrides, load_preset
+from harness.methods.training import TrainedUnit
 from harness.prompts import PromptSet, load_prompts
 from harness.resources import resource_dir
 from harness.store import Store, UnitKey
@@ -25,8 +29,14 @@ from harness.tasks import (
     stratified_subset,
 )
 
-METHODS = {"prompt": "many templates, k-shot demos, random-label demos, calibration, control prompts"}
-PLANNED_METHODS = ("ptune", "bitfit", "probe")
+METHODS = {
+    "prompt": "many templates, k-shot demos, random-label demos, calibration, control prompts",
+    "ptune": "soft prompts trained on the frozen model (prompt tuning and P-tuning, peft)",
+    "bitfit": "bias-only tuning (zero-init biases added where the model has none)",
+    "probe": "logistic-regression probes on every layer's hidden states, layer chosen by CV on train",
+}
+TRAINED_METHODS = ("ptune", "bitfit", "probe")
+DEFAULT_TRAIN_SIZE = 32  # FewGLUE's size
 
 
 @dataclass
@@ -51,6 +61,9 @@ class EvalConfig:
     demo_selection: str = "random"
     prompts_dir: str | None = None
     trust_remote_code: bool = False
+    train_sizes: list[int] | None = None  # trained methods; None: 32 (FewGLUE's size)
+    overrides: list[str] = field(default_factory=list)  # --set method.key=value
+    presets_dir: str | None = None
 
 
 @dataclass
@@ -61,6 +74,7 @@ class TaskPlan:
     train: list[Example] | None
     units: list[prompt_method.PromptUnit]
     info: dict
+    trained: list[TrainedUnit] = field(default_factory=list)
 
 
 def load_suite(name: str) -> list[str]:
@@ -86,11 +100,9 @@ def random_label_shots(cfg: EvalConfig) -> list[int]:
 
 
 def validate(cfg: EvalConfig) -> None:
+    if not cfg.methods:
+        raise HarnessError(f"--methods is empty: choose from {', '.join(METHODS)}")
     for m in cfg.methods:
-        if m in PLANNED_METHODS:
-            raise HarnessError(
-                f"method '{m}' (--methods) is not available yet in this version; available: {', '.join(METHODS)}"
-            )
         if m not in METHODS:
             raise HarnessError(f"unknown method '{m}' (--methods): available methods are {', '.join(METHODS)}")
     if not cfg.shots or any(k < 0 for k in cfg.shots):
@@ -105,6 +117,50 @@ def validate(cfg: EvalConfig) -> None:
         raise HarnessError("--batch-size must be at least 1")
     if cfg.demo_selection not in ("random", "first"):
         raise HarnessError("--demo-selection must be 'random' or 'first'")
+    if cfg.train_sizes is not None and (not cfg.train_sizes or any(n < 2 for n in cfg.train_sizes)):
+        raise HarnessError("--train-sizes must be integers of at least 2")
+    check_overrides(cfg.overrides)
+
+
+def trained_methods(cfg: EvalConfig) -> list[str]:
+    return [m for m in cfg.methods if m in TRAINED_METHODS]
+
+
+def load_presets(cfg: EvalConfig) -> dict[str, dict]:
+    return {m: load_preset(m, cfg.presets_dir, cfg.overrides) for m in trained_methods(cfg)}
+
+
+def plan_trained(
+    cfg: EvalConfig, spec: TaskSpec, prompts: PromptSet, train: list[Example] | None, source: str, presets: dict
+) -> tuple[list[TrainedUnit], list[str]]:
+    """Units of the trained methods for one task, after checking the task can be trained on."""
+    if not presets:
+        return [], []
+    if not spec.labels:
+        return [], [f"trained methods not applicable: {spec.name} has no fixed label set"]
+    if train is None:
+        raise HarnessError(
+            f"{spec.name}: --methods {','.join(presets)} needs a train split, and {source} has none for it "
+            "(--train-set)"
+        )
+    available = len({e.group for e in train})
+    sizes = cfg.train_sizes or [min(DEFAULT_TRAIN_SIZE, available)]
+    for n in sizes:
+        if n > available:
+            raise HarnessError(
+                f"train size {n} (--train-sizes) is larger than {spec.name}'s train split "
+                f"({available} {'questions' if spec.grouped else 'examples'} in {source})"
+            )
+    units = []
+    for method, preset in presets.items():
+        template = prompts.get(preset["template"])  # fails now, naming the file, if the template is unknown
+        variants = preset.get("variants", [method])
+        for variant in variants:
+            for n in sizes:
+                for seed in range(cfg.seeds):
+                    for control in (False, True):
+                        units.append(TrainedUnit(method, variant, template.name, n, seed, control))
+    return units, []
 
 
 def plan_tasks(cfg: EvalConfig, console: Console) -> tuple[list[TaskPlan], list[tuple[str, str]], DataSource]:
@@ -113,6 +169,7 @@ def plan_tasks(cfg: EvalConfig, console: Console) -> tuple[list[TaskPlan], list[
     names = cfg.tasks if explicit else load_suite(cfg.suite)
     data = DataSource.from_option(cfg.data_dir)
     train_source = resolve_train_source(cfg.train_set, data, cfg.fewglue_dir)
+    presets = load_presets(cfg)
     plans, skipped = [], []
     for name in names:
         spec = get_task(name)
@@ -133,18 +190,22 @@ def plan_tasks(cfg: EvalConfig, console: Console) -> tuple[list[TaskPlan], list[
         notes = []
         if train is None and any(k > 0 for k in cfg.shots):
             notes.append(f"no train split in {train_source.describe(spec)}: only zero-shot prompts were run")
-        units = prompt_method.plan_units(
-            prompts,
-            cfg.shots,
-            cfg.seeds,
-            cfg.templates,
-            cfg.demo_selection,
-            len(train) if train is not None else None,
-            random_label_shots(cfg),
-        )
+        units = []
+        if "prompt" in cfg.methods:
+            units = prompt_method.plan_units(
+                prompts,
+                cfg.shots,
+                cfg.seeds,
+                cfg.templates,
+                cfg.demo_selection,
+                len(train) if train is not None else None,
+                random_label_shots(cfg),
+            )
+        trained, trained_notes = plan_trained(cfg, spec, prompts, train, train_source.describe(spec), presets)
+        notes += trained_notes
         # Render every template once on a real example now, so a bad template fails before the model loads.
-        for unit in units:
-            template = prompts.get(unit.template)
+        for name in {u.template for u in units} | {u.template for u in trained}:
+            template = prompts.get(name)
             template.render(eval_examples[0])
             if train:
                 template.render(train[0])
@@ -157,7 +218,7 @@ def plan_tasks(cfg: EvalConfig, console: Console) -> tuple[list[TaskPlan], list[
             "notes": notes,
             "eval_ids": [e.id for e in eval_examples],
         }
-        plans.append(TaskPlan(spec, prompts, eval_examples, train, units, info))
+        plans.append(TaskPlan(spec, prompts, eval_examples, train, units, info, trained))
     return plans, skipped, data
 
 
@@ -172,6 +233,21 @@ def _check_same_eval_set(store: Store, cfg: EvalConfig, data: DataSource) -> Non
         )
 
 
+def _check_same_presets(store: Store, cfg: EvalConfig) -> dict[str, dict]:
+    """A store holds one preset per trained method: results made with another would be mixed up."""
+    presets = load_presets(cfg)
+    stored = store.get_meta("presets") or {}
+    for method, preset in presets.items():
+        if method in stored and stored[method] != preset:
+            changed = sorted(k for k in preset if stored[method].get(k) != preset[k])
+            raise HarnessError(
+                f"{store.path} holds {method} results made with another preset ({', '.join(changed)} differ); "
+                "use another --out, or the same --set/--presets-dir"
+            )
+    store.set_meta("presets", {**stored, **presets})
+    return presets
+
+
 def run_eval(cfg: EvalConfig, console: Console, command: str) -> Path:
     from harness.engine import Engine
     from harness.models import load_model
@@ -182,6 +258,7 @@ def run_eval(cfg: EvalConfig, console: Console, command: str) -> Path:
     try:
         plans, skipped, data = plan_tasks(cfg, console)
         _check_same_eval_set(store, cfg, data)
+        presets = _check_same_presets(store, cfg)
         store.set_meta("eval_set", {"data": data.describe(), "limit": cfg.limit, "limit_seed": cfg.limit_seed})
         store.set_meta("command", command)
         config = {k: v for k, v in asdict(cfg).items() if k not in ("out",)}
@@ -204,7 +281,7 @@ def run_eval(cfg: EvalConfig, console: Console, command: str) -> Path:
             for name, reason in skipped:
                 store.put_task(loaded.name, name, {"skipped": reason})
             engine = Engine(loaded.model, loaded.tokenizer, batch_size=cfg.batch_size)
-            _run_model(loaded.name, plans, engine, store, cfg, console)
+            _run_model(loaded.name, plans, engine, store, cfg, console, presets)
             del engine, loaded
     finally:
         store.close()
@@ -212,7 +289,15 @@ def run_eval(cfg: EvalConfig, console: Console, command: str) -> Path:
     return report
 
 
-def _run_model(model: str, plans: list[TaskPlan], engine, store: Store, cfg: EvalConfig, console: Console) -> None:
+def _run_model(
+    model: str,
+    plans: list[TaskPlan],
+    engine,
+    store: Store,
+    cfg: EvalConfig,
+    console: Console,
+    presets: dict[str, dict],
+) -> None:
     work = []
     for plan in plans:
         store.put_task(model, plan.spec.name, plan.info)
@@ -220,23 +305,31 @@ def _run_model(model: str, plans: list[TaskPlan], engine, store: Store, cfg: Eva
             key = UnitKey(model, plan.spec.name, "prompt", unit.key)
             if not store.has_unit(key):
                 work.append((plan, unit, key))
-    total_units = sum(len(p.units) for p in plans)
+        for unit in plan.trained:
+            key = UnitKey(model, plan.spec.name, unit.method, unit.key)
+            if not store.has_unit(key):
+                work.append((plan, unit, key))
+    total_units = sum(len(p.units) + len(p.trained) for p in plans)
     if not work:
         console.print(f"{model}: all {total_units} units already stored in {store.path}")
         return
     done_before = total_units - len(work)
     if done_before:
         console.print(f"{model}: resuming, {done_before} of {total_units} units already stored")
-    total = sum(len(p.eval_examples) for p, _, _ in work)
+    total = sum(_cost(p, u, presets) for p, u, _ in work)
     columns = [
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("requests"),
+        TextColumn("steps"),
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
     ]
+    from harness.methods.probe import run_probe_unit  # scikit-learn and peft load only when used
+    from harness.methods.tuning import run_tuning_unit
+
+    cache = FeatureCache()
     with Progress(
         *columns, console=console, transient=False, disable=os.environ.get("HARNESS_NO_PROGRESS") == "1"
     ) as bar:
@@ -244,21 +337,79 @@ def _run_model(model: str, plans: list[TaskPlan], engine, store: Store, cfg: Eva
         finished = 0
         try:
             for plan, unit, key in work:
-                bar.update(job, description=f"{model} · {plan.spec.name} · {unit.key}")
-                outputs = prompt_method.run_unit(
-                    unit,
-                    plan.spec,
-                    plan.prompts,
-                    engine,
-                    plan.eval_examples,
-                    plan.train,
-                    cfg.demo_selection,
-                    progress=lambda n: bar.advance(job, n),
-                )
-                store.put_unit(key, outputs, {"variants": [o.variant for o in outputs]})
+                bar.update(job, description=f"{model} · {plan.spec.name} · {key.method} {unit.key}")
+                advance = lambda n: bar.advance(job, n)  # noqa: E731
+                if isinstance(unit, prompt_method.PromptUnit):
+                    outputs, info = _run_prompt_unit(model, plan, unit, engine, cfg, presets, cache, advance)
+                elif unit.method == "probe":
+                    outputs, info = run_probe_unit(
+                        unit,
+                        plan.spec,
+                        plan.prompts,
+                        engine,
+                        model,
+                        plan.eval_examples,
+                        plan.train,
+                        presets["probe"],
+                        cache,
+                    )
+                    advance(_cost(plan, unit, presets))
+                else:
+                    outputs, info = run_tuning_unit(
+                        unit,
+                        plan.prompts,
+                        engine.model,
+                        engine.tokenizer,
+                        plan.eval_examples,
+                        plan.train,
+                        presets[unit.method],
+                        advance,
+                    )
+                    advance(len(plan.eval_examples))
+                store.put_unit(key, outputs, info)
                 finished += 1
         except KeyboardInterrupt:
             raise Interrupted(
                 f"{done_before + finished} of {total_units} units of {model} are stored in {store.path}; "
                 "rerun the same command to resume"
             ) from None
+
+
+def _cost(plan: TaskPlan, unit, presets: dict) -> int:
+    """Progress steps of a unit: its eval requests, plus the optimiser steps of a training run."""
+    if isinstance(unit, TrainedUnit) and unit.method != "probe":
+        return presets[unit.method]["steps"] + len(plan.eval_examples)
+    return len(plan.eval_examples)
+
+
+def _run_prompt_unit(model, plan: TaskPlan, unit, engine, cfg: EvalConfig, presets, cache: FeatureCache, advance):
+    """A prompt unit; when it scores the probe's template zero-shot, the probe's eval features come from the
+    same forward pass (the hidden states at its answer slot are the last token's)."""
+    probe = presets.get("probe")
+    share = (
+        probe is not None
+        and probe["pooling"] == "last"
+        and unit.template == probe["template"]
+        and unit.shots == 0
+        and unit.kind in ("control", "gold")
+    )
+    sink: list | None = [] if share else None
+    outputs = prompt_method.run_unit(
+        unit,
+        plan.spec,
+        plan.prompts,
+        engine,
+        plan.eval_examples,
+        plan.train,
+        cfg.demo_selection,
+        progress=advance,
+        hidden_sink=sink,
+        hidden_layers=list(range(n_states(engine.model))) if share else (),
+    )
+    if share:
+        from harness.methods.probe import probe_texts
+
+        template = plan.prompts.get(unit.template)
+        texts = probe_texts(template, plan.eval_examples)
+        cache.save(cache.path(model, plan.spec.name, template.name, "val", "last", texts), np.stack(sink))
+    return outputs, {"variants": [o.variant for o in outputs]}

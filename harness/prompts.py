@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
-import yaml
 from jinja2.sandbox import SandboxedEnvironment
 
 from harness.errors import HarnessError
-from harness.resources import resource_dir
+from harness.resources import read_yaml, resource_dir
 from harness.tasks import Example
 
 _ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
@@ -123,14 +122,7 @@ def load_prompts(task: str, prompts_dir: str | Path | None = None) -> PromptSet:
     """Read and compile `<prompts_dir>/<task>.yaml` (default: the prompts shipped with harness)."""
     folder = Path(prompts_dir) if prompts_dir else resource_dir("prompts")
     path = folder / f"{task}.yaml"
-    if not path.is_file():
-        raise HarnessError(f"no prompt file for task {task}: {path} not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise HarnessError(f"{path}:{where} invalid YAML ({getattr(err, 'problem', err)})") from None
+    data = read_yaml(path, f"prompt file for task {task}")
     if not isinstance(data, dict) or not isinstance(data.get("templates"), list):
         raise HarnessError(f"{path}: expected a mapping with a 'templates' list")
     templates = [_template(e, path, False, i) for i, e in enumerate(data["templates"])]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from harness.analysis import AGGREGATES, ALL, TaskResult, analyse
+from harness.analysis import AGGREGATES, ALL, CONTROL_SUFFIX, TaskResult, analyse, is_control_task
 from harness.metrics import Estimate, main_metric
 from harness.store import Store
 
@@ -87,6 +87,94 @@ def task_rows(result: TaskResult) -> tuple[list[str], list[str]]:
         fmt(_get(result, "prompt", "gold", few, "spread", metric), ci=False) if few else "–",
     ]
     return scores, diagnostics
+
+
+TRAINED = ("ptune", "bitfit", "probe")
+
+
+def _trained_variants(result: TaskResult) -> list[tuple[str, str, int]]:
+    """(method, variant, train size) of the trained methods present, task variants only."""
+    found = {
+        (k[0], k[1], k[2]) for k in result.estimates if k[0] in TRAINED and not is_control_task(k[1]) and k[3] == "mean"
+    }
+    return sorted(found, key=lambda x: (TRAINED.index(x[0]), x[1], x[2]))
+
+
+def _unit_infos(result: TaskResult, method: str, variant: str, shots: int, control: bool = False) -> list[dict]:
+    stored = variant + CONTROL_SUFFIX if control else variant
+    return [
+        info
+        for (m, key), info in sorted(result.unit_infos.items())
+        if m == method and key.split("/")[0] == stored and key.split("/")[2] == f"n{shots}"
+    ]
+
+
+def trained_rows(result: TaskResult) -> list[list[str]]:
+    """A row per trained method variant and train size: score, control task, selectivity, parameters trained."""
+    metric = main_metric(result.task)
+    rows = []
+    for method, variant, n in _trained_variants(result):
+        infos = _unit_infos(result, method, variant, n)
+        detail = "–"
+        if infos and method == "probe":
+            layers = sorted({i.get("layer") for i in infos})
+            detail = "layer " + ", ".join(str(x) for x in layers) + " (CV on train)"
+        elif infos:
+            best = [i.get("best_step") for i in infos]
+            run = [i.get("steps_run") for i in infos]
+            detail = f"best step {'/'.join(map(str, best))} of {'/'.join(map(str, run))}"
+        params = f"{infos[0]['trained_params']:,}" if infos and "trained_params" in infos[0] else "–"
+        rows.append(
+            [
+                result.task,
+                method,
+                variant,
+                str(n),
+                str(len(infos)),
+                fmt(_get(result, method, variant, n, "mean", metric)),
+                fmt(_get(result, method, variant + CONTROL_SUFFIX, n, "mean", metric)),
+                fmt(_get(result, method, variant, n, "mean", f"selectivity_{metric}")),
+                params,
+                detail,
+            ]
+        )
+    return rows
+
+
+def plot_probe_layers(results: list[TaskResult], path: Path, title: str) -> bool:
+    """Per task, the probe's accuracy at each layer: cross-validated on train (what chose the layer) and on eval."""
+    curves = []
+    for r in results:
+        for method, variant, n in _trained_variants(r):
+            if method != "probe":
+                continue
+            infos = _unit_infos(r, method, variant, n)
+            if infos and infos[0].get("layers"):
+                curves.append((f"{r.task} (n={n})", infos))
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+    for i, (label, infos) in enumerate(curves):
+        layers = infos[0]["layers"]
+        color = f"C{i % 10}"
+        for key, style, what in (("cv_curve", "--", "CV on train"), ("eval_curve", "-", "eval")):
+            values = [sum(info[key][j] for info in infos) / len(infos) * 100 for j in range(len(layers))]
+            ax.plot(layers, values, style, color=color, label=f"{label}, {what}")
+    ax.set_xlabel("layer (0 = embeddings)")
+    ax.set_ylabel("accuracy (%), mean over seeds")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+    return True
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -251,6 +339,43 @@ def render(out_dir: str | Path) -> Path:
                     ],
                     list(diags),
                 )
+                trained = [row for r in scored for row in trained_rows(r)]
+                if trained:
+                    lines += ["", "### Trained methods (ecological)", ""]
+                    lines += [
+                        "Trained on a seeded sample of train (`train n`; a quarter held out for early stopping, "
+                        "eval data never used for any choice), scored on the same eval examples. `control task`: "
+                        "the same method trained and scored with labels permuted at random; `selectivity` = score "
+                        "- control task, paired over examples. Intervals cover examples and training seeds.",
+                        "",
+                    ]
+                    lines += _table(
+                        [
+                            "task",
+                            "method",
+                            "variant",
+                            "train n",
+                            "seeds",
+                            "score",
+                            "control task",
+                            "selectivity",
+                            "trained params",
+                            "model selection",
+                        ],
+                        trained,
+                    )
+                    details = sorted(
+                        {
+                            f"{m}: {info.get(m)}"
+                            for r in scored
+                            for (m, _), info in r.unit_infos.items()
+                            if m in ("bitfit", "ptune") and info.get(m)
+                        }
+                    )
+                    lines += [""] + [f"- {d}" for d in details]
+                    layer_plot = Path(PLOTS) / f"{_slug(model)}-probe-layers.png"
+                    if plot_probe_layers(scored, out / layer_plot, f"{model}: probe accuracy by layer"):
+                        lines += ["", f"![probe accuracy by layer]({layer_plot.as_posix()})"]
                 plot = Path(PLOTS) / f"{_slug(model)}-template-spread.png"
                 plot_spread(scored, out / plot, f"{model}: score of each template")
                 lines += ["", f"![template spread]({plot.as_posix()})", "", "### Per template", ""]

@@ -171,6 +171,13 @@ class Store:
             out.setdefault((method, variant, template, shots, seed), []).append(Record.from_json(payload))
         return out
 
+    def unit_infos(self, model: str, task: str) -> dict[tuple[str, str], dict]:
+        """(method, unit key) -> the info stored with the unit (trained parameters, curves, chosen layer...)."""
+        cursor = self.conn.execute(
+            "SELECT method, unit, info FROM units WHERE model=? AND task=? ORDER BY method, unit", (model, task)
+        )
+        return {(m, u): json.loads(i) for m, u, i in cursor}
+
     def tasks(self, model: str) -> list[str]:
         rows = self.conn.execute("SELECT DISTINCT task FROM tasks WHERE model=? ORDER BY task", (model,)).fetchall()
         return [r[0] for r in rows]

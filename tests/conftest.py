@@ -94,3 +94,23 @@ def superglue_dir() -> Path:
 @pytest.fixture(scope="session")
 def fewglue_dir() -> Path:
     return _data_folder("HARNESS_FEWGLUE_DIR", "fewglue")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-model")
+    model, tokenizer = make_tiny_lm(seed=1)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def env(superglue_dir, tmp_path):
+    return {
+        **os.environ,
+        "HARNESS_DATA_DIR": str(superglue_dir),
+        "HARNESS_CACHE": str(tmp_path / "cache"),
+        "HARNESS_NO_PROGRESS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }

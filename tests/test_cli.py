@@ -16,29 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import make_tiny_lm
-
 BASE = ["eval", "--tasks", "rte,cb,copa", "--limit", "6", "--shots", "0,1", "--seeds", "2"]
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-model")
-    model, tokenizer = make_tiny_lm(seed=1)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture()
-def env(superglue_dir, tmp_path):
-    return {
-        **os.environ,
-        "HARNESS_DATA_DIR": str(superglue_dir),
-        "HARNESS_CACHE": str(tmp_path / "cache"),
-        "HARNESS_NO_PROGRESS": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
 
 
 def harness(*args, env, timeout=600) -> subprocess.CompletedProcess:

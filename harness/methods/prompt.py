@@ -15,6 +15,8 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import torch
+
 from harness.engine import Engine, Request, Scored
 from harness.errors import HarnessError
 from harness.prompts import PromptSet, Template
@@ -170,8 +172,14 @@ def run_unit(
     train: list[Example] | None,
     demo_selection: str,
     progress: Callable[[int], None] | None = None,
+    hidden_layers: Sequence[int] = (),
+    hidden_sink: list | None = None,
 ) -> list[VariantRecords]:
-    """Score one unit; returns the records of each variant it yields."""
+    """Score one unit; returns the records of each variant it yields.
+
+    With `hidden_layers`, the hidden states at each eval example's answer slot (the last token of its prompt)
+    are appended to `hidden_sink` as (layers, width) arrays, from the same forward pass.
+    """
     template = prompts.get(unit.template)
     demos = draw_demos(train or [], unit.shots, unit.seed, demo_selection, task.name)
     keep_texts = task.name == "record"
@@ -189,7 +197,10 @@ def run_unit(
         cf_fields = {**eval_examples[0].fields, **prompts.content_free}
         cf_text, cf_choices = template.render(eval_examples[0], cf_fields)
         requests.append(Request(prefix + cf_text, [template.target_delimiter + c for c in cf_choices]))
-    scored = engine.score(requests, progress=progress)
+    scored = engine.score(requests, hidden_layers=hidden_layers, progress=progress)
+    if hidden_sink is not None:
+        for s in scored[: len(eval_examples)]:
+            hidden_sink.append(torch.stack([s.hidden[layer] for layer in hidden_layers]).numpy())
     records = [
         _record(ex, s, choices, gold, keep_texts)
         for ex, s, (_, choices), gold in zip(eval_examples, scored, rendered, golds)

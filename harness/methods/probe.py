@@ -1,0 +1,145 @@
+"""Linear probes: logistic regression (scikit-learn) on frozen hidden states of every layer.
+
+Features are the states at the last token of a neutral rendering of the example (the `input-only` control
+template by default: the example's fields and no question), or their mean over its tokens. The layer is chosen
+by cross-validation on the train sample only; the unit's info keeps the per-layer accuracy curves (cross-validated
+on train, and on eval for the report's plot; eval never chooses anything).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from harness.engine import Engine
+from harness.errors import HarnessError
+from harness.features import FeatureCache, last_token_features, mean_pooled_features
+from harness.methods.training import TrainedUnit, control_examples, train_sample
+from harness.prompts import PromptSet, Template
+from harness.store import Record, VariantRecords
+from harness.tasks import Example, TaskSpec
+
+
+def probe_texts(template: Template, examples: list[Example]) -> list[str]:
+    return [template.render(ex)[0] for ex in examples]
+
+
+def features(
+    cache: FeatureCache,
+    engine: Engine | None,
+    model: str,
+    task: str,
+    template: Template,
+    split: str,
+    pooling: str,
+    examples: list[Example],
+) -> tuple[np.ndarray, bool]:
+    """(features, computed): from the cache, else from one pass of the model (then cached)."""
+    texts = probe_texts(template, examples)
+    path = cache.path(model, task, template.name, split, pooling, texts)
+    found = cache.load(path)
+    if found is not None and len(found) == len(examples):
+        return found, False
+    if engine is None:
+        raise RuntimeError("features are not cached and no model was given")
+    if pooling == "last":
+        _, choices = template.render(examples[0])
+        array = last_token_features(engine, texts, [template.target_delimiter + c for c in choices])
+    else:
+        array = mean_pooled_features(engine, texts)
+    cache.save(path, array)
+    return array, True
+
+
+def _pipeline(preset: dict) -> object:
+    return make_pipeline(StandardScaler(), LogisticRegression(C=preset["C"], max_iter=preset["max_iter"]))
+
+
+def _folds(y: np.ndarray, groups: list[str], k: int, seed: int):
+    counts = np.bincount(y)
+    smallest = counts[counts > 0].min()
+    if smallest >= 2 and len(counts[counts > 0]) > 1:
+        return StratifiedGroupKFold(n_splits=min(k, smallest), shuffle=True, random_state=seed).split(y, y, groups)
+    return GroupKFold(n_splits=min(k, len(set(groups)))).split(y, y, groups)
+
+
+def _fit_predict(preset: dict, x: np.ndarray, y: np.ndarray, x_eval: np.ndarray, n_classes: int) -> np.ndarray:
+    """Log-probabilities (eval, classes); a class never seen in training gets a tiny probability."""
+    out = np.full((len(x_eval), n_classes), np.log(1e-9))
+    if len(set(y.tolist())) == 1:
+        out[:, y[0]] = 0.0
+        return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = _pipeline(preset).fit(x, y)
+    out[:, model.classes_] = model.predict_log_proba(x_eval)
+    return out
+
+
+def cv_accuracy(preset: dict, x: np.ndarray, y: np.ndarray, groups: list[str], seed: int, n_classes: int) -> float:
+    correct = 0
+    for train_idx, test_idx in _folds(y, groups, preset["cv_folds"], seed):
+        pred = _fit_predict(preset, x[train_idx], y[train_idx], x[test_idx], n_classes).argmax(1)
+        correct += int((pred == y[test_idx]).sum())
+    return correct / len(y)
+
+
+def run_probe_unit(
+    unit: TrainedUnit,
+    task: TaskSpec,
+    prompts: PromptSet,
+    engine: Engine | None,
+    model: str,
+    eval_examples: list[Example],
+    train_examples: list[Example],
+    preset: dict,
+    cache: FeatureCache,
+) -> tuple[list[VariantRecords], dict]:
+    template = prompts.get(unit.template)
+    n_classes = len(task.labels)
+    sample = train_sample(train_examples, unit.train_size, unit.seed)
+    evals = eval_examples
+    if unit.control:
+        sample = control_examples(sample, unit.seed, "train")
+        evals = control_examples(eval_examples, unit.seed, "eval")
+    # Features depend on the inputs only, so task and control share them (and all seeds share eval's).
+    x_train, computed_train = features(cache, engine, model, task.name, template, "train", preset["pooling"], sample)
+    x_eval, computed_eval = features(cache, engine, model, task.name, template, "val", preset["pooling"], evals)
+    y = np.array([e.label for e in sample])
+    y_eval = np.array([e.label for e in evals])
+    layers = list(range(x_train.shape[1])) if preset["layers"] == "all" else list(preset["layers"])
+    bad = [layer for layer in layers if not 0 <= layer < x_train.shape[1]]
+    if bad:
+        raise HarnessError(f"probe.layers: layer(s) {bad} out of range 0..{x_train.shape[1] - 1} for {model}")
+    groups = [e.group for e in sample]
+    cv_curve = [cv_accuracy(preset, x_train[:, layer], y, groups, unit.seed, n_classes) for layer in layers]
+    best = layers[int(np.argmax(cv_curve))]  # the first of equals: the shallower layer
+    eval_curve = []
+    for layer in layers:
+        logp = _fit_predict(preset, x_train[:, layer], y, x_eval[:, layer], n_classes)
+        eval_curve.append(float((logp.argmax(1) == y_eval).mean()))
+        if layer == best:
+            chosen = logp
+    records = [
+        Record(example_id=ex.id, group=ex.group, gold=[ex.label], logprobs=[float(v) for v in row])
+        for ex, row in zip(evals, chosen)
+    ]
+    width = x_train.shape[2]
+    info = {
+        "probe": f"logistic regression on layer {best} of {x_train.shape[1] - 1} ({preset['pooling']} token(s) of "
+        f"template '{template.name}'), chosen by {preset['cv_folds']}-fold CV on train",
+        "layer": best,
+        "layers": layers,
+        "cv_curve": cv_curve,
+        "eval_curve": eval_curve,
+        "trained_params": (width + 1) * (n_classes if n_classes > 2 else 1),
+        "n_fit": len(sample),
+        "features_computed": bool(computed_train or computed_eval),
+    }
+    return [VariantRecords(unit.stored_variant, unit.template, unit.train_size, unit.seed, records)], info

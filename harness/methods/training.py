@@ -1,0 +1,302 @@
+"""What the trained methods (ptune, bitfit, probe) share: train samples, control labels, choice scoring with
+gradients, and a training loop with held-out early stopping.
+
+Every trained method scores an example the way the prompt method does: the log-likelihood of each answer choice
+after the rendered template (lm-evaluation-harness tokenization), so its outputs are per-example choice scores
+like every other method's. Training minimises cross-entropy over those scores (objective `choices`), or the
+negative log-likelihood of the gold answer's tokens (objective `lm`, for generated answers).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from harness.engine import Engine
+from harness.errors import HarnessError
+from harness.methods.prompt import gold_indices
+from harness.prompts import Template
+from harness.store import Record
+from harness.tasks import Example, stratified_subset
+
+# Bounds the tokens of one scoring batch (forward, or forward + backward when training) on CPU.
+TRAIN_BATCH_TOKENS = 2048
+
+
+@dataclass(frozen=True)
+class TrainedUnit:
+    """One training run and its evaluation: a method variant, train size and seed, on the task or its control."""
+
+    method: str  # ptune | bitfit | probe
+    variant: str  # prompt-tuning | p-tuning | bitfit | probe
+    template: str
+    train_size: int
+    seed: int
+    control: bool = False
+
+    @property
+    def stored_variant(self) -> str:
+        return f"{self.variant}-control" if self.control else self.variant
+
+    @property
+    def key(self) -> str:
+        return f"{self.stored_variant}/{self.template}/n{self.train_size}/s{self.seed}"
+
+
+# ---------------------------------------------------------------- data
+def train_sample(train: list[Example], size: int, seed: int) -> list[Example]:
+    """A seeded, label-stratified sample of `size` metric groups (all of train when it has exactly that many)."""
+    return stratified_subset(train, size, seed)
+
+
+def split_holdout(sample: list[Example], share: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """(fit, held out): whole metric groups, at least one on each side. Eval data never enters here."""
+    groups = sorted({e.group for e in sample})
+    if len(groups) < 2:
+        raise HarnessError(f"a train sample of {len(groups)} example(s) cannot be split for early stopping")
+    rng = random.Random(f"holdout/{seed}")
+    rng.shuffle(groups)
+    n_hold = min(len(groups) - 1, max(1, round(share * len(groups))))
+    held = set(groups[:n_hold])
+    return [e for e in sample if e.group not in held], [e for e in sample if e.group in held]
+
+
+def control_examples(examples: list[Example], seed: int, salt: str) -> list[Example]:
+    """The control task (after Hewitt & Liang 2019): the same inputs, the labels permuted at random.
+
+    The permutation keeps the label distribution and breaks any relation between input and label, so what a
+    method reaches on it is what it gets from fitting arbitrary labels and the label prior alone.
+    """
+    labels = [e.label for e in examples]
+    rng = random.Random(f"control/{salt}/{seed}")
+    rng.shuffle(labels)
+    return [replace(e, label=label) for e, label in zip(examples, labels)]
+
+
+# ---------------------------------------------------------------- scoring with gradients
+@dataclass
+class _Item:
+    choices: list[str]
+    gold: list[int]
+    ctx: list[int]
+    conts: list[list[int]]
+
+
+@dataclass
+class ChoiceScores:
+    logprobs: torch.Tensor  # (n_choices,) summed log-likelihood of each choice
+    slot: torch.Tensor  # (vocab,) log-probabilities at the answer slot (detached)
+    n_tokens: list[int] = field(default_factory=list)
+
+
+class ChoiceScorer:
+    """Log-likelihoods of answer choices under a model that may carry a soft prompt or trained biases.
+
+    Rows are right-padded (causal attention never lets a real position see the pads after it) and the output
+    head is applied only at the answer positions. `prompt(batch)` returns soft-prompt embeddings to put before
+    every row, or None.
+    """
+
+    def __init__(self, model, tokenizer, prompt: Callable[[int], torch.Tensor | None] | None = None):
+        self.model = model
+        self.engine = Engine(model, tokenizer)  # tokenization rules and the output head
+        self.decoder = model.get_decoder()
+        self.embed = model.get_input_embeddings()
+        self.prompt = prompt or (lambda batch: None)
+        self.device = next(model.parameters()).device
+
+    def items(self, template: Template, examples: Sequence[Example]) -> list[_Item]:
+        out = []
+        for ex in examples:
+            text, choices = template.render(ex)
+            pairs = [self.engine.encode_pair(text, template.target_delimiter + c) for c in choices]
+            gold = gold_indices(ex, choices, template)
+            out.append(_Item(choices, gold, pairs[0][0], [p[1] for p in pairs]))
+        return out
+
+    def score(self, items: Sequence[_Item]) -> list[ChoiceScores]:
+        """Scores of every item; differentiable when grad is enabled."""
+        rows = []  # (item index, tokens, ctx_len, choices scored from the row)
+        for i, it in enumerate(items):
+            if all(len(c) == 1 for c in it.conts):  # one row scores all one-token choices
+                rows.append((i, it.ctx, len(it.ctx), list(range(len(it.conts)))))
+            else:
+                rows.extend((i, it.ctx + c, len(it.ctx), [j]) for j, c in enumerate(it.conts))
+        width = max(len(r[1]) for r in rows)
+        ids = torch.full((len(rows), width), self.engine.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for b, (_, tokens, _, _) in enumerate(rows):
+            ids[b, : len(tokens)] = torch.tensor(tokens)
+            mask[b, : len(tokens)] = 1
+        embeds = self.embed(ids.to(self.device))
+        prompt = self.prompt(len(rows))
+        n_virtual = 0
+        if prompt is not None:
+            n_virtual = prompt.shape[1]
+            embeds = torch.cat([prompt.to(embeds.dtype), embeds], dim=1)
+            mask = torch.cat([torch.ones((len(rows), n_virtual), dtype=torch.long), mask], dim=1)
+        hidden = self.decoder(inputs_embeds=embeds, attention_mask=mask.to(self.device)).last_hidden_state
+
+        gather_b, gather_t, spans = [], [], []
+        for b, (_, tokens, ctx_len, _) in enumerate(rows):
+            first, last = n_virtual + ctx_len - 1, n_virtual + max(len(tokens) - 2, ctx_len - 1)
+            spans.append((len(gather_b), last - first + 1))
+            gather_b.extend([b] * (last - first + 1))
+            gather_t.extend(range(first, last + 1))
+        logp = self.engine._log_probs(hidden[gather_b, gather_t])
+
+        per_item: list[list[torch.Tensor | None]] = [[None] * len(it.conts) for it in items]
+        slots: list[torch.Tensor | None] = [None] * len(items)
+        for b, (i, _, _, choices) in enumerate(rows):
+            start, n = spans[b]
+            row_logp = logp[start : start + n]
+            for j in choices:
+                cont = items[i].conts[j]
+                if len(choices) > 1:  # one-token choices read off the answer slot
+                    per_item[i][j] = row_logp[0, cont[0]]
+                else:
+                    per_item[i][j] = row_logp[torch.arange(len(cont)), torch.tensor(cont)].sum()
+            if slots[i] is None:
+                slots[i] = row_logp[0].detach()
+        return [
+            ChoiceScores(torch.stack(per_item[i]), slots[i], [len(c) for c in it.conts]) for i, it in enumerate(items)
+        ]
+
+    def batches(self, items: Sequence[_Item], max_items: int) -> list[list[_Item]]:
+        """Consecutive batches of at most `max_items` items and about TRAIN_BATCH_TOKENS tokens."""
+        out, current, tokens = [], [], 0
+        for it in items:
+            cost = sum(len(it.ctx) + len(c) for c in it.conts) if any(len(c) > 1 for c in it.conts) else len(it.ctx)
+            if current and (len(current) >= max_items or tokens + cost > TRAIN_BATCH_TOKENS):
+                out.append(current)
+                current, tokens = [], 0
+            current.append(it)
+            tokens += cost
+        if current:
+            out.append(current)
+        return out
+
+
+def loss_of(scores: list[ChoiceScores], items: Sequence[_Item], objective: str) -> torch.Tensor:
+    """Mean loss over items. `choices`: cross-entropy over the choices; `lm`: NLL of the (first) gold answer."""
+    losses = []
+    for s, it in zip(scores, items):
+        gold = it.gold[0]
+        if objective == "lm":
+            losses.append(-s.logprobs[gold] / max(1, s.n_tokens[gold]))
+        else:
+            losses.append(-torch.log_softmax(s.logprobs, dim=0)[gold])
+    return torch.stack(losses).mean()
+
+
+# ---------------------------------------------------------------- training loop
+@dataclass
+class TrainResult:
+    steps_run: int
+    best_step: int
+    holdout_loss: float
+    holdout_acc: float
+    seconds: float
+    curve: list[tuple[int, float, float]]  # (step, held-out loss, held-out accuracy)
+
+
+def _evaluate(scorer: ChoiceScorer, items: list[_Item], objective: str, batch_size: int) -> tuple[float, float]:
+    total_loss, correct = 0.0, 0
+    with torch.no_grad():
+        for batch in scorer.batches(items, batch_size):
+            scores = scorer.score(batch)
+            total_loss += float(loss_of(scores, batch, objective)) * len(batch)
+            correct += sum(int(torch.argmax(s.logprobs)) in it.gold for s, it in zip(scores, batch))
+    return total_loss / len(items), correct / len(items)
+
+
+def train(
+    scorer: ChoiceScorer,
+    params: list[torch.nn.Parameter],
+    fit: list[_Item],
+    held: list[_Item],
+    preset: dict,
+    seed: int,
+    progress: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """AdamW on `params`; keeps the state with the best held-out loss; stops early after `patience` checks."""
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    rng = random.Random(f"batches/{seed}")
+    opt = torch.optim.AdamW(params, lr=preset["learning_rate"], weight_decay=0.0)
+    objective, batch_size = preset["objective"], preset["batch_size"]
+    loss, acc = _evaluate(scorer, held, objective, batch_size)
+    best = (loss, 0, acc, [p.detach().clone() for p in params])
+    curve = [(0, loss, acc)]
+    order: list[int] = []
+    checks_without_gain, step = 0, 0
+    for step in range(1, preset["steps"] + 1):
+        if len(order) < batch_size:
+            order += rng.sample(range(len(fit)), len(fit))
+        batch = [fit[i] for i in order[:batch_size]]
+        del order[:batch_size]
+        opt.zero_grad(set_to_none=True)
+        for chunk in scorer.batches(batch, batch_size):
+            chunk_loss = loss_of(scorer.score(chunk), chunk, objective) * len(chunk) / len(batch)
+            chunk_loss.backward()
+        opt.step()
+        if progress:
+            progress(1)
+        if step % preset["eval_every"] == 0 or step == preset["steps"]:
+            loss, acc = _evaluate(scorer, held, objective, batch_size)
+            curve.append((step, loss, acc))
+            if loss < best[0] - 1e-6:
+                best = (loss, step, acc, [p.detach().clone() for p in params])
+                checks_without_gain = 0
+            else:
+                checks_without_gain += 1
+                if checks_without_gain >= preset["patience"]:
+                    break
+    with torch.no_grad():
+        for p, kept in zip(params, best[3]):
+            p.copy_(kept)
+    return TrainResult(step, best[1], best[0], best[2], time.perf_counter() - started, curve)
+
+
+def predict_records(scorer: ChoiceScorer, items: list[_Item], examples: list[Example], batch_size: int) -> list[Record]:
+    """Records of the eval examples under the trained model: choice scores plus the attempt diagnostics."""
+    records = []
+    with torch.no_grad():
+        done = 0
+        for batch in scorer.batches(items, batch_size):
+            for s, it in zip(scorer.score(batch), batch):
+                ex = examples[done]
+                done += 1
+                slot = s.slot
+                first_ids = sorted({c[0] for c in it.conts})
+                gold_first = it.conts[it.gold[0]][0] if it.gold else first_ids[0]
+                records.append(
+                    Record(
+                        example_id=ex.id,
+                        group=ex.group,
+                        gold=it.gold,
+                        logprobs=[float(x) for x in s.logprobs],
+                        n_tokens=s.n_tokens,
+                        n_chars=[len(c) for c in it.choices],
+                        valid_mass=float(slot[first_ids].exp().sum()),
+                        top1_valid=int(slot.argmax()) in first_ids,
+                        gold_rank=int((slot > slot[gold_first]).sum()) + 1,
+                    )
+                )
+    return records
+
+
+def fit_items(scorer: ChoiceScorer, template: Template, examples: list[Example]) -> list[_Item]:
+    items = scorer.items(template, examples)
+    for it, ex in zip(items, examples):
+        if not it.gold:
+            raise HarnessError(f"train example {ex.id} has no gold answer among the template's choices")
+    return items
+
+
+def trained_parameter_count(params: list[torch.nn.Parameter]) -> int:
+    return int(sum(p.numel() for p in params))

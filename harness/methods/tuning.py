@@ -1,0 +1,76 @@
+"""Run one ptune or bitfit unit: sample train, hold part out, train, score the eval examples."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from harness.methods import bitfit, ptune
+from harness.methods.training import (
+    ChoiceScorer,
+    TrainedUnit,
+    control_examples,
+    fit_items,
+    predict_records,
+    split_holdout,
+    train,
+    train_sample,
+    trained_parameter_count,
+)
+from harness.prompts import PromptSet
+from harness.store import VariantRecords
+from harness.tasks import Example
+
+
+def run_tuning_unit(
+    unit: TrainedUnit,
+    prompts: PromptSet,
+    model,
+    tokenizer,
+    eval_examples: list[Example],
+    train_examples: list[Example],
+    preset: dict,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[VariantRecords], dict]:
+    template = prompts.get(unit.template)
+    sample = train_sample(train_examples, unit.train_size, unit.seed)
+    evals = eval_examples
+    if unit.control:
+        sample = control_examples(sample, unit.seed, "train")
+        evals = control_examples(eval_examples, unit.seed, "eval")
+    fit, held = split_holdout(sample, preset["holdout"], unit.seed)
+
+    if unit.method == "bitfit":
+        context = bitfit.bias_only(model)
+    else:
+        context = ptune.soft_prompt(model, tokenizer, unit.variant, preset, template, unit.seed)
+    with context as entered:
+        if unit.method == "bitfit":
+            params, detail = entered
+            prompt = None
+        else:
+            prompt, params, detail = entered
+        scorer = ChoiceScorer(model, tokenizer, prompt)
+        result = train(
+            scorer,
+            params,
+            fit_items(scorer, template, fit),
+            fit_items(scorer, template, held),
+            preset,
+            unit.seed,
+            progress,
+        )
+        records = predict_records(scorer, scorer.items(template, evals), evals, preset["batch_size"])
+        n_params = trained_parameter_count(params)
+    info = {
+        **detail,
+        "trained_params": n_params,
+        "n_fit": len(fit),
+        "n_holdout": len(held),
+        "steps_run": result.steps_run,
+        "best_step": result.best_step,
+        "holdout_loss": result.holdout_loss,
+        "holdout_acc": result.holdout_acc,
+        "holdout_curve": result.curve,
+        "train_seconds": round(result.seconds, 1),
+    }
+    return [VariantRecords(unit.stored_variant, unit.template, unit.train_size, unit.seed, records)], info

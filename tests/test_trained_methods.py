@@ -1,0 +1,266 @@
+"""The trained methods (ptune, bitfit, probe) and their control tasks.
+
+Behaviour on the real SmolLM2-135M, on a task generated so that the label is linearly decodable (is the noun an
+animal or a fruit?): the probe reaches 95% while its control task stays near chance, ptune and bitfit each beat
+their control task. Plumbing on the tiny random model: BitFit's added biases leave the logits unchanged at step 0
+and are removed afterwards; cached features make a probe rerun skip the model; presets reject bad keys and types.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from harness.errors import HarnessError
+from harness.features import FeatureCache
+from harness.methods import bitfit
+from harness.methods.presets import check_overrides, load_preset
+from harness.methods.probe import run_probe_unit
+from harness.methods.training import TrainedUnit, control_examples, split_holdout
+from harness.methods.tuning import run_tuning_unit
+from harness.prompts import load_prompts
+from harness.tasks import Example, TaskSpec
+
+ANIMALS = "dog cat horse cow lion tiger sheep goat rabbit mouse bear wolf fox deer monkey elephant".split()
+FRUITS = (
+    "apple banana orange grape pear peach cherry lemon mango plum melon strawberry kiwi apricot lime coconut".split()
+)
+TRAIN_FRAMES = ["I saw a picture of the {}", "My friend talked about the {}"]
+EVAL_FRAMES = ["Yesterday we looked at the {}", "There is a short story about the {}", "She pointed at the {}"]
+CATEGORY = TaskSpec("category", "Category", "category", ("animal", "fruit"), ("acc",))
+PROMPTS = """task: category
+templates:
+  - name: lm-eval
+    text: "{{sentence}}.\\nQuestion: Is it an animal or a fruit?\\nAnswer:"
+    choices: ["animal", "fruit"]
+controls:
+  - name: input-only
+    text: "{{sentence}}"
+    choices: ["animal", "fruit"]
+"""
+
+
+def _examples(frames: list[str], prefix: str) -> list[Example]:
+    out = []
+    for f, frame in enumerate(frames):
+        for label, words in enumerate((ANIMALS, FRUITS)):
+            for word in words:
+                ex_id = f"{prefix}{f}-{word}"
+                out.append(Example(ex_id, {"sentence": frame.format(word)}, label, ex_id))
+    random.Random(prefix).shuffle(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def category(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("prompts")
+    (folder / "category.yaml").write_text(PROMPTS, encoding="utf-8")
+    return load_prompts("category", folder), _examples(TRAIN_FRAMES, "t"), _examples(EVAL_FRAMES, "e")
+
+
+def _accuracy(records) -> float:
+    return float(np.mean([int(np.argmax(r.logprobs)) in r.gold for r in records]))
+
+
+# ---------------------------------------------------------------- data handling
+def test_control_task_permutes_labels_and_keeps_inputs(category):
+    _, train, _ = category
+    control = control_examples(train, 0, "train")
+    assert [e.fields for e in control] == [e.fields for e in train]
+    assert sorted(e.label for e in control) == sorted(e.label for e in train)  # same label distribution
+    agree = np.mean([a.label == b.label for a, b in zip(control, train)])
+    assert 0.2 < agree < 0.8  # permuted: about half the labels change on a balanced binary task
+    assert [e.label for e in control_examples(train, 0, "train")] == [e.label for e in control]  # seeded
+    assert [e.label for e in control_examples(train, 1, "train")] != [e.label for e in control]
+
+
+def test_holdout_split_is_disjoint_and_seeded(category):
+    _, train, _ = category
+    fit, held = split_holdout(train[:32], 0.25, seed=3)
+    assert len(held) == 8 and len(fit) == 24
+    assert not {e.id for e in fit} & {e.id for e in held}
+    assert split_holdout(train[:32], 0.25, seed=3)[1] == held
+    with pytest.raises(HarnessError):
+        split_holdout(train[:1], 0.25, seed=0)
+
+
+# ---------------------------------------------------------------- BitFit keeps the function at step 0
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def test_bitfit_added_biases_leave_logits_unchanged_then_are_removed(tiny_lm):
+    model, tokenizer = tiny_lm
+    ids = torch.tensor([tokenizer.encode("The cat sat on the mat because it was tired.")])
+    before = _logits(model, ids)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with bitfit.bias_only(model) as (params, info):
+        assert info["added_biases"] == info["linear_layers"] == 2 * 7  # q, k, v, o, gate, up, down per layer
+        assert all(p.requires_grad and not p.any() for p in params)
+        assert sum(p.requires_grad for p in model.parameters()) == len(params)
+        assert torch.equal(_logits(model, ids), before)
+        with torch.no_grad():
+            params[0].add_(1.0)  # a trained bias changes the function...
+        assert not torch.equal(_logits(model, ids), before)
+    # ...and leaving the context puts the model back exactly as it was
+    assert model.state_dict().keys() == state.keys()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    assert torch.equal(_logits(model, ids), before)
+
+
+def test_bitfit_step0_identical_on_smollm2(smollm2):
+    ids = torch.tensor([smollm2.tokenizer.encode("Paris is the capital of France.")])
+    before = _logits(smollm2.model, ids)
+    with bitfit.bias_only(smollm2.model) as (params, info):
+        assert info["added_biases"] == 30 * 7
+        assert sum(p.numel() for p in params) == 30 * (576 * 3 + 192 * 2 + 1536 * 2)  # q,o,down + k,v + gate,up
+        assert torch.equal(_logits(smollm2.model, ids), before)
+    assert torch.equal(_logits(smollm2.model, ids), before)
+
+
+# ---------------------------------------------------------------- presets
+def test_presets_load_and_reject_bad_keys_and_types(tmp_path):
+    shipped = load_preset("ptune")
+    assert shipped["variants"] == ["prompt-tuning", "p-tuning"] and shipped["num_virtual_tokens"] == 20
+    assert load_preset("ptune", overrides=["ptune.steps=7", "bitfit.steps=3"])["steps"] == 7
+    assert load_preset("probe", overrides=["probe.layers=[2, 5]"])["layers"] == [2, 5]
+
+    (tmp_path / "bitfit.yaml").write_text("learning_rate: 0.01\nsteps: 5\nwarmup: 3\n")
+    with pytest.raises(HarnessError, match=r"bitfit.yaml: unknown key 'warmup'"):
+        load_preset("bitfit", tmp_path)
+    (tmp_path / "bitfit.yaml").write_text("learning_rate: fast\n")
+    with pytest.raises(HarnessError, match=r"bitfit.learning_rate must be a number, not 'fast'"):
+        load_preset("bitfit", tmp_path)
+    with pytest.raises(HarnessError, match=r"--set ptune.steps=many: ptune.steps must be an integer"):
+        load_preset("ptune", overrides=["ptune.steps=many"])
+    with pytest.raises(HarnessError, match=r"unknown key 'depth' for probe"):
+        check_overrides(["probe.depth=3"])
+    with pytest.raises(HarnessError, match=r"expected METHOD.KEY=VALUE"):
+        check_overrides(["steps=3"])
+    with pytest.raises(HarnessError, match=r"ptune.variants must be a list drawn from"):
+        check_overrides(["ptune.variants=[lora]"])
+
+
+# ---------------------------------------------------------------- probe: cache, then behaviour on a real model
+def test_probe_rerun_reads_cached_features_and_runs_no_model(smollm2, category, tmp_path):
+    from harness.engine import Engine
+
+    prompts, train, evals = category
+    preset = load_preset("probe", overrides=["probe.layers=[4, 8]"])
+    cache = FeatureCache(tmp_path / "features")
+    unit = TrainedUnit("probe", "probe", "input-only", 16, 0)
+    engine = Engine(smollm2.model, smollm2.tokenizer)
+    first, info = run_probe_unit(unit, CATEGORY, prompts, engine, "smollm2", evals[:20], train, preset, cache)
+    assert info["features_computed"] is True
+    assert len(list((tmp_path / "features").rglob("*.safetensors"))) == 2  # train and val
+    # No engine at all: only the cache can provide the states; the results are the same.
+    again, info2 = run_probe_unit(unit, CATEGORY, prompts, None, "smollm2", evals[:20], train, preset, cache)
+    assert info2["features_computed"] is False
+    assert [r.logprobs for r in again[0].records] == [r.logprobs for r in first[0].records]
+    # A different example set is not served stale features.
+    with pytest.raises(RuntimeError, match="not cached"):
+        run_probe_unit(unit, CATEGORY, prompts, None, "smollm2", evals[20:30], train, preset, cache)
+
+
+@pytest.mark.slow
+def test_probe_decodes_a_linear_label_and_its_control_stays_near_chance(smollm2, category, tmp_path):
+    from harness.engine import Engine
+
+    prompts, train, evals = category
+    preset = load_preset("probe")
+    cache = FeatureCache(tmp_path / "features")
+    engine = Engine(smollm2.model, smollm2.tokenizer)
+    task_acc, control_acc = [], []
+    for seed in range(3):
+        for control, sink in ((False, task_acc), (True, control_acc)):
+            unit = TrainedUnit("probe", "probe", "input-only", 32, seed, control)
+            (out,), info = run_probe_unit(unit, CATEGORY, prompts, engine, "smollm2", evals, train, preset, cache)
+            sink.append(_accuracy(out.records))
+            assert len(info["cv_curve"]) == len(info["eval_curve"]) == 31  # embeddings + 30 layers
+    print(f"\nprobe: task {task_acc}, control {control_acc} (eval n={len(evals)})")
+    assert min(task_acc) >= 0.95
+    assert max(abs(a - 0.5) for a in control_acc) <= 0.2  # near chance on a balanced binary task
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("method", "variant"), [("ptune", "prompt-tuning"), ("bitfit", "bitfit")])
+def test_tuned_methods_beat_their_control_task(smollm2, category, method, variant):
+    prompts, train, evals = category
+    preset = load_preset(method, overrides=[f"{method}.steps=16"])
+    results = {}
+    for control in (False, True):
+        unit = TrainedUnit(method, variant, "lm-eval", 32, 0, control)
+        (out,), info = run_tuning_unit(unit, prompts, smollm2.model, smollm2.tokenizer, evals, train, preset)
+        results[control] = _accuracy(out.records)
+        assert info["n_fit"] == 24 and info["n_holdout"] == 8
+        assert info["trained_params"] > 0
+    print(f"\n{method}/{variant}: task {results[False]:.3f}, control {results[True]:.3f}")
+    assert results[False] >= results[True] + 0.15
+    assert results[False] >= 0.7
+
+
+# ---------------------------------------------------------------- as a user runs it
+def test_cli_trained_methods_end_to_end_and_bad_input(tiny_dir, env, tmp_path):
+    import pandas as pd
+
+    from tests.test_cli import _count, harness
+
+    out = tmp_path / "run"
+    args = ["eval", "--model", str(tiny_dir), "--tasks", "rte", "--limit", "4", "--seeds", "1", "--out", str(out)]
+    fast = ["--set", "ptune.steps=2", "--set", "bitfit.steps=2", "--set", "ptune.eval_every=1"]
+    run = harness(*args, "--methods", "ptune,bitfit,probe", "--train-sizes", "8", *fast, env=env)
+    assert run.returncode == 0, run.stderr
+    summary = pd.read_csv(out / "summary.csv")
+    trained = summary[summary.method.isin(["ptune", "bitfit", "probe"])]
+    assert set(trained.variant) == {
+        "prompt-tuning",
+        "prompt-tuning-control",
+        "p-tuning",
+        "p-tuning-control",
+        "bitfit",
+        "bitfit-control",
+        "probe",
+        "probe-control",
+    }
+    assert set(trained.shots) == {8}
+    selectivity = trained[trained.metric == "selectivity_acc"]
+    assert set(selectivity.variant) == {"prompt-tuning", "p-tuning", "bitfit", "probe"}
+    for variant, row in selectivity.set_index("variant").iterrows():
+        task = trained[(trained.variant == variant) & (trained.metric == "acc") & (trained.template == "mean")]
+        control = trained[
+            (trained.variant == f"{variant}-control") & (trained.metric == "acc") & (trained.template == "mean")
+        ]
+        assert row.value == pytest.approx(task.value.item() - control.value.item(), abs=1e-5)
+    report = (out / "report.md").read_text()
+    assert "### Trained methods (ecological)" in report and "probe accuracy by layer" in report
+    assert "zero-init biases added to all 14 linear layers" in report
+    units = _count(out / "results.db", "units")
+    records = _count(out / "results.db", "records")
+    assert units == 8
+
+    rerun = harness(*args, "--methods", "ptune,bitfit,probe", "--train-sizes", "8", *fast, env=env)
+    assert rerun.returncode == 0 and "all 8 units already stored" in rerun.stderr
+
+    bad = [
+        (
+            ["--methods", "probe", "--train-sizes", "64"],
+            "train size 64 (--train-sizes) is larger than rte's train split",
+        ),
+        (["--methods", "bitfit", "--set", "bitfit.steps=3"], "holds bitfit results made with another preset (steps"),
+        (["--methods", "ptune", "--set", "ptune.depth=2"], "unknown key 'depth' for ptune"),
+        (["--methods", "ptune", "--set", "ptune.learning_rate=high"], "ptune.learning_rate must be a number"),
+        (
+            ["--methods", "bitfit", "--tasks", "boolq", "--train-set", "superglue"],
+            "boolq: --methods bitfit needs a train split",
+        ),
+    ]
+    for extra, message in bad:
+        failed = harness(*args, *fast, *extra, env=env)
+        assert failed.returncode == 2, (extra, failed.stderr)
+        assert message in failed.stderr, failed.stderr
+        assert "Traceback" not in failed.stderr and len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+    assert _count(out / "results.db", "units") == units and _count(out / "results.db", "records") == records
