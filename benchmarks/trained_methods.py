@@ -7,7 +7,7 @@ time (model load included), its peak resident memory, and the time of each train
 Features and models come from the user's cache as in normal use (the probe's features are computed afresh:
 the run uses its own cache folder).
 
-Run (about 15 minutes on 2 cores):
+Run (about 13 minutes on 2 cores):
     python benchmarks/trained_methods.py --data ../shared/data/superglue
 """
 
@@ -63,12 +63,14 @@ def main() -> None:
         if os.waitstatus_to_exitcode(status):
             sys.exit(f"{variant} failed:\n{(tmp / f'{variant}.log').read_text()[-3000:]}")
         with sqlite3.connect(out / "results.db") as conn:
-            infos = [json.loads(i) for (i,) in conn.execute("SELECT info FROM units ORDER BY unit")]
+            units = conn.execute("SELECT unit, info FROM units").fetchall()
+        infos = [json.loads(i) for _, i in sorted(units, key=lambda u: "-control/" in u[0])]  # task, then control
         rows.append(
             {
                 "variant": variant,
                 "wall_s": wall,
                 "peak_mb": usage.ru_maxrss / 1024,
+                "unit_s": [i.get("seconds") for i in infos],
                 "train_s": [i.get("train_seconds") for i in infos],
                 "steps": [i.get("steps_run") for i in infos],
                 "trained_params": infos[0].get("trained_params"),
@@ -78,14 +80,16 @@ def main() -> None:
 
     print(f"\n{args.model}, {args.task}, --limit {args.limit}, 32 train examples (24 fit + 8 held out), 1 seed")
     print(
-        "| method | wall (task + control, model load included) | peak memory | training runs (s) | steps run | trained params |"
+        "| method | wall (task + control, model load included) | peak memory | per run: task, control (s) "
+        "| of which training (s) | steps run | trained params |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
+        unit = ", ".join("–" if t is None else f"{t:.0f}" for t in r["unit_s"])
         train = ", ".join("–" if t is None else f"{t:.0f}" for t in r["train_s"])
         steps = ", ".join("–" if s is None else str(s) for s in r["steps"])
         print(
-            f"| {r['variant']} | {r['wall_s']:.0f} s | {r['peak_mb'] / 1024:.2f} GB | {train} | {steps} "
+            f"| {r['variant']} | {r['wall_s']:.0f} s | {r['peak_mb'] / 1024:.2f} GB | {unit} | {train} | {steps} "
             f"| {r['trained_params']:,} |"
         )
     if args.json:

@@ -260,6 +260,9 @@ def run_eval(cfg: EvalConfig, console: Console, command: str) -> Path:
         _check_same_eval_set(store, cfg, data)
         presets = _check_same_presets(store, cfg)
         store.set_meta("eval_set", {"data": data.describe(), "limit": cfg.limit, "limit_seed": cfg.limit_seed})
+        # a store can grow over several commands (resume, more tasks or methods): the report lists them all
+        earlier = store.get_meta("commands") or [c for c in [store.get_meta("command")] if c]
+        store.set_meta("commands", earlier + [command] if earlier[-1:] != [command] else earlier)
         store.set_meta("command", command)
         config = {k: v for k, v in asdict(cfg).items() if k not in ("out",)}
         config["data"] = data.describe()

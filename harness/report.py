@@ -272,11 +272,14 @@ def render(out_dir: str | Path) -> Path:
     try:
         frame, results = analyse(store)
         frame.to_csv(out / "summary.csv", index=False, float_format="%.6g")
-        command = store.get_meta("command")
+        commands = store.get_meta("commands") or [c for c in [store.get_meta("command")] if c]
         config = store.get_meta("config") or {}
         lines = ["# harness report", ""]
-        if command:
-            lines += ["Produced by:", "", "```", str(command), "```", ""]
+        if len(commands) == 1:
+            lines += ["Produced by:", "", "```", str(commands[0]), "```", ""]
+        elif commands:
+            lines += ["Produced by these commands, in order, into one results store (each resumes and adds):", ""]
+            lines += ["```", *map(str, commands), "```", ""]
         if config:
             lines.append(
                 f"Data: {config.get('data')}; eval split: val; limit: {config.get('limit') or 'all'} "
@@ -303,10 +306,14 @@ def render(out_dir: str | Path) -> Path:
             lines.append("")
             scored = [r for r in model_results if r.estimates]
             skipped = [r for r in model_results if not r.estimates]
-            if scored:
-                levels = sorted({k for r in scored for k in _shot_levels(r)})
-                few = max(levels) if levels else 0
-                rows, diags = zip(*(task_rows(r) for r in scored))
+            prompted = [r for r in scored if _shot_levels(r)]  # tasks the prompt method ran on
+            if scored and not prompted:  # trained methods only: the reference points, then their table
+                lines += ["### Scores", ""]
+                lines += _table(["task", "metric", "chance", "majority"], [task_rows(r)[0][:4] for r in scored])
+            if prompted:
+                levels = sorted({k for r in prompted for k in _shot_levels(r)})
+                few = max(levels)
+                rows, diags = zip(*(task_rows(r) for r in prompted))
                 lines += ["### Scores", ""]
                 lines += _table(
                     [
@@ -339,6 +346,7 @@ def render(out_dir: str | Path) -> Path:
                     ],
                     list(diags),
                 )
+            if scored:
                 trained = [row for r in scored for row in trained_rows(r)]
                 if trained:
                     lines += ["", "### Trained methods (ecological)", ""]
@@ -376,10 +384,11 @@ def render(out_dir: str | Path) -> Path:
                     layer_plot = Path(PLOTS) / f"{_slug(model)}-probe-layers.png"
                     if plot_probe_layers(scored, out / layer_plot, f"{model}: probe accuracy by layer"):
                         lines += ["", f"![probe accuracy by layer]({layer_plot.as_posix()})"]
+            if prompted:
                 plot = Path(PLOTS) / f"{_slug(model)}-template-spread.png"
-                plot_spread(scored, out / plot, f"{model}: score of each template")
+                plot_spread(prompted, out / plot, f"{model}: score of each template")
                 lines += ["", f"![template spread]({plot.as_posix()})", "", "### Per template", ""]
-                for r in scored:
+                for r in prompted:
                     n = r.info.get("n_eval")
                     groups = r.info.get("n_groups")
                     size = f"{n} examples" + (f" in {groups} groups" if groups and groups != n else "")

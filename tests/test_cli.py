@@ -85,6 +85,14 @@ def test_eval_writes_outputs_resumes_and_rerenders(tiny_dir, env, tmp_path):
     assert rendered.returncode == 0, rendered.stderr
     for path, content in before.items():
         assert path.read_bytes() == content, path
+    assert report.count("Produced by:") == 1 and "--limit 6" in report  # the identical rerun is not listed twice
+
+    # a second, different command into the same store (a subset: all resumed) is listed after the first
+    subset = harness(*BASE[:2], "rte", *BASE[3:], "--model", str(tiny_dir), "--out", str(out), env=env)
+    assert subset.returncode == 0, subset.stderr
+    header = (out / "report.md").read_text().split("Data:")[0]
+    assert "Produced by these commands, in order" in header
+    assert header.index("--tasks rte,cb,copa") < header.index("--tasks rte ")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])

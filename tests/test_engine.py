@@ -138,3 +138,43 @@ def test_group_rows_keeps_answer_slots_out_of_the_shared_prefix():
     assert not singles and len(groups) == 1
     length, members = groups[0]
     assert length <= min(r.ctx_len - 1 for r in members)
+
+
+@pytest.mark.parametrize("max_items", [1, 3, 16])
+def test_training_scorer_matches_full_sequence(tiny_lm, max_items):
+    """The trained methods' differentiable scorer (right padding, length-sorted batches, one row for choices that
+    differ only in their last token) gives the plain full-sequence scores, with and without a soft prompt."""
+    from harness.methods.training import ChoiceScorer, _Item, _one_row
+
+    model, tokenizer = tiny_lm
+    engine = Engine(model, tokenizer)
+    # choices that differ only in their last token (this tokenizer splits ' A' into a space and 'A')
+    requests = _requests() + [
+        Request("Question: which letter?\nAnswer:", [" A", " B", " C"]),
+        Request(DEMOS + PARAGRAPH + "\nAnswer: 21", ["\nIs the answer correct? A", "\nIs the answer correct? B"]),
+    ]
+    items = []
+    for r in requests:
+        pairs = [engine.encode_pair(r.context, c) for c in r.continuations]
+        items.append(_Item(r.continuations, [0], pairs[0][0], [p[1] for p in pairs]))
+    assert sum(_one_row(it) for it in items) == 2 and all(len(c) > 1 for c in items[-1].conts)
+    soft = torch.randn(1, 3, model.config.hidden_size)
+    for prompt in (None, lambda batch: soft.expand(batch, -1, -1)):
+        scorer = ChoiceScorer(model, tokenizer, prompt)
+        got = [None] * len(items)
+        for indices in scorer.batches(items, max_items):
+            assert len(indices) <= max_items
+            for i, scores in zip(indices, scorer.score([items[i] for i in indices])):
+                got[i] = scores.logprobs.tolist()
+        for request, it, scores in zip(requests, items, got):
+            expected = []
+            for cont in it.conts:
+                ids = torch.tensor([it.ctx + cont])
+                embeds = model.get_input_embeddings()(ids)
+                offset = 0 if prompt is None else soft.shape[1]
+                if prompt is not None:
+                    embeds = torch.cat([soft, embeds], dim=1)
+                with torch.no_grad():
+                    logp = torch.log_softmax(model(inputs_embeds=embeds).logits[0].float(), dim=-1)
+                expected.append(sum(logp[offset + len(it.ctx) - 1 + j, t].item() for j, t in enumerate(cont)))
+            assert scores == pytest.approx(expected, abs=1e-4), request.context[-40:]

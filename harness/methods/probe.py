@@ -8,6 +8,7 @@ on train, and on eval for the report's plot; eval never chooses anything).
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import numpy as np
@@ -101,6 +102,7 @@ def run_probe_unit(
     preset: dict,
     cache: FeatureCache,
 ) -> tuple[list[VariantRecords], dict]:
+    started = time.perf_counter()
     template = prompts.get(unit.template)
     n_classes = len(task.labels)
     sample = train_sample(train_examples, unit.train_size, unit.seed)
@@ -141,5 +143,6 @@ def run_probe_unit(
         "trained_params": (width + 1) * (n_classes if n_classes > 2 else 1),
         "n_fit": len(sample),
         "features_computed": bool(computed_train or computed_eval),
+        "seconds": round(time.perf_counter() - started, 1),
     }
     return [VariantRecords(unit.stored_variant, unit.template, unit.train_size, unit.seed, records)], info

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from harness.methods import bitfit, ptune
@@ -31,6 +32,7 @@ def run_tuning_unit(
     preset: dict,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[list[VariantRecords], dict]:
+    started = time.perf_counter()
     template = prompts.get(unit.template)
     sample = train_sample(train_examples, unit.train_size, unit.seed)
     evals = eval_examples
@@ -59,7 +61,9 @@ def run_tuning_unit(
             unit.seed,
             progress,
         )
+        scored = time.perf_counter()
         records = predict_records(scorer, scorer.items(template, evals), evals, preset["batch_size"])
+        eval_seconds = time.perf_counter() - scored
         n_params = trained_parameter_count(params)
     info = {
         **detail,
@@ -72,5 +76,7 @@ def run_tuning_unit(
         "holdout_acc": result.holdout_acc,
         "holdout_curve": result.curve,
         "train_seconds": round(result.seconds, 1),
+        "eval_seconds": round(eval_seconds, 1),
+        "seconds": round(time.perf_counter() - started, 1),
     }
     return [VariantRecords(unit.stored_variant, unit.template, unit.train_size, unit.seed, records)], info
