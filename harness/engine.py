@@ -151,9 +151,7 @@ class Engine:
             prefix_cache = self.decoder(input_ids=ids, use_cache=True).past_key_values
             self._count(shared, shared)
 
-        results: list[dict] = [
-            {"logprobs": [0.0] * len(conts), "first_ranks": [0] * len(conts), "hidden": {}} for conts in all_conts
-        ]
+        results: list[dict] = [{"logprobs": [0.0] * len(conts), "hidden": {}} for conts in all_conts]
         rows_left = [0] * len(requests)
         for row in rows:
             rows_left[row.request] += 1
@@ -252,13 +250,32 @@ class Engine:
             for i in row.choices:
                 cont = conts[i]
                 res["logprobs"][i] = math.fsum(token_lp[: len(cont) - 1]) + row_logp[len(cont) - 1, cont[-1]].item()
-                res["first_ranks"][i] = int((slot > slot[cont[0]]).sum().item()) + 1
             if "top1" not in res:  # the answer slot is the same position in every row of a request
-                distinct_first = sorted({c[0] for c in conts})
-                res["valid_mass"] = float(slot[distinct_first].exp().sum().item())
-                res["top1"] = int(slot.argmax().item())
+                diag = slot_diagnostics(slot, conts)
+                res["first_ranks"], res["valid_mass"], res["top1"] = diag.first_ranks, diag.valid_mass, diag.top1
                 for layer in hidden_layers:
                     res["hidden"][layer] = out.hidden_states[layer][b, row.ctx_len - 1 - shared].float().cpu()
+
+
+@dataclass
+class SlotDiagnostics:
+    first_ranks: list[int]  # 1-based rank of each continuation's first token in the full vocabulary
+    valid_mass: float  # probability of the distinct first tokens of all continuations
+    top1: int  # unconstrained most likely next token
+    top1_valid: bool  # does that token start one of the continuations?
+
+
+def slot_diagnostics(slot: torch.Tensor, conts: list[list[int]]) -> SlotDiagnostics:
+    """Attempt diagnostics from the next-token log-probabilities at the answer slot; every method reports these."""
+    slot = slot.detach()
+    distinct_first = sorted({c[0] for c in conts})
+    top1 = int(slot.argmax().item())
+    return SlotDiagnostics(
+        first_ranks=[int((slot > slot[c[0]]).sum().item()) + 1 for c in conts],
+        valid_mass=float(slot[distinct_first].exp().sum().item()),
+        top1=top1,
+        top1_valid=top1 in distinct_first,
+    )
 
 
 def _group_rows(rows: list[_Row], shared: int) -> tuple[list[tuple[int, list[_Row]]], list[_Row]]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from harness.engine import Engine
+from harness.engine import Engine, slot_diagnostics
 from harness.errors import HarnessError
 from harness.methods.prompt import gold_indices
 from harness.prompts import Template
@@ -292,9 +292,8 @@ def predict_records(scorer: ChoiceScorer, items: list[_Item], examples: list[Exa
     with torch.no_grad():
         for indices in scorer.batches(items, batch_size):
             for i, s in zip(indices, scorer.score([items[i] for i in indices])):
-                it, ex, slot = items[i], examples[i], s.slot
-                first_ids = sorted({c[0] for c in it.conts})
-                gold_first = it.conts[it.gold[0]][0] if it.gold else first_ids[0]
+                it, ex = items[i], examples[i]
+                diag = slot_diagnostics(s.slot, it.conts)
                 records[i] = Record(
                     example_id=ex.id,
                     group=ex.group,
@@ -302,9 +301,9 @@ def predict_records(scorer: ChoiceScorer, items: list[_Item], examples: list[Exa
                     logprobs=[float(x) for x in s.logprobs],
                     n_tokens=s.n_tokens,
                     n_chars=[len(c) for c in it.choices],
-                    valid_mass=float(slot[first_ids].exp().sum()),
-                    top1_valid=int(slot.argmax()) in first_ids,
-                    gold_rank=int((slot > slot[gold_first]).sum()) + 1,
+                    valid_mass=diag.valid_mass,
+                    top1_valid=diag.top1_valid,
+                    gold_rank=min((diag.first_ranks[g] for g in it.gold), default=None),
                 )
     return records
 
