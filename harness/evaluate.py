@@ -163,13 +163,14 @@ def plan_trained(
     return units, []
 
 
-def plan_tasks(cfg: EvalConfig, console: Console) -> tuple[list[TaskPlan], list[tuple[str, str]], DataSource]:
+def plan_tasks(
+    cfg: EvalConfig, console: Console, presets: dict[str, dict]
+) -> tuple[list[TaskPlan], list[tuple[str, str]], DataSource]:
     """Load and check every task's data and templates before any model is loaded."""
     explicit = cfg.tasks is not None
     names = cfg.tasks if explicit else load_suite(cfg.suite)
     data = DataSource.from_option(cfg.data_dir)
     train_source = resolve_train_source(cfg.train_set, data, cfg.fewglue_dir)
-    presets = load_presets(cfg)
     plans, skipped = [], []
     for name in names:
         spec = get_task(name)
@@ -233,9 +234,8 @@ def _check_same_eval_set(store: Store, cfg: EvalConfig, data: DataSource) -> Non
         )
 
 
-def _check_same_presets(store: Store, cfg: EvalConfig) -> dict[str, dict]:
+def _check_same_presets(store: Store, presets: dict[str, dict]) -> None:
     """A store holds one preset per trained method: results made with another would be mixed up."""
-    presets = load_presets(cfg)
     stored = store.get_meta("presets") or {}
     for method, preset in presets.items():
         if method in stored and stored[method] != preset:
@@ -245,7 +245,6 @@ def _check_same_presets(store: Store, cfg: EvalConfig) -> dict[str, dict]:
                 "use another --out, or the same --set/--presets-dir"
             )
     store.set_meta("presets", {**stored, **presets})
-    return presets
 
 
 def run_eval(cfg: EvalConfig, console: Console, command: str) -> Path:
@@ -256,9 +255,10 @@ def run_eval(cfg: EvalConfig, console: Console, command: str) -> Path:
     validate(cfg)
     store = Store(cfg.out)
     try:
-        plans, skipped, data = plan_tasks(cfg, console)
+        presets = load_presets(cfg)
+        plans, skipped, data = plan_tasks(cfg, console, presets)
         _check_same_eval_set(store, cfg, data)
-        presets = _check_same_presets(store, cfg)
+        _check_same_presets(store, presets)
         store.set_meta("eval_set", {"data": data.describe(), "limit": cfg.limit, "limit_seed": cfg.limit_seed})
         # a store can grow over several commands (resume, more tasks or methods): the report lists them all
         earlier = store.get_meta("commands") or [c for c in [store.get_meta("command")] if c]
@@ -302,24 +302,30 @@ def _run_model(
     presets: dict[str, dict],
 ) -> None:
     work = []
+    selections = []  # gold prompt units stored without train scores (by an older version): add them
     for plan in plans:
         store.put_task(model, plan.spec.name, plan.info)
         for unit in plan.units:
             key = UnitKey(model, plan.spec.name, "prompt", unit.key)
-            if not store.has_unit(key):
+            info = store.unit_info(key)
+            if info is None:
                 work.append((plan, unit, key))
+            elif wants_selection(plan, unit, cfg) and "selection" not in info:
+                selections.append((plan, unit, key))
         for unit in plan.trained:
             key = UnitKey(model, plan.spec.name, unit.method, unit.key)
             if not store.has_unit(key):
                 work.append((plan, unit, key))
     total_units = sum(len(p.units) + len(p.trained) for p in plans)
-    if not work:
+    if not work and not selections:
         console.print(f"{model}: all {total_units} units already stored in {store.path}")
         return
     done_before = total_units - len(work)
     if done_before:
         console.print(f"{model}: resuming, {done_before} of {total_units} units already stored")
-    total = sum(_cost(p, u, presets) for p, u, _ in work)
+    if selections:
+        console.print(f"{model}: {len(selections)} stored prompt units get their train scores (template selection)")
+    total = sum(_cost(p, u, presets, cfg) for p, u, _ in work) + sum(_selection_cost(p) for p, _, _ in selections)
     columns = [
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -339,6 +345,19 @@ def _run_model(
         job = bar.add_task(model, total=total)
         finished = 0
         try:
+            for plan, unit, key in selections:
+                bar.update(job, description=f"{model} · {plan.spec.name} · train scores of {unit.key}")
+                selection = prompt_method.score_selection(
+                    unit,
+                    plan.spec,
+                    plan.prompts,
+                    engine,
+                    plan.eval_examples,
+                    plan.train,
+                    cfg.demo_selection,
+                    lambda n: bar.advance(job, n),
+                )
+                store.add_unit_info(key, {"selection": selection})
             for plan, unit, key in work:
                 bar.update(job, description=f"{model} · {plan.spec.name} · {key.method} {unit.key}")
                 advance = lambda n: bar.advance(job, n)  # noqa: E731
@@ -356,7 +375,7 @@ def _run_model(
                         presets["probe"],
                         cache,
                     )
-                    advance(_cost(plan, unit, presets))
+                    advance(_cost(plan, unit, presets, cfg))
                 else:
                     outputs, info = run_tuning_unit(
                         unit,
@@ -378,11 +397,23 @@ def _run_model(
             ) from None
 
 
-def _cost(plan: TaskPlan, unit, presets: dict) -> int:
-    """Progress steps of a unit: its eval requests, plus the optimiser steps of a training run."""
+def _cost(plan: TaskPlan, unit, presets: dict, cfg: EvalConfig) -> int:
+    """Progress steps of a unit: its eval requests, plus the optimiser steps of a training run, plus the
+    train examples that score a prompt for template selection."""
     if isinstance(unit, TrainedUnit) and unit.method != "probe":
         return presets[unit.method]["steps"] + len(plan.eval_examples)
+    if isinstance(unit, prompt_method.PromptUnit) and wants_selection(plan, unit, cfg):
+        return len(plan.eval_examples) + _selection_cost(plan)
     return len(plan.eval_examples)
+
+
+def wants_selection(plan: TaskPlan, unit, cfg: EvalConfig) -> bool:
+    """Gold prompts at k = 0 and the largest k get train scores: the decomposition picks among these."""
+    return unit.kind == "gold" and bool(plan.train) and unit.shots in (0, max(cfg.shots))
+
+
+def _selection_cost(plan: TaskPlan) -> int:
+    return len(prompt_method.selection_examples(plan.train or [], [], plan.spec.name)) + 1
 
 
 def _run_prompt_unit(model, plan: TaskPlan, unit, engine, cfg: EvalConfig, presets, cache: FeatureCache, advance):
@@ -415,4 +446,9 @@ def _run_prompt_unit(model, plan: TaskPlan, unit, engine, cfg: EvalConfig, prese
         template = plan.prompts.get(unit.template)
         texts = probe_texts(template, plan.eval_examples)
         cache.save(cache.path(model, plan.spec.name, template.name, "val", "last", texts), np.stack(sink))
-    return outputs, {"variants": [o.variant for o in outputs]}
+    info: dict = {"variants": [o.variant for o in outputs]}
+    if wants_selection(plan, unit, cfg):
+        info["selection"] = prompt_method.score_selection(
+            unit, plan.spec, plan.prompts, engine, plan.eval_examples, plan.train, cfg.demo_selection, advance
+        )
+    return outputs, info

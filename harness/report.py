@@ -5,23 +5,16 @@ Re-rendering the same store gives byte-identical files: no timestamps, fixed ord
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
+from harness import report_decomposition as decomposition
+from harness import report_scaling as scaling
 from harness.analysis import AGGREGATES, ALL, CONTROL_SUFFIX, TaskResult, analyse, is_control_task
+from harness.markdown import fmt, params_text, table
 from harness.metrics import Estimate, main_metric
 from harness.store import Store
 
 PLOTS = "plots"
-
-
-def fmt(e: Estimate | None, scale: float = 100.0, ci: bool = True) -> str:
-    if e is None or math.isnan(e.value):
-        return "–"
-    if not ci:
-        return f"{e.value * scale:.1f}"
-    lo, hi = e.ci
-    return f"{e.value * scale:.1f} [{lo * scale:.1f}, {hi * scale:.1f}]"
 
 
 def fmt_rank(e: Estimate | None) -> str:
@@ -45,10 +38,6 @@ def _agg(result: TaskResult, variant: str, shots: int, template: str, metric: st
     if e is None and template in ("mean", "min", "max"):
         e = _get(result, "prompt", variant, shots, "mean", metric)
     return e
-
-
-def _params(n: int) -> str:
-    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
 
 
 def task_rows(result: TaskResult) -> tuple[list[str], list[str]]:
@@ -177,13 +166,7 @@ def plot_probe_layers(results: list[TaskResult], path: Path, title: str) -> bool
     return True
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return lines
-
-
-def template_table(result: TaskResult) -> list[str]:
+def templatetable(result: TaskResult) -> list[str]:
     metric = main_metric(result.task)
     levels = _shot_levels(result)
     templates = sorted(
@@ -201,7 +184,7 @@ def template_table(result: TaskResult) -> list[str]:
         rows.append(
             [f"{t} (control)", fmt(_get(result, "prompt", "control", 0, t, metric, seed=0))] + ["–"] * (len(levels) - 1)
         )
-    return _table(["template"] + [f"k={k}" for k in levels], rows)
+    return table(["template"] + [f"k={k}" for k in levels], rows)
 
 
 def plot_spread(results: list[TaskResult], path: Path, title: str) -> None:
@@ -297,25 +280,28 @@ def render(out_dir: str | Path) -> Path:
             "answer's first token; `spread` = best - worst template.",
             "",
         ]
+        lines += scaling.section(store.models(), results, out, Path(PLOTS) / "scaling.png")
         for model, params, info in store.models():
             model_results = [r for r in results if r.model == model]
             lines += [f"## {model}", ""]
             lines.append(
-                f"{_params(params)} parameters; {info.get('source', '')}; device {info.get('device')}, {info.get('dtype')}."
+                f"{params_text(params)} parameters; {info.get('source', '')}; device {info.get('device')}, {info.get('dtype')}."
             )
             lines.append("")
             scored = [r for r in model_results if r.estimates]
             skipped = [r for r in model_results if not r.estimates]
             prompted = [r for r in scored if _shot_levels(r)]  # tasks the prompt method ran on
+            if prompted:
+                lines += decomposition.section(prompted) + [""]
             if scored and not prompted:  # trained methods only: the reference points, then their table
                 lines += ["### Scores", ""]
-                lines += _table(["task", "metric", "chance", "majority"], [task_rows(r)[0][:4] for r in scored])
+                lines += table(["task", "metric", "chance", "majority"], [task_rows(r)[0][:4] for r in scored])
             if prompted:
                 levels = sorted({k for r in prompted for k in _shot_levels(r)})
                 few = max(levels)
                 rows, diags = zip(*(task_rows(r) for r in prompted))
                 lines += ["### Scores", ""]
-                lines += _table(
+                lines += table(
                     [
                         "task",
                         "metric",
@@ -332,7 +318,7 @@ def render(out_dir: str | Path) -> Path:
                     list(rows),
                 )
                 lines += ["", "### Does it attempt the task?", ""]
-                lines += _table(
+                lines += table(
                     [
                         "task",
                         "attempt k=0",
@@ -357,7 +343,7 @@ def render(out_dir: str | Path) -> Path:
                         "- control task, paired over examples. Intervals cover examples and training seeds.",
                         "",
                     ]
-                    lines += _table(
+                    lines += table(
                         [
                             "task",
                             "method",
@@ -396,7 +382,7 @@ def render(out_dir: str | Path) -> Path:
                         f"#### {r.task} ({main_metric(r.task)}; {size}; demos from {r.info.get('train_source', '–')})",
                         "",
                     ]
-                    lines += template_table(r)
+                    lines += templatetable(r)
                     for note in r.info.get("notes", []):
                         lines += ["", f"Note: {note}"]
                     lines.append("")

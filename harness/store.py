@@ -145,6 +145,22 @@ class Store:
         ).fetchone()
         return row is not None
 
+    def unit_info(self, key: UnitKey) -> dict | None:
+        row = self.conn.execute(
+            "SELECT info FROM units WHERE model=? AND task=? AND method=? AND unit=?",
+            (key.model, key.task, key.method, key.unit),
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def add_unit_info(self, key: UnitKey, extra: dict) -> None:
+        """Merge `extra` into a stored unit's info (what a newer version computes for units stored before it)."""
+        info = {**(self.unit_info(key) or {}), **extra}
+        with self.conn:
+            self.conn.execute(
+                "UPDATE units SET info=? WHERE model=? AND task=? AND method=? AND unit=?",
+                (json.dumps(info, sort_keys=True), key.model, key.task, key.method, key.unit),
+            )
+
     def put_unit(self, key: UnitKey, outputs: list[VariantRecords], info: dict | None = None) -> None:
         """Write a finished unit and all its records atomically."""
         rows = [

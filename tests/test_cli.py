@@ -80,6 +80,23 @@ def test_eval_writes_outputs_resumes_and_rerenders(tiny_dir, env, tmp_path):
     assert "already stored" in again.stderr
     assert (_count(out / "results.db", "units"), _count(out / "results.db", "records")) == (units, records)
 
+    # gold prompt units carry their train scores (template selection); a store from before they existed gets them
+    gold_infos = "SELECT task, unit, info FROM units WHERE method='prompt' AND unit LIKE 'gold/%'"
+    with sqlite3.connect(out / "results.db") as conn:
+        infos = {(t, u): i for t, u, i in conn.execute(gold_infos)}
+        assert infos and all("selection" in json.loads(i) for i in infos.values())
+        for (task, unit), info in infos.items():
+            stripped = {k: v for k, v in json.loads(info).items() if k != "selection"}
+            conn.execute(
+                "UPDATE units SET info=? WHERE task=? AND unit=?", (json.dumps(stripped, sort_keys=True), task, unit)
+            )
+    backfill = harness(*BASE, "--model", str(tiny_dir), "--out", str(out), env=env)
+    assert backfill.returncode == 0, backfill.stderr
+    assert f"{len(infos)} stored prompt units get their train scores" in " ".join(backfill.stderr.split())
+    with sqlite3.connect(out / "results.db") as conn:
+        assert {(t, u): i for t, u, i in conn.execute(gold_infos)} == infos
+    assert _count(out / "results.db", "records") == records
+
     before = {p: p.read_bytes() for p in [out / "report.md", out / "summary.csv", *plots]}
     rendered = harness("report", str(out), env=env)
     assert rendered.returncode == 0, rendered.stderr

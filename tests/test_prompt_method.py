@@ -16,6 +16,8 @@ from harness.methods.prompt import (
     plan_units,
     random_label_seed,
     run_unit,
+    score_selection,
+    selection_examples,
 )
 from harness.prompts import load_prompts
 from harness.store import Record
@@ -106,3 +108,28 @@ def test_run_unit_on_a_tiny_model(rte, tiny_lm):
     assert [o.variant for o in control] == ["control"]
     first = control[0].records[0].logprobs
     assert all(r.logprobs == pytest.approx(first) for r in control[0].records)  # the same prompt for every example
+
+
+def test_selection_scores_train_examples_outside_the_demos(rte, tiny_lm):
+    spec, prompts, examples, train = rte
+    engine = Engine(*tiny_lm)
+    unit = PromptUnit("lm-eval", 4, 0)
+    demos = draw_demos(train, 4, 0, "random", "rte")
+    chosen = selection_examples(train, demos, "rte")
+    assert len(chosen) == 16 and not {e.id for e in chosen} & {d.id for d in demos}
+    assert chosen == selection_examples(train, demos, "rte")  # seeded
+    selection = score_selection(unit, spec, prompts, engine, examples, train, "random")
+    # the same numbers as scoring those train examples as if they were the eval set
+    gold, calibrated = run_unit(unit, spec, prompts, engine, chosen, train, "random")
+
+    def accuracy(records):
+        return sum(max(range(2), key=r.logprobs.__getitem__) in r.gold for r in records) / len(records)
+
+    assert selection["n"] == 16
+    assert selection["acc"] == pytest.approx(accuracy(gold.records))
+    assert selection["calibrated_acc"] == pytest.approx(accuracy(calibrated.records))
+    assert (
+        score_selection(PromptUnit("lm-eval", 4, 0, "random_labels"), spec, prompts, engine, examples, train, "random")
+        is None
+    )
+    assert score_selection(unit, spec, prompts, engine, examples, None, "random") is None

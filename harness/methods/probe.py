@@ -12,6 +12,7 @@ import time
 import warnings
 
 import numpy as np
+from scipy.special import log_softmax
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
@@ -79,7 +80,12 @@ def _fit_predict(preset: dict, x: np.ndarray, y: np.ndarray, x_eval: np.ndarray,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model = _pipeline(preset).fit(x, y)
-    out[:, model.classes_] = model.predict_log_proba(x_eval)
+    # log-softmax of the decision function: predict_log_proba's log(predict_proba) gives -inf once a probability
+    # underflows to 0 (well separated features), and a record's scores must stay finite
+    logits = model.decision_function(x_eval)
+    if logits.ndim == 1:  # binary: the decision function is the logit of classes_[1]
+        logits = np.stack([np.zeros_like(logits), logits], axis=1)
+    out[:, model.classes_] = log_softmax(logits, axis=1)
     return out
 
 

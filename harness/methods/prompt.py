@@ -124,6 +124,41 @@ def build_prefix(
     return prompts.fewshot_delimiter.join(parts) + prompts.fewshot_delimiter
 
 
+SELECTION_SIZE = 16  # train examples outside a unit's demos that rank its template; eval data never does
+
+
+def selection_examples(train: list[Example], demos: list[Example], task: str) -> list[Example]:
+    """About SELECTION_SIZE train examples, in a seeded order, from questions none of the demos come from.
+
+    Whole groups (MultiRC questions) are taken, so no demo shares its passage and question with a scored answer.
+    """
+    demo_groups = {d.group for d in demos}
+    by_group: dict[str, list[Example]] = {}
+    for e in train:
+        if e.group not in demo_groups:
+            by_group.setdefault(e.group, []).append(e)
+    order = sorted(by_group)
+    random.Random(f"{task}/selection").shuffle(order)
+    chosen: list[Example] = []
+    for group in order:
+        if len(chosen) >= SELECTION_SIZE:
+            break
+        chosen += by_group[group]
+    return chosen
+
+
+def _requests(template: Template, prefix: str, examples: list[Example]) -> tuple[list[Request], list[list[str]]]:
+    rendered = [template.render(ex) for ex in examples]
+    requests = [Request(prefix + text, [template.target_delimiter + c for c in choices]) for text, choices in rendered]
+    return requests, [choices for _, choices in rendered]
+
+
+def _content_free_request(template: Template, prompts: PromptSet, prefix: str, base: Example) -> Request:
+    """The content-free input of contextual calibration: `base` with the task's content fields blanked."""
+    cf_text, cf_choices = template.render(base, {**base.fields, **prompts.content_free})
+    return Request(prefix + cf_text, [template.target_delimiter + c for c in cf_choices])
+
+
 def _record(example: Example, scored: Scored, choices: list[str], gold: list[int], keep_texts: bool) -> Record:
     return Record(
         example_id=example.id,
@@ -190,23 +225,62 @@ def run_unit(
         prefix = build_prefix(template, prompts, demos, None, task)
     calibrate_gold = unit.kind == "gold" and prompts.content_free is not None and template.fixed_choices
 
-    rendered = [template.render(ex) for ex in eval_examples]
-    golds = [gold_indices(ex, choices, template) for ex, (_, choices) in zip(eval_examples, rendered)]
-    requests = [Request(prefix + text, [template.target_delimiter + c for c in choices]) for text, choices in rendered]
+    requests, all_choices = _requests(template, prefix, eval_examples)
+    golds = [gold_indices(ex, choices, template) for ex, choices in zip(eval_examples, all_choices)]
     if calibrate_gold:
-        cf_fields = {**eval_examples[0].fields, **prompts.content_free}
-        cf_text, cf_choices = template.render(eval_examples[0], cf_fields)
-        requests.append(Request(prefix + cf_text, [template.target_delimiter + c for c in cf_choices]))
+        requests.append(_content_free_request(template, prompts, prefix, eval_examples[0]))
     scored = engine.score(requests, hidden_layers=hidden_layers, progress=progress)
     if hidden_sink is not None:
         for s in scored[: len(eval_examples)]:
             hidden_sink.append(torch.stack([s.hidden[layer] for layer in hidden_layers]).numpy())
     records = [
         _record(ex, s, choices, gold, keep_texts)
-        for ex, s, (_, choices), gold in zip(eval_examples, scored, rendered, golds)
+        for ex, s, choices, gold in zip(eval_examples, scored, all_choices, golds)
     ]
     outputs = [VariantRecords(unit.kind, unit.template, unit.shots, unit.seed, records)]
     if calibrate_gold:
         calibrated = [calibrate(r, scored[-1].logprobs) for r in records]
         outputs.append(VariantRecords("calibrated", unit.template, unit.shots, unit.seed, calibrated))
     return outputs
+
+
+def score_selection(
+    unit: PromptUnit,
+    task: TaskSpec,
+    prompts: PromptSet,
+    engine: Engine,
+    eval_examples: list[Example],
+    train: list[Example] | None,
+    demo_selection: str,
+    progress: Callable[[int], None] | None = None,
+) -> dict | None:
+    """Accuracy of a gold unit's prompt (same template, same demos) on train examples outside its demos.
+
+    This is what picks the best template and k for the decomposition, so that eval data is never used for a
+    choice. Returns {"n", "acc"} and, where the unit is also calibrated, "calibrated_acc"; None when there is
+    nothing to score on.
+    """
+    if unit.kind != "gold" or not train:
+        return None
+    template = prompts.get(unit.template)
+    demos = draw_demos(train, unit.shots, unit.seed, demo_selection, task.name)
+    examples = selection_examples(train, demos, task.name)
+    if not examples:
+        return None
+    prefix = build_prefix(template, prompts, demos, None, task)
+    requests, all_choices = _requests(template, prefix, examples)
+    golds = [gold_indices(ex, choices, template) for ex, choices in zip(examples, all_choices)]
+    calibrated = prompts.content_free is not None and template.fixed_choices
+    if calibrated:
+        requests.append(_content_free_request(template, prompts, prefix, eval_examples[0]))
+    scored = engine.score(requests, progress=progress)
+    records = [_record(ex, s, c, g, False) for ex, s, c, g in zip(examples, scored, all_choices, golds)]
+    out = {"n": len(records), "acc": _accuracy(records)}
+    if calibrated:
+        out["calibrated_acc"] = _accuracy([calibrate(r, scored[-1].logprobs) for r in records])
+    return out
+
+
+def _accuracy(records: list[Record]) -> float:
+    hits = [max(range(len(r.logprobs)), key=r.logprobs.__getitem__) in r.gold for r in records]
+    return sum(hits) / len(hits)

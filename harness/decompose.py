@@ -1,0 +1,216 @@
+"""Guess vs do: split a (model, task)'s prompt score into what naming the task, the demos and training add.
+
+Ladder: chance -> control prompt -> zero-shot -> few-shot -> ecological (the best trained method). Every choice
+of a "best" (template, k, method) is made on train data: prompt units carry their accuracy on train examples
+outside their demos (`selection` in the unit info), trained units their held-out or cross-validated train
+accuracy. Eval data only scores. All estimates of a task share one set of bootstrap resamples, so differences
+are paired over examples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness.analysis import ALL, TaskResult, is_control_task
+from harness.metrics import Estimate, main_metric
+
+TRAINED = ("ptune", "bitfit", "probe")
+# A ratio is undefined, not a huge number, when its denominator is under 2 points or its interval holds 0.
+MIN_DENOMINATOR = 0.02
+MAX_UNDEFINED_REPLICATES = 0.05  # a ratio's interval needs its denominator defined in 95% of the resamples
+
+
+@dataclass
+class Choice:
+    """A configuration picked on train: its eval score, what it is, and the train score that picked it."""
+
+    estimate: Estimate
+    label: str
+    train_score: float
+    key: tuple  # (variant, k, template) of a prompt; (method, variant, train n) of a trained method
+
+
+@dataclass
+class Ratio:
+    """A share; `estimate` is None when the denominator is too small for the ratio to mean anything."""
+
+    estimate: Estimate | None
+    why_undefined: str = ""
+    interval: bool = True  # False when too many resamples have a near-zero denominator
+
+
+@dataclass
+class Decomposition:
+    task: str
+    metric: str
+    few: int | None  # the largest k run
+    chance: Estimate | None = None
+    majority: Estimate | None = None
+    control: Estimate | None = None
+    zero_mean: Estimate | None = None
+    few_mean: Estimate | None = None
+    calibrated_zero: Estimate | None = None
+    calibrated_few: Estimate | None = None
+    random_labels_few: Estimate | None = None
+    zero_selected: Choice | None = None
+    few_selected: Choice | None = None
+    best_prompt: Choice | None = None
+    ecological: Choice | None = None
+    elicitation_gap: Estimate | None = None
+    guess_share: Ratio | None = None
+    demo_format_share: Ratio | None = None
+    spread_zero: float | None = None
+    spread_share_of_gap: Ratio | None = None
+    attempts: dict[str, tuple[Estimate | None, Estimate | None]] = field(default_factory=dict)  # variant -> (rate, acc)
+
+
+def difference(a: Estimate | None, b: Estimate | None) -> Estimate | None:
+    """a - b, paired: both are computed on the same bootstrap resamples of the same examples."""
+    if a is None or b is None:
+        return None
+    return Estimate(a.value - b.value, a.samples - b.samples, a.n)
+
+
+def ratio(num: Estimate | None, den: Estimate | None, den_name: str) -> Ratio | None:
+    if num is None or den is None:
+        return None
+    lo, hi = den.ci
+    if abs(den.value) < MIN_DENOMINATOR or lo <= 0 <= hi:
+        return Ratio(
+            None, f"{den_name} is {den.value * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}] points, not clear of 0"
+        )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        defined = np.abs(den.samples) >= MIN_DENOMINATOR
+        samples = np.where(defined, num.samples / np.where(defined, den.samples, 1.0), np.nan)
+    interval = bool(defined.mean() >= 1 - MAX_UNDEFINED_REPLICATES)
+    return Ratio(Estimate(num.value / den.value, samples, num.n), interval=interval)
+
+
+def p_value(d: Estimate) -> float:
+    """Two-sided paired bootstrap p-value of a difference: how often the resampled difference crosses zero."""
+    s = d.samples[~np.isnan(d.samples)]
+    if not len(s):
+        return float("nan")
+    return float(min(1.0, 2 * min((s <= 0).mean(), (s >= 0).mean())))
+
+
+def _template_estimate(result: TaskResult, variant: str, k: int, template: str, metric: str) -> Estimate | None:
+    """A template's score, averaged over demo seeds where there are several."""
+    e = result.estimates.get(("prompt", variant, k, template, ALL, metric))
+    return e if e is not None else result.estimates.get(("prompt", variant, k, template, 0, metric))
+
+
+def _mean_estimate(result: TaskResult, variant: str, k: int, metric: str) -> Estimate | None:
+    return result.estimates.get(("prompt", variant, k, "mean", ALL, metric))
+
+
+def _prompt_train_scores(result: TaskResult) -> dict[tuple[str, int, str], float]:
+    """(variant, k, template) -> train accuracy (mean over seeds) of the gold and calibrated prompts."""
+    sums: dict[tuple[str, int, str], list[float]] = {}
+    for (method, key), info in result.unit_infos.items():
+        selection = info.get("selection") if method == "prompt" else None
+        if not selection:
+            continue
+        kind, template, k, _seed = key.split("/")
+        for variant, name in (("gold", "acc"), ("calibrated", "calibrated_acc")):
+            if name in selection:
+                sums.setdefault((variant, int(k[1:]), template), []).append(selection[name])
+    return {k: float(np.mean(v)) for k, v in sums.items()}
+
+
+def _select_prompt(result: TaskResult, metric: str, scores: dict, variants: tuple[str, ...], shots) -> Choice | None:
+    """The (variant, k, template) with the best train score among those asked; ties go to the first in order."""
+    candidates = sorted((key for key in scores if key[0] in variants and key[1] in shots), key=lambda x: (x[1], x))
+    best = max(candidates, key=lambda key: scores[key], default=None)
+    if best is None:
+        return None
+    variant, k, template = best
+    estimate = _template_estimate(result, variant, k, template, metric)
+    if estimate is None:
+        return None
+    label = f"{template}, k={k}" + (", calibrated" if variant == "calibrated" else "")
+    return Choice(estimate, label, scores[best], best)
+
+
+def _trained_train_scores(result: TaskResult) -> dict[tuple[str, str, int], float]:
+    """(method, variant, train n) -> train-side accuracy, mean over seeds: held-out accuracy of a tuned method,
+    cross-validated accuracy at the chosen layer of a probe."""
+    sums: dict[tuple[str, str, int], list[float]] = {}
+    for (method, key), info in result.unit_infos.items():
+        if method not in TRAINED:
+            continue
+        variant, _template, n, _seed = key.split("/")
+        if is_control_task(variant):
+            continue
+        score = max(info["cv_curve"]) if "cv_curve" in info else info.get("holdout_acc")
+        if score is not None:
+            sums.setdefault((method, variant, int(n[1:])), []).append(score)
+    return {k: float(np.mean(v)) for k, v in sums.items()}
+
+
+def _select_trained(result: TaskResult, metric: str) -> Choice | None:
+    """The best trained method at the largest train size, by its train-side accuracy."""
+    scores = _trained_train_scores(result)
+    if not scores:
+        return None
+    largest = max(n for _, _, n in scores)
+    candidates = sorted(k for k in scores if k[2] == largest)
+    best = max(candidates, key=lambda key: scores[key])
+    method, variant, n = best
+    estimate = result.estimates.get((method, variant, n, "mean", ALL, metric))
+    if estimate is None:
+        return None
+    return Choice(estimate, f"{variant}, n={n}", scores[best], best)  # variants name themselves: p-tuning, bitfit
+
+
+def decompose(result: TaskResult) -> Decomposition:
+    metric = main_metric(result.task)
+    levels = sorted({k[2] for k in result.estimates if k[0] == "prompt" and k[1] == "gold"})
+    few = max((k for k in levels if k > 0), default=None)
+    d = Decomposition(result.task, metric, few)
+    d.chance = result.estimates.get(("baseline", "chance", 0, "-", "-", metric))
+    d.majority = result.estimates.get(("baseline", "majority", 0, "-", "-", metric))
+    d.control = _mean_estimate(result, "control", 0, metric)
+    d.zero_mean = _mean_estimate(result, "gold", 0, metric)
+    d.calibrated_zero = _mean_estimate(result, "calibrated", 0, metric)
+    if few is not None:
+        d.few_mean = _mean_estimate(result, "gold", few, metric)
+        d.calibrated_few = _mean_estimate(result, "calibrated", few, metric)
+        d.random_labels_few = _mean_estimate(result, "random_labels", few, metric)
+
+    scores = _prompt_train_scores(result)
+    d.zero_selected = _select_prompt(result, metric, scores, ("gold",), {0})
+    if few is not None:
+        d.few_selected = _select_prompt(result, metric, scores, ("gold",), {few})
+    d.best_prompt = _select_prompt(result, metric, scores, ("gold", "calibrated"), set(levels))
+    d.ecological = _select_trained(result, metric)
+    if d.ecological and d.best_prompt:
+        d.elicitation_gap = difference(d.ecological.estimate, d.best_prompt.estimate)
+
+    d.guess_share = ratio(difference(d.zero_mean, d.control), difference(d.few_mean, d.control), "few-shot - control")
+    d.demo_format_share = ratio(
+        difference(d.random_labels_few, d.zero_mean), difference(d.few_mean, d.zero_mean), "few-shot - zero-shot"
+    )
+    spread = result.estimates.get(("prompt", "gold", 0, "spread", ALL, metric))
+    if spread is not None:
+        d.spread_zero = spread.value
+        d.spread_share_of_gap = ratio(spread, d.elicitation_gap, "the elicitation gap")
+        if d.spread_share_of_gap is not None:
+            d.spread_share_of_gap.interval = False  # a spread over templates has no interval (see analysis)
+
+    variants = [("control", "control", 0), ("zero-shot", "gold", 0)]
+    if few is not None:
+        variants += [(f"k={few}", "gold", few), (f"random labels k={few}", "random_labels", few)]
+    for name, variant, k in variants:
+        rate = _mean_estimate(result, variant, k, "attempt_rate")
+        if rate is not None:
+            d.attempts[name] = (rate, _mean_estimate(result, variant, k, "acc_when_attempted"))
+    if d.ecological is not None:  # a tuned method scores the same verbalizer, so it has an attempt rate too
+        method, variant, n = d.ecological.key
+        rate = result.estimates.get((method, variant, n, "mean", ALL, "attempt_rate"))
+        if rate is not None:
+            acc = result.estimates.get((method, variant, n, "mean", ALL, "acc_when_attempted"))
+            d.attempts[f"ecological ({d.ecological.label})"] = (rate, acc)
+    return d

@@ -1,0 +1,153 @@
+"""The guess-vs-do part of a model's report: a summary in numbers, the ladder, the decomposition, attempts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from harness.analysis import TaskResult
+from harness.decompose import Choice, Decomposition, Ratio, decompose, p_value
+from harness.markdown import count, fmt, p_text, table
+from harness.metrics import Estimate
+
+SIGNIFICANCE = 0.05
+
+
+def _signed(e: Estimate | None) -> str:
+    if e is None:
+        return "–"
+    lo, hi = e.ci
+    return f"{e.value * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]"
+
+
+def _choice(c: Choice | None, what: str) -> str:
+    if c is None:
+        return f"– (no {what})"
+    return f"{fmt(c.estimate)} ({c.label}; train {c.train_score * 100:.0f})"
+
+
+def _ratio(r: Ratio | None) -> str:
+    if r is None:
+        return "–"
+    if r.estimate is None:
+        return f"undefined ({r.why_undefined})"
+    lo, hi = r.estimate.ci
+    if not r.interval or math.isnan(lo):
+        return f"{r.estimate.value:.2f} (no interval)"
+    return f"{r.estimate.value:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def _gap(d: Decomposition) -> str:
+    if d.elicitation_gap is None:
+        return "–"
+    return f"{_signed(d.elicitation_gap)} ({p_text(p_value(d.elicitation_gap))})"
+
+
+def _verdict(d: Decomposition) -> str | None:
+    """understates / overstates / no significant difference, from the paired bootstrap test of the gap."""
+    if d.elicitation_gap is None:
+        return None
+    if p_value(d.elicitation_gap) >= SIGNIFICANCE:
+        return "same"
+    return "understates" if d.elicitation_gap.value > 0 else "overstates"
+
+
+def summary(decompositions: list[Decomposition]) -> list[str]:
+    """A few sentences in numbers: does prompting under- or over-state the capability, and on which tasks."""
+    measured = [d for d in decompositions if d.elicitation_gap is not None]
+    if not measured:
+        return [
+            "**Summary.** No elicitation gap could be measured: it needs the prompt method's train scores and at "
+            "least one trained method (`--methods prompt,ptune,bitfit,probe`)."
+        ]
+    by = {v: [d.task for d in measured if _verdict(d) == v] for v in ("understates", "overstates", "same")}
+    gaps = [d.elicitation_gap.value * 100 for d in measured]  # type: ignore[union-attr]
+    parts = [
+        f"**Summary.** Against the best trained method, the best prompt (both picked on train) understates the "
+        f"model's capability on {len(by['understates'])} of {count(len(measured), 'task')}"
+        + (f" ({', '.join(by['understates'])})" if by["understates"] else "")
+        + f", overstates it on {len(by['overstates'])}"
+        + (f" ({', '.join(by['overstates'])})" if by["overstates"] else "")
+        + f", and is not significantly different on {len(by['same'])}"
+        + (f" ({', '.join(by['same'])})" if by["same"] else "")
+        + f" (paired bootstrap, p < {SIGNIFICANCE}). The elicitation gap is {np.median(gaps):+.1f} points in the "
+        f"median task (from {min(gaps):+.1f} to {max(gaps):+.1f})."
+    ]
+    shares = [d.guess_share.estimate.value for d in decompositions if d.guess_share and d.guess_share.estimate]
+    if shares:
+        parts.append(
+            f" Where the demos' gain over the control prompt is clear of zero ({count(len(shares), 'task')}), naming the task "
+            f"zero-shot gave a median {np.median(shares):.2f} of it."
+        )
+    return ["".join(parts)]
+
+
+def section(results: list[TaskResult]) -> list[str]:
+    """Markdown lines of the guess-vs-do section for one model's tasks."""
+    decompositions = [decompose(r) for r in results]
+    few = max((d.few for d in decompositions if d.few is not None), default=None)
+    lines = ["### Guess vs do", ""]
+    lines += summary(decompositions)
+    lines += [
+        "",
+        "The ladder, in percent with 95% intervals; `mean`, `calibrated` and `random labels` are means over "
+        "templates and demo seeds. `picked on train`: the template with the best accuracy on 16 train examples "
+        "outside its demos (its train accuracy after `train`); `best prompt`: the same pick over zero-shot and "
+        "the largest k, calibrated or not; `ecological`: the trained method with the best held-out (tuned) or "
+        "cross-validated (probe) train accuracy. Eval data is never used to pick.",
+        "",
+    ]
+    header = ["task", "metric", "chance", "control", "zero-shot mean", "zero-shot picked on train", "calibrated k=0"]
+    if few is not None:
+        header += [f"k={few} mean", f"k={few} picked on train", f"calibrated k={few}", f"random labels k={few}"]
+    header += ["best prompt picked on train", "ecological"]
+    rows = []
+    for d in decompositions:
+        row = [d.task, d.metric, fmt(d.chance, ci=False), fmt(d.control), fmt(d.zero_mean)]
+        row += [_choice(d.zero_selected, "train scores"), fmt(d.calibrated_zero)]
+        if few is not None:
+            row += [fmt(d.few_mean), _choice(d.few_selected, "train scores"), fmt(d.calibrated_few)]
+            row.append(fmt(d.random_labels_few))
+        row += [_choice(d.best_prompt, "train scores"), _choice(d.ecological, "trained method")]
+        rows.append(row)
+    lines += table(header, rows)
+    lines += [
+        "",
+        "`elicitation gap` = ecological - best prompt, in points, with its paired bootstrap p-value: how much "
+        "prompting understates (+) or overstates (-) what the model can do. `guess share` = (zero-shot - control) / "
+        "(few-shot - control): the part of the demos' gain that naming the task already gives. `demo-format share` = "
+        "(random-label few-shot - zero-shot) / (few-shot - zero-shot): the part of the demos' gain that survives "
+        "random labels, i.e. came from the format. Means over templates; a ratio is undefined when its denominator is "
+        "under 2 points or its interval holds 0. `spread`: best - worst template at k=0, and its size relative to the gap.",
+        "",
+    ]
+    rows = [
+        [
+            d.task,
+            _gap(d),
+            _ratio(d.guess_share),
+            _ratio(d.demo_format_share),
+            fmt(_spread_estimate(d), ci=False),
+            _ratio(d.spread_share_of_gap),
+        ]
+        for d in decompositions
+    ]
+    lines += table(["task", "elicitation gap", "guess share", "demo-format share", "spread k=0", "spread / gap"], rows)
+    lines += [
+        "",
+        "Does it attempt the task? `attempt`: probability mass on the first tokens of the valid answers at the "
+        "answer slot; `acc when attempted`: accuracy where the unconstrained next token starts a valid answer.",
+        "",
+    ]
+    rows = [
+        [d.task, variant, fmt(rate), fmt(acc)] for d in decompositions for variant, (rate, acc) in d.attempts.items()
+    ]
+    lines += table(["task", "prompt", "attempt", "acc when attempted"], rows)
+    return lines
+
+
+def _spread_estimate(d: Decomposition) -> Estimate | None:
+    if d.spread_zero is None:
+        return None
+    return Estimate(d.spread_zero, np.array([np.nan]), 0)

@@ -1,0 +1,188 @@
+"""The guess-vs-do decomposition on hand-made records: the arithmetic, what is picked on train, undefined ratios."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from harness.analysis import analyse
+from harness.decompose import decompose, p_value
+from harness.report import render
+from harness.store import Record, Store, UnitKey, VariantRecords
+
+N = 100
+MODEL = "tiny"
+
+
+def _records(n_correct: int, n: int = N) -> list[Record]:
+    """RTE-like records: the first `n_correct` examples right, the rest wrong, so every pair of units is nested
+    (differences are as tight as they can be) and accuracies are exact."""
+    out = []
+    for i in range(n):
+        gold = i % 2
+        pred = gold if i < n_correct else 1 - gold
+        logprobs = [-3.0, -3.0]
+        logprobs[pred] = -0.5
+        out.append(
+            Record(f"{i:03d}", f"{i:03d}", [gold], logprobs, n_chars=[3, 2], valid_mass=0.5, top1_valid=i % 4 != 0)
+        )
+    return out
+
+
+def _prompt(store, task, variant, template, k, n_correct, train_acc=None, model=MODEL):
+    info = {"variants": [variant]}
+    if train_acc is not None:
+        info["selection"] = {"n": 16, "acc": train_acc}
+    key = UnitKey(model, task, "prompt", f"{variant}/{template}/k{k}/s0")
+    store.put_unit(key, [VariantRecords(variant, template, k, 0, _records(n_correct))], info)
+
+
+def _trained(store, task, method, variant, n_correct, control_correct, info, model=MODEL):
+    for stored, correct in ((variant, n_correct), (variant + "-control", control_correct)):
+        key = UnitKey(model, task, method, f"{stored}/lm-eval/n32/s0")
+        store.put_unit(key, [VariantRecords(stored, "lm-eval", 32, 0, _records(correct))], info)
+
+
+def _store(tmp_path, with_train_scores=True):
+    store = Store(tmp_path)
+    store.put_model(MODEL, 1_000_000, {"source": "hand-made", "device": "cpu", "dtype": "float32"})
+    store.put_task(MODEL, "rte", {"n_eval": N})
+    t = with_train_scores
+    _prompt(store, "rte", "control", "null", 0, 50)
+    # template A is worse on eval at k=0 but better on train: the decomposition must pick A
+    _prompt(store, "rte", "gold", "A", 0, 60, 0.7 if t else None)
+    _prompt(store, "rte", "gold", "B", 0, 70, 0.5 if t else None)
+    _prompt(store, "rte", "gold", "A", 4, 80, 0.8 if t else None)
+    _prompt(store, "rte", "gold", "B", 4, 76, 0.6 if t else None)
+    _prompt(store, "rte", "random_labels", "A", 4, 72)
+    _prompt(store, "rte", "random_labels", "B", 4, 70)
+    # prompt tuning has the better held-out accuracy, BitFit the better eval score: prompt tuning is picked
+    _trained(store, "rte", "ptune", "prompt-tuning", 90, 55, {"holdout_acc": 0.9, "trained_params": 10})
+    _trained(store, "rte", "bitfit", "bitfit", 95, 52, {"holdout_acc": 0.6, "trained_params": 20})
+
+    # wic: the demos do nothing (k=4 one point above control), so the shares are undefined, not huge
+    store.put_task(MODEL, "wic", {"n_eval": N})
+    _prompt(store, "wic", "control", "null", 0, 50)
+    _prompt(store, "wic", "gold", "A", 0, 50, 0.5 if t else None)
+    _prompt(store, "wic", "gold", "A", 4, 51, 0.5 if t else None)
+    _prompt(store, "wic", "random_labels", "A", 4, 51)
+    _trained(
+        store,
+        "wic",
+        "probe",
+        "probe",
+        51,
+        50,
+        {"cv_curve": [0.5, 0.52], "eval_curve": [0.5, 0.51], "layer": 1, "layers": [0, 1]},
+    )
+    return store
+
+
+def _decompositions(store):
+    _, results = analyse(store)
+    return {r.task: decompose(r) for r in results}
+
+
+def test_ladder_and_derived_quantities(tmp_path):
+    d = _decompositions(_store(tmp_path))["rte"]
+    assert d.control.value == pytest.approx(0.50)
+    assert d.zero_mean.value == pytest.approx(0.65)
+    assert d.few_mean.value == pytest.approx(0.78)
+    assert d.random_labels_few.value == pytest.approx(0.71)
+    # picked on train, never on eval
+    assert d.zero_selected.label == "A, k=0" and d.zero_selected.estimate.value == pytest.approx(0.60)
+    assert d.few_selected.label == "A, k=4" and d.few_selected.estimate.value == pytest.approx(0.80)
+    assert d.best_prompt.label == "A, k=4"
+    assert d.ecological.label == "prompt-tuning, n=32" and d.ecological.estimate.value == pytest.approx(0.90)
+    assert d.ecological.train_score == pytest.approx(0.9)
+    # elicitation gap = ecological - best prompt, paired over examples
+    assert d.elicitation_gap.value == pytest.approx(0.10)
+    lo, hi = d.elicitation_gap.ci
+    assert 0 < lo <= 0.10 <= hi
+    assert p_value(d.elicitation_gap) < 0.01
+    assert d.guess_share.estimate.value == pytest.approx(15 / 28)
+    assert d.demo_format_share.estimate.value == pytest.approx(6 / 13)
+    assert d.spread_zero == pytest.approx(0.10)
+    assert d.spread_share_of_gap.estimate.value == pytest.approx(1.0)
+    rate, acc = d.attempts["zero-shot"]
+    assert rate.value == pytest.approx(0.5)
+    attempted = [i for i in range(N) if i % 4 != 0]
+    per_template = [sum(i < correct for i in attempted) / len(attempted) for correct in (60, 70)]
+    assert acc.value == pytest.approx(sum(per_template) / 2)  # mean over templates A and B
+    assert "ecological (prompt-tuning, n=32)" in d.attempts
+
+
+def test_undefined_ratios_are_shown_as_such(tmp_path):
+    d = _decompositions(_store(tmp_path))["wic"]
+    assert d.guess_share.estimate is None and "not clear of 0" in d.guess_share.why_undefined
+    assert d.demo_format_share.estimate is None
+    assert d.ecological.label == "probe, n=32" and d.ecological.train_score == pytest.approx(0.52)
+    assert d.elicitation_gap.value == pytest.approx(0.01)
+    assert d.spread_share_of_gap is None  # one template: no spread
+
+
+def test_without_train_scores_nothing_is_picked(tmp_path):
+    d = _decompositions(_store(tmp_path, with_train_scores=False))["rte"]
+    assert d.zero_selected is None and d.best_prompt is None and d.elicitation_gap is None
+    assert d.ecological is not None  # trained methods carry their own train-side scores
+    assert d.guess_share.estimate.value == pytest.approx(15 / 28)  # means over templates need no choice
+
+
+def test_report_section_and_byte_identical_rerender(tmp_path):
+    _store(tmp_path).close()
+    first = render(tmp_path).read_text()
+    assert "### Guess vs do" in first
+    assert "understates the model's capability on 1 of 2 tasks (rte)" in first
+    assert "not significantly different on 1 (wic)" in first
+    assert "+10.0 [" in first  # rte's gap in points
+    assert "undefined (few-shot - control is +1.0" in first
+    csv = (tmp_path / "summary.csv").read_bytes()
+    assert render(tmp_path).read_text() == first
+    assert (tmp_path / "summary.csv").read_bytes() == csv
+
+
+def test_p_value_of_a_difference_centred_on_zero_is_large():
+    import numpy as np
+
+    from harness.metrics import Estimate
+
+    e = Estimate(0.0, np.linspace(-1, 1, 1001), 10)
+    assert p_value(e) == pytest.approx(1.0)
+    assert math.isnan(p_value(Estimate(0.0, np.full(5, np.nan), 1)))
+
+
+def test_scaling_slopes_and_headline(tmp_path):
+    """Three sizes a decade apart: the best prompt gains 10 points per decade, the ecological method 4."""
+    from harness.scaling import family, slope, task_scaling
+
+    store = Store(tmp_path)
+    for i, (name, params) in enumerate([("fam-1m", 10**6), ("fam-10m", 10**7), ("other-100m", 10**8)]):
+        info = {"source": "hand-made", "instruction_tuned": i == 2, "quantized_source": i == 0}
+        store.put_model(name, params, info)
+        store.put_task(name, "rte", {"n_eval": N})
+        _prompt(store, "rte", "control", "null", 0, 50, model=name)
+        _prompt(store, "rte", "gold", "A", 0, 55 + 10 * i, 0.6, model=name)
+        _prompt(store, "rte", "gold", "A", 4, 60 + 10 * i, 0.7, model=name)
+        _trained(store, "rte", "bitfit", "bitfit", 80 + 4 * i, 50, {"holdout_acc": 0.8}, model=name)
+    _, results = analyse(store)
+    rows = [(r.model, p, decompose(r)) for r in results for m, p, _ in store.models() if m == r.model]
+    s = task_scaling("rte", rows)
+    assert s.slopes["best prompt"].value == pytest.approx(0.10)
+    assert s.slopes["ecological"].value == pytest.approx(0.04)
+    assert s.slopes["control"].value == pytest.approx(0.0)
+    assert s.headline.value == pytest.approx(0.06)
+    lo, hi = s.headline.ci
+    assert 0 < lo < 0.06 < hi  # nested correct sets: the difference is clear of zero
+    assert slope(s.points["best prompt"][:1]) is None  # one size: no slope
+    assert family("qwen2.5-coder-1.5b") == "qwen2.5-coder" and family("smollm2-135m") == "smollm2"
+    store.close()
+
+    report = render(tmp_path).read_text()
+    assert report.index("## Across sizes") < report.index("## fam-1m")
+    assert "Mixed families (fam, other)" in report
+    assert "Instruction-tuned (other-100m) and base (fam-1m, fam-10m)" in report
+    assert "de-quantized from GGUF (fam-1m)" in report
+    assert "prompt-based scaling is off by +6.0 [" in report
+    assert (tmp_path / "plots" / "scaling.png").is_file()
+    assert render(tmp_path).read_text() == report
