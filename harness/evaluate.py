@@ -347,17 +347,9 @@ def _run_model(
         try:
             for plan, unit, key in selections:
                 bar.update(job, description=f"{model} · {plan.spec.name} · train scores of {unit.key}")
-                selection = prompt_method.score_selection(
-                    unit,
-                    plan.spec,
-                    plan.prompts,
-                    engine,
-                    plan.eval_examples,
-                    plan.train,
-                    cfg.demo_selection,
-                    lambda n: bar.advance(job, n),
+                store.add_unit_info(
+                    key, {"selection": _train_scores(plan, unit, engine, cfg, lambda n: bar.advance(job, n))}
                 )
-                store.add_unit_info(key, {"selection": selection})
             for plan, unit, key in work:
                 bar.update(job, description=f"{model} · {plan.spec.name} · {key.method} {unit.key}")
                 advance = lambda n: bar.advance(job, n)  # noqa: E731
@@ -448,7 +440,11 @@ def _run_prompt_unit(model, plan: TaskPlan, unit, engine, cfg: EvalConfig, prese
         cache.save(cache.path(model, plan.spec.name, template.name, "val", "last", texts), np.stack(sink))
     info: dict = {"variants": [o.variant for o in outputs]}
     if wants_selection(plan, unit, cfg):
-        info["selection"] = prompt_method.score_selection(
-            unit, plan.spec, plan.prompts, engine, plan.eval_examples, plan.train, cfg.demo_selection, advance
-        )
+        info["selection"] = _train_scores(plan, unit, engine, cfg, advance)
     return outputs, info
+
+
+def _train_scores(plan: TaskPlan, unit, engine, cfg: EvalConfig, advance) -> dict | None:
+    return prompt_method.score_selection(
+        unit, plan.spec, plan.prompts, engine, plan.eval_examples, plan.train, cfg.demo_selection, advance
+    )
