@@ -166,7 +166,7 @@ def plot_probe_layers(results: list[TaskResult], path: Path, title: str) -> bool
     return True
 
 
-def templatetable(result: TaskResult) -> list[str]:
+def template_table(result: TaskResult) -> list[str]:
     metric = main_metric(result.task)
     levels = _shot_levels(result)
     templates = sorted(
@@ -382,7 +382,7 @@ def render(out_dir: str | Path) -> Path:
                         f"#### {r.task} ({main_metric(r.task)}; {size}; demos from {r.info.get('train_source', '–')})",
                         "",
                     ]
-                    lines += templatetable(r)
+                    lines += template_table(r)
                     for note in r.info.get("notes", []):
                         lines += ["", f"Note: {note}"]
                     lines.append("")
