@@ -61,7 +61,7 @@ class Decomposition:
     elicitation_gap: Estimate | None = None
     guess_share: Ratio | None = None
     demo_format_share: Ratio | None = None
-    spread_zero: float | None = None
+    spread_zero: Estimate | None = None  # best - worst template at k=0 (no interval)
     spread_share_of_gap: Ratio | None = None
     attempts: dict[str, tuple[Estimate | None, Estimate | None]] = field(default_factory=dict)  # variant -> (rate, acc)
 
@@ -195,7 +195,7 @@ def decompose(result: TaskResult) -> Decomposition:
     )
     spread = result.estimates.get(("prompt", "gold", 0, "spread", ALL, metric))
     if spread is not None:
-        d.spread_zero = spread.value
+        d.spread_zero = spread
         d.spread_share_of_gap = ratio(spread, d.elicitation_gap, "the elicitation gap")
         if d.spread_share_of_gap is not None:
             d.spread_share_of_gap.interval = False  # a spread over templates has no interval (see analysis)

@@ -128,7 +128,7 @@ def section(results: list[TaskResult]) -> list[str]:
             _gap(d),
             _ratio(d.guess_share),
             _ratio(d.demo_format_share),
-            fmt(_spread_estimate(d), ci=False),
+            fmt(d.spread_zero, ci=False),
             _ratio(d.spread_share_of_gap),
         ]
         for d in decompositions
@@ -145,9 +145,3 @@ def section(results: list[TaskResult]) -> list[str]:
     ]
     lines += table(["task", "prompt", "attempt", "acc when attempted"], rows)
     return lines
-
-
-def _spread_estimate(d: Decomposition) -> Estimate | None:
-    if d.spread_zero is None:
-        return None
-    return Estimate(d.spread_zero, np.array([np.nan]), 0)

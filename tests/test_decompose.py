@@ -103,7 +103,7 @@ def test_ladder_and_derived_quantities(tmp_path):
     assert p_value(d.elicitation_gap) < 0.01
     assert d.guess_share.estimate.value == pytest.approx(15 / 28)
     assert d.demo_format_share.estimate.value == pytest.approx(6 / 13)
-    assert d.spread_zero == pytest.approx(0.10)
+    assert d.spread_zero.value == pytest.approx(0.10)
     assert d.spread_share_of_gap.estimate.value == pytest.approx(1.0)
     rate, acc = d.attempts["zero-shot"]
     assert rate.value == pytest.approx(0.5)
