@@ -14,7 +14,7 @@ import pandas as pd
 
 from harness.metrics import Estimate, Resampler, baselines, unit_metrics
 from harness.store import Record, Store
-from harness.tasks import TASKS
+from harness.tasks import find_task
 
 COLUMNS = [
     "model",
@@ -103,7 +103,7 @@ def analyse_task(store: Store, model: str, params: int, task: str) -> TaskResult
     units = store.records(model, task)
     if not units:
         return TaskResult(model, task, info, [], {})
-    spec = TASKS.get(task)
+    spec = find_task(task)
     n_classes = len(spec.labels) if spec else 0
     official = set(spec.metrics) if spec else set()
     # The reference records (golds for baselines, the example set): any unit whose labels are the task's own.

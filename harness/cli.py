@@ -184,16 +184,22 @@ def report_command(out: Annotated[str, typer.Argument(help="Output folder of a p
 def tasks_command(
     prompts_dir: Annotated[str, typer.Option(help="Folder of <task>.yaml prompt files.")] = None,
 ) -> None:
-    """List tasks, their metrics and their templates."""
+    """List tasks, their metrics and their templates. Generated-answer tasks take their settings from the name:
+    add-Nd, sub-Nd, mul-Nd, div-Nd, mixed-Nd (N digits), sort-N (N numbers), gpt3-<file of a gpt3-arithmetic
+    folder>."""
     from harness.prompts import load_prompts
-    from harness.tasks import TASKS
+    from harness.tasks import TASKS, get_task
 
     table = Table("task", "labels", "metrics", "templates", "controls")
-    for spec in TASKS.values():
-        prompts = load_prompts(spec.name, prompts_dir)
+    generated = ["add-Nd", "sub-Nd", "mul-Nd", "div-Nd", "mixed-Nd", "sort-N", "gpt3-<file>"]
+    examples = {"add-Nd": "add-2d", "sub-Nd": "sub-2d", "mul-Nd": "mul-2d", "div-Nd": "div-2d"}
+    examples |= {"mixed-Nd": "mixed-1d", "sort-N": "sort-5", "gpt3-<file>": "gpt3-two-digit-addition"}
+    for name in list(TASKS) + generated:
+        spec = get_task(examples.get(name, name))
+        prompts = load_prompts(spec.prompts_name, prompts_dir)
         table.add_row(
-            spec.name,
-            ", ".join(spec.labels) or "(entities)",
+            name,
+            "(generated answer)" if spec.generates else ", ".join(spec.labels) or "(entities)",
             ", ".join(spec.metrics),
             ", ".join(t.name for t in prompts.templates),
             ", ".join(t.name for t in prompts.controls),
@@ -215,7 +221,7 @@ def prompts_command(
     from harness.tasks import DataSource, get_task
 
     spec = get_task(task)
-    prompts = load_prompts(spec.name, prompts_dir)
+    prompts = load_prompts(spec.prompts_name, prompts_dir)
     examples = DataSource.from_option(data_dir).load(spec, "val")
     if not 0 <= example < len(examples):
         raise HarnessError(f"--example {example} is out of range (0..{len(examples) - 1})")

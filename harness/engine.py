@@ -197,6 +197,80 @@ class Engine:
             )
         return out
 
+    @torch.no_grad()
+    def generate(
+        self,
+        contexts: Sequence[str],
+        max_new_tokens: int,
+        progress: Callable[[int], None] | None = None,
+        batch_size: int = 16,
+        soft_prompt: Callable[[int], torch.Tensor | None] | None = None,
+    ) -> list[str]:
+        """Greedy continuations of each context, cut at the first newline (the stop rule of generated answers).
+
+        Decoding also stops at the end-of-text token or after `max_new_tokens`. Contexts are tokenized as
+        `score` tokenizes them, and left-padded in batches of similar length. `soft_prompt(batch)` gives
+        embeddings to put before every context (a trained soft prompt), as the trained methods' scorer does.
+        """
+        encoded = [self._encode(c) if c else [self.prefix_token_id] for c in contexts]
+        order = sorted(range(len(contexts)), key=lambda i: -len(encoded[i]))
+        out: list[str] = [""] * len(contexts)
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            width = max(len(encoded[i]) for i in batch)
+            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for b, i in enumerate(batch):
+                ids[b, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+                mask[b, width - len(encoded[i]) :] = 1
+            prompt = soft_prompt(len(batch)) if soft_prompt else None
+            texts = self._greedy(ids.to(self.device), mask.to(self.device), max_new_tokens, prompt)
+            for b, i in enumerate(batch):
+                out[i] = texts[b]
+            if progress:
+                progress(len(batch))
+        return out
+
+    def _greedy(
+        self, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, prompt: torch.Tensor | None = None
+    ) -> list[str]:
+        """Greedy decoding with a key/value cache; a row is done at a newline or the end-of-text token."""
+        eos = self.tokenizer.eos_token_id
+        first = {"input_ids": ids}
+        if prompt is not None:  # [virtual tokens][left pads][context]: the mask skips the pads, positions too
+            embeds = self.model.get_input_embeddings()(ids)
+            first = {"inputs_embeds": torch.cat([prompt.to(embeds.dtype), embeds], dim=1)}
+            mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, prompt.shape[1]), mask], dim=1)
+        position = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(**first, attention_mask=mask, position_ids=position, use_cache=True, logits_to_keep=1)
+        self._count(int(mask.sum()), mask.numel())
+        tokens: list[list[int]] = [[] for _ in range(len(ids))]
+        done = [False] * len(ids)
+        for _ in range(max_new_tokens):
+            next_ids = out.logits[:, -1].argmax(-1)
+            for b, token in enumerate(next_ids.tolist()):
+                if done[b]:
+                    continue
+                if token == eos:
+                    done[b] = True
+                    continue
+                tokens[b].append(token)
+                done[b] = "\n" in self.tokenizer.decode([token])
+            if all(done):
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            position = position[:, -1:] + 1
+            out = self.model(
+                input_ids=next_ids[:, None],
+                attention_mask=mask,
+                position_ids=position,
+                past_key_values=out.past_key_values,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            self._count(len(ids), len(ids))
+        return [self.tokenizer.decode(t, skip_special_tokens=True).split("\n", 1)[0] for t in tokens]
+
     def _count(self, tokens: int, positions: int) -> None:
         self.tokens_computed += tokens
         self.positions_computed += positions

@@ -18,8 +18,10 @@ from harness.methods.presets import check_overrides, load_preset
 from harness.methods.training import TrainedUnit
 from harness.prompts import PromptSet, load_prompts
 from harness.resources import resource_dir
-from harness.store import Store, UnitKey
+from harness.store import Store, UnitKey, VariantRecords
+from harness.synthetic import gpt3_folder, gpt3_tasks
 from harness.tasks import (
+    GPT3_HINT,
     DataSource,
     Example,
     TaskSpec,
@@ -69,7 +71,7 @@ class EvalConfig:
 @dataclass
 class TaskPlan:
     spec: TaskSpec
-    prompts: PromptSet
+    prompts: PromptSet | None  # None for the presidents probe, which has no templates
     eval_examples: list[Example]
     train: list[Example] | None
     units: list[prompt_method.PromptUnit]
@@ -136,7 +138,11 @@ def plan_trained(
     """Units of the trained methods for one task, after checking the task can be trained on."""
     if not presets:
         return [], []
-    if not spec.labels:
+    notes = []
+    if spec.generates and "probe" in presets:
+        presets = {m: p for m, p in presets.items() if m != "probe"}
+        notes.append(f"probe not applicable: {spec.name} has a generated answer, not a class label to probe for")
+    if not spec.labels and not spec.generates:
         return [], [f"trained methods not applicable: {spec.name} has no fixed label set"]
     if train is None:
         raise HarnessError(
@@ -153,14 +159,15 @@ def plan_trained(
             )
     units = []
     for method, preset in presets.items():
-        template = prompts.get(preset["template"])  # fails now, naming the file, if the template is unknown
+        # generated tasks train on their prompt file's first template (the presets name SuperGLUE's lm-eval one)
+        template = prompts.templates[0] if spec.generates else prompts.get(preset["template"])
         variants = preset.get("variants", [method])
         for variant in variants:
             for n in sizes:
                 for seed in range(cfg.seeds):
                     for control in (False, True):
                         units.append(TrainedUnit(method, variant, template.name, n, seed, control))
-    return units, []
+    return units, notes
 
 
 def plan_tasks(
@@ -172,18 +179,20 @@ def plan_tasks(
     data = DataSource.from_option(cfg.data_dir)
     train_source = resolve_train_source(cfg.train_set, data, cfg.fewglue_dir)
     plans, skipped = [], []
-    for name in names:
+    for name in expand_task_names(names, data, explicit, console, skipped):
         spec = get_task(name)
         if not data.has_split(spec, "val"):
-            reason = (
-                f"no val split: {data.split_path(spec, 'val')} not found (the Hub's {spec.hub_config} has it online)"
-            )
+            where = f"the Hub's {spec.hub_config} has it online" if spec.source == "superglue" else GPT3_HINT
+            reason = f"no val split: {data.split_path(spec, 'val')} not found ({where})"
             if explicit:
                 raise HarnessError(f"{spec.name}: {reason}")
             console.print(f"[yellow]{spec.name}: not evaluated, {reason}[/yellow]")
             skipped.append((spec.name, reason))
             continue
-        prompts = load_prompts(spec.name, cfg.prompts_dir)
+        if spec.answer == "read":
+            plans.append(_plan_list_probe(cfg, spec, data))
+            continue
+        prompts = load_prompts(spec.prompts_name, cfg.prompts_dir)
         eval_examples = stratified_subset(data.load(spec, "val"), cfg.limit, cfg.limit_seed)
         if not eval_examples:
             raise HarnessError(f"{spec.name}: the val split is empty")
@@ -221,6 +230,45 @@ def plan_tasks(
         }
         plans.append(TaskPlan(spec, prompts, eval_examples, train, units, info, trained))
     return plans, skipped, data
+
+
+def _plan_list_probe(cfg: EvalConfig, spec: TaskSpec, data: DataSource) -> TaskPlan:
+    """The presidents probe: one pass over the whole list; no templates, demos or training apply."""
+    examples = data.load(spec, "val")
+    notes = ["the whole list is read in one pass: --limit, --shots, --seeds and templates do not apply"]
+    if trained_methods(cfg):
+        notes.append("trained methods do not apply to a list read off the next-token distribution")
+    units = [prompt_method.PromptUnit("list", 0, 0)] if "prompt" in cfg.methods else []
+    info = {
+        "n_eval": len(examples),
+        "n_groups": len(examples),
+        "train_source": "none",
+        "n_train": 0,
+        "prompts": str(data.split_path(spec, "val")),
+        "notes": notes,
+        "eval_ids": [e.id for e in examples],
+    }
+    return TaskPlan(spec, None, examples, None, units, info)
+
+
+def expand_task_names(
+    names: list[str], data: DataSource, explicit: bool, console: Console, skipped: list[tuple[str, str]]
+) -> list[str]:
+    """`gpt3-*` stands for every GPT-3 arithmetic file found (none found: skipped, or an error when asked for)."""
+    out: list[str] = []
+    for name in names:
+        if name != "gpt3-*":
+            out.append(name)
+            continue
+        found = gpt3_tasks(gpt3_folder(data.folder))
+        if not found:
+            reason = f"no GPT-3 arithmetic files found ({GPT3_HINT})"
+            if explicit:
+                raise HarnessError(f"gpt3-*: {reason}")
+            console.print(f"[yellow]gpt3-*: not evaluated, {reason}[/yellow]")
+            skipped.append(("gpt3-*", reason))
+        out += [n for n in found if n not in out]
+    return out
 
 
 def _check_same_eval_set(store: Store, cfg: EvalConfig, data: DataSource) -> None:
@@ -371,6 +419,7 @@ def _run_model(
                 else:
                     outputs, info = run_tuning_unit(
                         unit,
+                        plan.spec,
                         plan.prompts,
                         engine.model,
                         engine.tokenizer,
@@ -411,6 +460,12 @@ def _selection_cost(plan: TaskPlan) -> int:
 def _run_prompt_unit(model, plan: TaskPlan, unit, engine, cfg: EvalConfig, presets, cache: FeatureCache, advance):
     """A prompt unit; when it scores the probe's template zero-shot, the probe's eval features come from the
     same forward pass (the hidden states at its answer slot are the last token's)."""
+    if plan.spec.answer == "read":
+        from harness.presidents import read_list
+
+        records = read_list(engine, plan.eval_examples)
+        advance(len(records))
+        return [VariantRecords("gold", unit.template, 0, 0, records)], {"variants": ["gold"]}
     probe = presets.get("probe")
     share = (
         probe is not None

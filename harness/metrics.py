@@ -15,16 +15,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.store import Record
+from harness.tasks import find_task
 
 N_BOOTSTRAP = 1000
 BOOTSTRAP_SEED = 20241122
 
-# The headline metric of each task: the official one (MultiRC F1a, ReCoRD F1), else accuracy.
-MAIN_METRIC = {"multirc": "f1a", "record": "f1"}
-
 
 def main_metric(task: str) -> str:
-    return MAIN_METRIC.get(task, "acc")
+    """The headline metric of a task: its first official one (MultiRC F1a, ReCoRD F1, exact match of generated
+    answers), else accuracy."""
+    spec = find_task(task)
+    return spec.metrics[0] if spec else "acc"
+
+
+def generated_correct(record: Record) -> bool:
+    """Exact match of a generated answer: the output cut at its first newline, spaces stripped, equals the gold."""
+    return record.generated is not None and record.generated.strip() == (record.gold_texts or [""])[0].strip()
 
 
 @dataclass
@@ -189,7 +195,44 @@ def diagnostics(records: list[Record], pred: np.ndarray, rs: Resampler) -> dict[
     return out
 
 
+def generated_metrics(task: str, records: list[Record], rs: Resampler) -> dict[str, Estimate]:
+    """Exact match; the attempt rate (a well-formed answer: a number, a list of numbers) and exact match when
+    attempted; the gold answer's mean log-likelihood (nats) and median first-token rank."""
+    spec = find_task(task)
+    pattern = re.compile(spec.answer_pattern if spec and spec.answer_pattern else r".+")
+    hit = np.array([generated_correct(r) for r in records], dtype=np.float64)
+    formed = np.array([bool(pattern.fullmatch((r.generated or "").strip())) for r in records])
+    out = {
+        "em": rs.mean(hit),
+        "attempt_rate": rs.mean(formed.astype(np.float64)),
+        "top1_valid": rs.mean(formed.astype(np.float64)),
+        "acc_when_attempted": rs.mean(hit, mask=formed),
+        "gold_logprob": rs.mean(np.array([r.logprobs[0] for r in records])),
+    }
+    ranks = [r.gold_rank for r in records]
+    if None not in ranks:
+        out["median_gold_rank"] = rs.median(np.array(ranks, dtype=np.float64))
+    return out
+
+
+def read_metrics(records: list[Record], rs: Resampler) -> dict[str, Estimate]:
+    """A list read off the next-token distribution: top-1 and top-10 hit rates of the correct next line's first
+    token, its mean probability and median full-vocabulary rank."""
+    ranks = np.array([r.gold_rank for r in records], dtype=np.float64)
+    return {
+        "top1": rs.mean((ranks == 1).astype(np.float64)),
+        "top10": rs.mean((ranks <= 10).astype(np.float64)),
+        "p_correct": rs.mean(np.exp(np.array([r.logprobs[0] for r in records]))),
+        "median_gold_rank": rs.median(ranks),
+    }
+
+
 def unit_metrics(task: str, variant: str, records: list[Record], rs: Resampler, n_classes: int) -> dict[str, Estimate]:
+    spec = find_task(task)
+    if spec is not None and spec.answer == "read":
+        return read_metrics(records, rs)
+    if records and records[0].generated is not None:
+        return generated_metrics(task, records, rs)
     pred = predictions(records)
     out = task_metrics(task, records, pred, rs, n_classes)
     if variant != "calibrated" and records and records[0].n_chars and task != "record":
@@ -201,7 +244,16 @@ def unit_metrics(task: str, variant: str, records: list[Record], rs: Resampler, 
 def baselines(
     task: str, records: list[Record], rs: Resampler, n_classes: int, draws: int = 200
 ) -> dict[str, dict[str, Estimate]]:
-    """Chance (expected score of uniform random guessing, `draws` draws) and majority-label scores."""
+    """Chance (expected score of uniform random guessing, `draws` draws) and majority-label scores.
+
+    A generated answer has no fixed set to guess from: its chance score is taken as 0 and it has no majority.
+    """
+    spec = find_task(task)
+    if spec is not None and spec.answer == "read":
+        return {}  # a uniform guess over the vocabulary: about 0, and no label to be a majority
+    if records and records[0].generated is not None:
+        zero = Estimate(0.0, np.zeros(rs.group_weights.shape[0]), len(rs.group_names))
+        return {"chance": {main_metric(task): zero}}
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     n_choices = np.array([len(r.logprobs) for r in records])
     per_draw = []

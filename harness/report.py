@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness import report_decomposition as decomposition
+from harness import report_presidents as presidents
 from harness import report_scaling as scaling
 from harness.analysis import AGGREGATES, ALL, CONTROL_SUFFIX, TaskResult, analyse, is_control_task
 from harness.markdown import fmt, params_text, table
@@ -280,9 +281,12 @@ def render(out_dir: str | Path) -> Path:
             "answer's first token; `spread` = best - worst template.",
             "",
         ]
-        lines += scaling.section(store.models(), results, out, Path(PLOTS) / "scaling.png")
+        scored_tasks = [r for r in results if r.task != presidents.TASK]
+        lines += scaling.section(store.models(), scored_tasks, out, Path(PLOTS) / "scaling.png")
+        lines += presidents.section(store, results, out, Path(PLOTS) / "presidents.png")
         for model, params, info in store.models():
-            model_results = [r for r in results if r.model == model]
+            # the presidents probe has its own section above; every other task is scored per model below
+            model_results = [r for r in scored_tasks if r.model == model]
             lines += [f"## {model}", ""]
             lines.append(
                 f"{params_text(params)} parameters; {info.get('source', '')}; device {info.get('device')}, {info.get('dtype')}."

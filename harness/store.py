@@ -54,6 +54,7 @@ class Record:
     gold_rank: int | None = None  # full-vocabulary rank of the gold answer's first token (1 = top)
     choice_texts: list[str] | None = None  # kept where a metric reads the answers' text (ReCoRD)
     gold_texts: list[str] | None = None
+    generated: str | None = None  # generated-answer tasks: the greedy output, cut at the first newline
 
     def to_json(self) -> str:
         return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, separators=(",", ":"))

@@ -35,6 +35,21 @@ class TaskSpec:
     metrics: tuple[str, ...]
     grouped: bool = False  # metric groups (questions, queries) span several examples
     notes: tuple[str, ...] = field(default=())
+    # "choice": score fixed answer choices; "generate": greedy decoding scored by exact match (harness/synthetic.py);
+    # "read": probability and rank of the next line's first token along a list (harness/presidents.py)
+    answer: str = "choice"
+    prompt_file: str = ""  # prompts/<prompt_file>.yaml; empty: the task's name
+    source: str = "superglue"  # superglue | generated | gpt3 | presidents
+    max_new_tokens: int = 0  # generated answers: decoding stops here, or at the first newline
+    answer_pattern: str = ""  # generated answers: what a well-formed answer looks like (the attempt rate)
+
+    @property
+    def generates(self) -> bool:
+        return self.answer == "generate"
+
+    @property
+    def prompts_name(self) -> str:
+        return self.prompt_file or self.name
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -48,15 +63,28 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("rte", "RTE", "rte", ("entailment", "not_entailment"), ("acc",)),
         TaskSpec("wic", "WiC", "wic", ("false", "true"), ("acc",)),
         TaskSpec("wsc", "WSC", "wsc.fixed", ("false", "true"), ("acc",)),
+        # a knowledge probe read off the next-token distribution along a list (harness/presidents.py)
+        TaskSpec("presidents", "", "", (), ("top1", "top10", "p_correct"), answer="read", source="presidents"),
     ]
 }
 
 
-def get_task(name: str) -> TaskSpec:
+def find_task(name: str) -> TaskSpec | None:
+    """A SuperGLUE task, or a generated-answer task whose name carries its settings (`add-3d`, `sort-5`)."""
+    from harness.synthetic import synthetic_spec
+
     key = name.strip().lower()
-    if key not in TASKS:
-        raise HarnessError(f"unknown task '{name}' (--tasks): known tasks are {', '.join(TASKS)}")
-    return TASKS[key]
+    return TASKS.get(key) or synthetic_spec(key)
+
+
+def get_task(name: str) -> TaskSpec:
+    spec = find_task(name)
+    if spec is None:
+        raise HarnessError(
+            f"unknown task '{name}' (--tasks): known tasks are {', '.join(TASKS)}, "
+            "add-Nd, sub-Nd, mul-Nd, div-Nd, mixed-Nd (N digits), sort-N (N numbers) and gpt3-<file>"
+        )
+    return spec
 
 
 # ---------------------------------------------------------------- derived fields (as lm-eval computes them)
@@ -172,6 +200,7 @@ def load_jsonl_split(task: TaskSpec, path: Path) -> list[Example]:
 
 # ---------------------------------------------------------------- where data comes from
 SPLIT_FILES = {"val": "val.jsonl", "train": "train.jsonl"}
+GPT3_HINT = "a gpt3-arithmetic folder in or beside the data folder, or $HARNESS_GPT3_ARITHMETIC_DIR"
 HUB_SPLITS = {"val": "validation", "train": "train"}
 
 
@@ -196,6 +225,17 @@ class DataSource:
         return str(self.folder) if self.folder else f"Hugging Face Hub {HUB_DATASET}"
 
     def split_path(self, task: TaskSpec, split: str) -> Path | None:
+        if task.source == "presidents":
+            from harness.presidents import FILE, FOLDER, presidents_file
+
+            return presidents_file(self.folder) or Path(FOLDER) / FILE
+        if task.source == "gpt3":
+            from harness.synthetic import gpt3_folder
+
+            folder = gpt3_folder(self.folder)
+            return folder / task.folder if folder else Path(GPT3_HINT) / task.folder
+        if task.source == "generated":
+            return None
         return self.folder / task.folder / SPLIT_FILES[split] if self.folder else None
 
     def has_split(self, task: TaskSpec, split: str) -> bool:
@@ -203,6 +243,22 @@ class DataSource:
         return path.is_file() if path else True
 
     def load(self, task: TaskSpec, split: str) -> list[Example]:
+        from harness.synthetic import generate_split, load_gpt3_split
+
+        if task.source == "generated":
+            return generate_split(task, split)
+        if task.source == "presidents":
+            from harness.presidents import HINT, load_presidents
+
+            path = self.split_path(task, split)
+            if not path.is_file():
+                raise HarnessError(f"{task.name}: {path} not found ({HINT})")
+            return load_presidents(path)
+        if task.source == "gpt3":
+            path = self.split_path(task, split)
+            if not path.is_file():
+                raise HarnessError(f"{task.name}: {path} not found ({GPT3_HINT})")
+            return load_gpt3_split(task, path.parent, split)
         path = self.split_path(task, split)
         if path is not None:
             if not path.is_file():
@@ -249,6 +305,10 @@ class TrainSource:
     path: Path | None
 
     def describe(self, task: TaskSpec) -> str:
+        if task.source == "generated":
+            return "generated train pool (disjoint from val)"
+        if task.source == "gpt3":
+            return f"{task.folder}: lines held out of val"
         if self.kind == "fewglue":
             return f"FewGLUE 32-example train ({self.path / task.folder / 'train.jsonl'})"
         if self.kind == "path":
@@ -276,6 +336,10 @@ def resolve_train_source(option: str, data: DataSource, fewglue_dir: str | None 
 
 def load_train(task: TaskSpec, source: TrainSource, data: DataSource) -> list[Example] | None:
     """The task's train examples, or None when the source has no train split for it."""
+    if task.source == "presidents":
+        return None  # the list is read once; nothing to train on
+    if task.source != "superglue":  # generated tasks and GPT-3 files bring their own train pool
+        return data.load(task, "train")
     if source.kind == "superglue":
         return data.load(task, "train") if data.has_split(task, "train") else None
     path = source.path / task.folder / "train.jsonl"

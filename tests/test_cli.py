@@ -16,6 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.conftest import SHARED_DATA
+
 BASE = ["eval", "--tasks", "rte,cb,copa", "--limit", "6", "--shots", "0,1", "--seeds", "2"]
 
 
@@ -260,3 +262,34 @@ def test_another_eval_set_in_the_same_folder_is_refused(tiny_dir, env, tmp_path)
     )
     assert meta["limit"] == 4
     shutil.rmtree(out)
+
+
+def test_capability_suites_run_end_to_end_and_rerender(tiny_dir, env, tmp_path):
+    """Generated answers (prompt and trained methods), a GPT-3 file and the presidents probe in one store."""
+    out = tmp_path / "capability"
+    tasks = "add-1d,sort-3,presidents" + (
+        ",gpt3-two-digit-addition" if (SHARED_DATA / "gpt3-arithmetic").is_dir() else ""
+    )
+    args = ["eval", "--suite", "arithmetic,sorting,presidents", "--tasks", tasks, "--model", str(tiny_dir)]
+    args += ["--methods", "prompt,bitfit,probe", "--limit", "4", "--shots", "0,2", "--seeds", "1"]
+    args += ["--set", "bitfit.steps=2", "--set", "bitfit.eval_every=2", "--out", str(out)]
+    run = harness(*args, env=env)
+    assert run.returncode == 0, run.stderr
+    summary = pd.read_csv(out / "summary.csv")
+    add = summary[(summary.task == "add-1d") & (summary.template == "mean")]
+    assert {"em", "attempt_rate", "gold_logprob"} <= set(add.metric)
+    assert set(summary[summary.task == "add-1d"].method) == {"prompt", "bitfit", "baseline"}
+    chance = summary[(summary.task == "add-1d") & (summary.variant == "chance")]
+    assert list(chance.metric) == ["em"] and list(chance.value) == [0.0]
+    with sqlite3.connect(out / "results.db") as conn:
+        payloads = [json.loads(p) for (p,) in conn.execute("SELECT payload FROM records WHERE task='sort-3'")]
+        ranks = [
+            json.loads(p)["gold_rank"] for (p,) in conn.execute("SELECT payload FROM records WHERE task='presidents'")
+        ]
+    assert payloads and all("generated" in p and p["gold_texts"][0][-2:].strip("]").isdigit() for p in payloads)
+    assert len(ranks) == 46 and all(r >= 1 for r in ranks)
+    report = (out / "report.md").read_text()
+    assert "## Presidents" in report and "probe not applicable" in report and "(plots/presidents.png)" in report
+    assert (out / "plots" / "presidents.png").is_file()
+    again = harness("report", str(out), env=env)
+    assert again.returncode == 0 and (out / "report.md").read_text() == report

@@ -9,7 +9,7 @@ from harness.prompts import load_prompts
 from harness.tasks import TASKS, DataSource, load_jsonl_split
 
 
-@pytest.mark.parametrize("task", sorted(TASKS))
+@pytest.mark.parametrize("task", sorted(t for t, spec in TASKS.items() if spec.source == "superglue"))
 def test_shipped_prompt_files(task, superglue_dir, fewglue_dir):
     prompts = load_prompts(task)
     assert prompts.templates[0].name == "lm-eval"
@@ -28,6 +28,21 @@ def test_shipped_prompt_files(task, superglue_dir, fewglue_dir):
                 assert ex.label < len(choices)
             else:
                 assert len(choices) == len(ex.fields["entities"])
+
+
+@pytest.mark.parametrize("task", ["add-3d", "sub-2d", "mul-2d", "div-1d", "mixed-2d", "sort-5"])
+def test_generated_task_prompt_files(task):
+    from harness.synthetic import generate_split
+    from harness.tasks import get_task
+
+    spec = get_task(task)
+    prompts = load_prompts(spec.prompts_name)
+    assert len(prompts.templates) >= 4 and len(prompts.controls) >= 1
+    for ex in generate_split(spec, "val")[:20]:
+        for template in prompts.templates + prompts.controls:
+            text, choices = template.render(ex)
+            assert len(choices) == 1 and text  # the one "choice" is the gold answer, bracketed or not
+            assert choices[0].strip("[]") == ex.fields["answer"].strip("[]")
 
 
 def test_rte_lm_eval_template_is_lm_evals(superglue_dir):

@@ -19,8 +19,10 @@ import torch
 
 from harness.engine import Engine, Request, Scored
 from harness.errors import HarnessError
+from harness.metrics import generated_correct
 from harness.prompts import PromptSet, Template
 from harness.store import Record, VariantRecords
+from harness.synthetic import random_answer_fields
 from harness.tasks import Example, TaskSpec
 
 
@@ -99,8 +101,12 @@ def gold_indices(example: Example, choices: list[str], template: Template) -> li
     return [i for i, item in enumerate(example.fields[list_field]) if item in answers]
 
 
-def _demo_text(template: Template, demo: Example, rng: random.Random | None, label_ids: int) -> str:
+def _demo_text(template: Template, demo: Example, rng: random.Random | None, task: TaskSpec) -> str:
+    if task.generates and rng is not None:  # a wrong answer of the right form
+        text, choices = template.render(demo, random_answer_fields(task, demo.fields, rng))
+        return text + template.target_delimiter + choices[0]
     text, choices = template.render(demo)
+    label_ids = len(task.labels)
     if rng is None:
         gold = gold_indices(demo, choices, template)
         # ReCoRD's entities and answers are sorted, so gold[0] is its first answer, the one lm-eval shows
@@ -120,7 +126,7 @@ def build_prefix(
     if not demos:
         return ""
     rng = random.Random(random_labels_seed) if random_labels_seed else None
-    parts = [_demo_text(template, d, rng, len(task.labels)) for d in demos]
+    parts = [_demo_text(template, d, rng, task) for d in demos]
     return prompts.fewshot_delimiter.join(parts) + prompts.fewshot_delimiter
 
 
@@ -237,6 +243,7 @@ def run_unit(
         _record(ex, s, choices, gold, keep_texts)
         for ex, s, choices, gold in zip(eval_examples, scored, all_choices, golds)
     ]
+    _add_generated(task, engine, requests, all_choices, golds, records)
     outputs = [VariantRecords(unit.kind, unit.template, unit.shots, unit.seed, records)]
     if calibrate_gold:
         calibrated = [calibrate(r, scored[-1].logprobs) for r in records]
@@ -275,12 +282,32 @@ def score_selection(
         requests.append(_content_free_request(template, prompts, prefix, eval_examples[0]))
     scored = engine.score(requests, progress=progress)
     records = [_record(ex, s, c, g, False) for ex, s, c, g in zip(examples, scored, all_choices, golds)]
+    _add_generated(task, engine, requests, all_choices, golds, records)
     out = {"n": len(records), "acc": _accuracy(records)}
     if calibrated:
         out["calibrated_acc"] = _accuracy([calibrate(r, scored[-1].logprobs) for r in records])
     return out
 
 
+def _add_generated(
+    task: TaskSpec,
+    engine: Engine,
+    requests: list[Request],
+    all_choices: list[list[str]],
+    golds: list[list[int]],
+    records: list[Record],
+) -> None:
+    """Generated-answer tasks: each record gets the greedy output and the gold answer it is compared with."""
+    if not task.generates:
+        return
+    outputs = engine.generate([r.context for r in requests[: len(records)]], task.max_new_tokens)
+    for record, output, choices, gold in zip(records, outputs, all_choices, golds):
+        record.generated, record.gold_texts = output, [choices[gold[0]]]
+
+
 def _accuracy(records: list[Record]) -> float:
+    """Accuracy of the arg-max choice, or exact match of the generated answer."""
+    if records and records[0].generated is not None:
+        return sum(map(generated_correct, records)) / len(records)
     hits = [max(range(len(r.logprobs)), key=r.logprobs.__getitem__) in r.gold for r in records]
     return sum(hits) / len(hits)

@@ -68,14 +68,19 @@ def split_holdout(sample: list[Example], share: float, seed: int) -> tuple[list[
     return [e for e in sample if e.group not in held], [e for e in sample if e.group in held]
 
 
-def control_examples(examples: list[Example], seed: int, salt: str) -> list[Example]:
+def control_examples(examples: list[Example], seed: int, salt: str, answer_fields: Sequence[str] = ()) -> list[Example]:
     """The control task (after Hewitt & Liang 2019): the same inputs, the labels permuted at random.
 
     The permutation keeps the label distribution and breaks any relation between input and label, so what a
-    method reaches on it is what it gets from fitting arbitrary labels and the label prior alone.
+    method reaches on it is what it gets from fitting arbitrary labels and the label prior alone. A generated
+    answer has no label: its `answer_fields` are permuted together instead (another example's answer).
     """
-    labels = [e.label for e in examples]
     rng = random.Random(f"control/{salt}/{seed}")
+    if answer_fields:
+        answers = [{k: e.fields[k] for k in answer_fields if k in e.fields} for e in examples]
+        rng.shuffle(answers)
+        return [replace(e, fields={**e.fields, **a}) for e, a in zip(examples, answers)]
+    labels = [e.label for e in examples]
     rng.shuffle(labels)
     return [replace(e, label=label) for e, label in zip(examples, labels)]
 
@@ -306,6 +311,17 @@ def predict_records(scorer: ChoiceScorer, items: list[_Item], examples: list[Exa
                     gold_rank=min((diag.first_ranks[g] for g in it.gold), default=None),
                 )
     return records
+
+
+def add_generated(
+    scorer: ChoiceScorer, template: Template, examples: list[Example], records: list[Record], max_new_tokens: int
+) -> None:
+    """Generated-answer tasks: each record gets the greedy output under the trained model and its gold answer."""
+    rendered = [template.render(ex) for ex in examples]
+    with torch.no_grad():
+        outputs = scorer.engine.generate([text for text, _ in rendered], max_new_tokens, soft_prompt=scorer.prompt)
+    for record, output, (_, choices) in zip(records, outputs, rendered):
+        record.generated, record.gold_texts = output, [choices[record.gold[0]]]
 
 
 def fit_items(scorer: ChoiceScorer, template: Template, examples: list[Example]) -> list[_Item]:

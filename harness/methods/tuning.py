@@ -9,6 +9,7 @@ from harness.methods import bitfit, ptune
 from harness.methods.training import (
     ChoiceScorer,
     TrainedUnit,
+    add_generated,
     control_examples,
     fit_items,
     predict_records,
@@ -17,13 +18,16 @@ from harness.methods.training import (
     train_sample,
     trained_parameter_count,
 )
+from harness.metrics import generated_correct
 from harness.prompts import PromptSet
 from harness.store import VariantRecords
-from harness.tasks import Example
+from harness.synthetic import ANSWER_FIELDS
+from harness.tasks import Example, TaskSpec
 
 
 def run_tuning_unit(
     unit: TrainedUnit,
+    task: TaskSpec,
     prompts: PromptSet,
     model,
     tokenizer,
@@ -36,10 +40,13 @@ def run_tuning_unit(
     template = prompts.get(unit.template)
     sample = train_sample(train_examples, unit.train_size, unit.seed)
     evals = eval_examples
+    answers = ANSWER_FIELDS if task.generates else ()
     if unit.control:
-        sample = control_examples(sample, unit.seed, "train")
-        evals = control_examples(eval_examples, unit.seed, "eval")
+        sample = control_examples(sample, unit.seed, "train", answers)
+        evals = control_examples(eval_examples, unit.seed, "eval", answers)
     fit, held = split_holdout(sample, preset["holdout"], unit.seed)
+    if task.generates:  # one answer to generate: train on its tokens (a softmax over one choice has no gradient)
+        preset = {**preset, "objective": "lm"}
 
     if unit.method == "bitfit":
         context = bitfit.bias_only(model)
@@ -63,6 +70,11 @@ def run_tuning_unit(
         )
         scored = time.perf_counter()
         records = predict_records(scorer, scorer.items(template, evals), evals, preset["batch_size"])
+        if task.generates:  # scored as the prompt method scores generated answers: greedy output, exact match
+            add_generated(scorer, template, evals, records, task.max_new_tokens)
+            held_records = predict_records(scorer, scorer.items(template, held), held, preset["batch_size"])
+            add_generated(scorer, template, held, held_records, task.max_new_tokens)
+            result.holdout_acc = sum(map(generated_correct, held_records)) / len(held_records)
         eval_seconds = time.perf_counter() - scored
         n_params = trained_parameter_count(params)
     info = {
