@@ -185,15 +185,16 @@ def tasks_command(
     prompts_dir: Annotated[str, typer.Option(help="Folder of <task>.yaml prompt files.")] = None,
 ) -> None:
     """List tasks, their metrics and their templates. Generated-answer tasks take their settings from the name:
-    add-Nd, sub-Nd, mul-Nd, div-Nd, mixed-Nd (N digits), sort-N (N numbers), gpt3-<file of a gpt3-arithmetic
-    folder>."""
+    add-Nd, sub-Nd, mul-Nd, div-Nd, mixed-Nd (N digits), their -parity variants (add-2d-parity), sort-N (N
+    numbers), gpt3-<file of a gpt3-arithmetic folder>."""
     from harness.prompts import load_prompts
     from harness.tasks import TASKS, get_task
 
     table = Table("task", "labels", "metrics", "templates", "controls")
-    generated = ["add-Nd", "sub-Nd", "mul-Nd", "div-Nd", "mixed-Nd", "sort-N", "gpt3-<file>"]
+    generated = ["add-Nd", "sub-Nd", "mul-Nd", "div-Nd", "mixed-Nd", "<arithmetic>-parity", "sort-N", "gpt3-<file>"]
     examples = {"add-Nd": "add-2d", "sub-Nd": "sub-2d", "mul-Nd": "mul-2d", "div-Nd": "div-2d"}
     examples |= {"mixed-Nd": "mixed-1d", "sort-N": "sort-5", "gpt3-<file>": "gpt3-two-digit-addition"}
+    examples["<arithmetic>-parity"] = "add-2d-parity"
     for name in list(TASKS) + generated:
         spec = get_task(examples.get(name, name))
         prompts = load_prompts(spec.prompts_name, prompts_dir)

@@ -141,7 +141,10 @@ def plan_trained(
     notes = []
     if spec.generates and "probe" in presets:
         presets = {m: p for m, p in presets.items() if m != "probe"}
-        notes.append(f"probe not applicable: {spec.name} has a generated answer, not a class label to probe for")
+        notes.append(
+            f"probe not applicable: {spec.name} has a generated answer, not a class label to probe for "
+            "(an arithmetic task's -parity variant, e.g. add-2d-parity, gives the probe the parity of the answer)"
+        )
     if not spec.labels and not spec.generates:
         return [], [f"trained methods not applicable: {spec.name} has no fixed label set"]
     if train is None:
@@ -159,8 +162,7 @@ def plan_trained(
             )
     units = []
     for method, preset in presets.items():
-        # generated tasks train on their prompt file's first template (the presets name SuperGLUE's lm-eval one)
-        template = prompts.templates[0] if spec.generates else prompts.get(preset["template"])
+        template = _trained_template(spec, prompts, preset)
         variants = preset.get("variants", [method])
         for variant in variants:
             for n in sizes:
@@ -168,6 +170,15 @@ def plan_trained(
                     for control in (False, True):
                         units.append(TrainedUnit(method, variant, template.name, n, seed, control))
     return units, notes
+
+
+def _trained_template(spec: TaskSpec, prompts: PromptSet, preset: dict):
+    """The preset's template (failing now, naming the file, if a SuperGLUE prompt file lacks it); the presets name
+    SuperGLUE's templates, so a generated task without that name trains on its prompt file's first template."""
+    names = {t.name for t in prompts.templates + prompts.controls}
+    if spec.source == "superglue" or preset["template"] in names:
+        return prompts.get(preset["template"])
+    return prompts.templates[0]
 
 
 def plan_tasks(

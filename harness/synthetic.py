@@ -4,6 +4,8 @@ arithmetic files (Brown et al. 2020) when a data folder has them.
 Names carry the settings, so any digit count or list length is a task:
 - `add-2d`, `sub-3d`, `mul-2d`, `div-2d`: two operands of that many digits (division is exact: a = b * q);
 - `mixed-1d`: three operands joined by + and x, evaluated with the usual precedence;
+- `add-2d-parity` (any arithmetic task + `-parity`): is the answer of the same problems even or odd? A class
+  label, so every method applies to it, the probe included;
 - `sort-5`: sort a list of that many integers (0-99) in ascending order;
 - `gpt3-two-digit-addition` ...: a file `two_digit_addition.jsonl` of a `gpt3-arithmetic` folder.
 
@@ -31,6 +33,7 @@ GPT3_FOLDER = "gpt3-arithmetic"
 _OPS = {"add": ("+", "plus"), "sub": ("-", "minus"), "mul": ("×", "times"), "div": ("÷", "divided by")}
 _CODE_OPS = {"+": "+", "-": "-", "×": "*", "÷": "//"}
 _ARITHMETIC = re.compile(r"^(add|sub|mul|div|mixed)-([1-9])d$")
+_PARITY = re.compile(r"^((add|sub|mul|div|mixed)-[1-9]d)-parity$")
 _SORTING = re.compile(r"^sort-([2-9]|1[0-9]|20)$")
 _GPT3 = re.compile(r"^gpt3-([a-z0-9-]+)$")
 ANSWER_FIELDS = ("answer", "sorted_list", "sorted_items")  # what a control task permutes between examples
@@ -47,6 +50,8 @@ def synthetic_spec(name: str) -> TaskSpec | None:
             name, "", "", (), ("em",), answer="generate", prompt_file="arithmetic", source="generated",
             max_new_tokens=answer_digits + 4, answer_pattern=NUMBER,
         )  # fmt: skip
+    if m := _PARITY.match(name):  # a class label of the same problems: what a probe can be trained to read
+        return TaskSpec(name, "", "", ("even", "odd"), ("acc",), prompt_file="parity", source="generated")
     if m := _SORTING.match(name):
         length = int(m.group(1))
         return TaskSpec(
@@ -127,10 +132,13 @@ def _pool(spec: TaskSpec) -> tuple[str, ...]:
 def generate_split(spec: TaskSpec, split: str) -> list[Example]:
     """The val or train pool of a generated task, deterministic in the task's name alone. Train takes the first
     TRAIN_POOL problems (at most half of a small problem space), val the next VAL_POOL: no problem is in both."""
-    pool = _pool(spec)
+    parity = _PARITY.match(spec.name)
+    pool = _pool(synthetic_spec(parity.group(1)) if parity else spec)
     n_train = min(TRAIN_POOL, len(pool) // 2)
-    chosen = pool[:n_train] if split == "train" else pool[n_train : n_train + VAL_POOL]
-    return [Example(f"{split}-{i}", json.loads(f), 0, f"{split}-{i}") for i, f in enumerate(chosen)]
+    chosen = [json.loads(f) for f in (pool[:n_train] if split == "train" else pool[n_train : n_train + VAL_POOL])]
+    # a parity task's label: 0 = the answer is even, 1 = odd; a generated answer's one "choice" is index 0
+    labels = [int(f["answer"]) % 2 if parity else 0 for f in chosen]
+    return [Example(f"{split}-{i}", f, label, f"{split}-{i}") for i, (f, label) in enumerate(zip(chosen, labels))]
 
 
 def random_answer_fields(spec: TaskSpec, fields: dict, rng: random.Random) -> dict:

@@ -267,7 +267,7 @@ def test_another_eval_set_in_the_same_folder_is_refused(tiny_dir, env, tmp_path)
 def test_capability_suites_run_end_to_end_and_rerender(tiny_dir, env, tmp_path):
     """Generated answers (prompt and trained methods), a GPT-3 file and the presidents probe in one store."""
     out = tmp_path / "capability"
-    tasks = "add-1d,sort-3,presidents" + (
+    tasks = "add-1d,add-1d-parity,sort-3,presidents" + (
         ",gpt3-two-digit-addition" if (SHARED_DATA / "gpt3-arithmetic").is_dir() else ""
     )
     args = ["eval", "--suite", "arithmetic,sorting,presidents", "--tasks", tasks, "--model", str(tiny_dir)]
@@ -279,6 +279,10 @@ def test_capability_suites_run_end_to_end_and_rerender(tiny_dir, env, tmp_path):
     add = summary[(summary.task == "add-1d") & (summary.template == "mean")]
     assert {"em", "attempt_rate", "gold_logprob"} <= set(add.metric)
     assert set(summary[summary.task == "add-1d"].method) == {"prompt", "bitfit", "baseline"}
+    # the parity of the same problems is a class label: there the probe runs, and chance is 50%
+    assert set(summary[summary.task == "add-1d-parity"].method) == {"prompt", "bitfit", "probe", "baseline"}
+    parity_chance = summary[(summary.task == "add-1d-parity") & (summary.variant == "chance")]
+    assert parity_chance[parity_chance.metric == "acc"].value.item() == pytest.approx(0.5, abs=0.05)
     chance = summary[(summary.task == "add-1d") & (summary.variant == "chance")]
     assert list(chance.metric) == ["em"] and list(chance.value) == [0.0]
     with sqlite3.connect(out / "results.db") as conn:
