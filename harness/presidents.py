@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
 
 from harness.errors import HarnessError
 from harness.store import Record
-from harness.tasks import Example
+from harness.tasks import Example, find_beside_data
 
 FOLDER = "presidents"
 FILE = "presidents.json"
@@ -25,17 +24,8 @@ HINT = "a presidents/presidents.json in or beside the data folder, or $HARNESS_P
 
 
 def presidents_file(data_folder: Path | None) -> Path | None:
-    value = os.environ.get("HARNESS_PRESIDENTS_FILE")
-    if value:
-        path = Path(value).expanduser()
-        if not path.is_file():
-            raise HarnessError(f"presidents list not found: {path} (HARNESS_PRESIDENTS_FILE)")
-        return path
-    if data_folder is not None:
-        for candidate in (data_folder / FOLDER / FILE, data_folder.parent / FOLDER / FILE):
-            if candidate.is_file():
-                return candidate
-    return None
+    """$HARNESS_PRESIDENTS_FILE, or presidents/presidents.json in or beside the data folder."""
+    return find_beside_data(data_folder, f"{FOLDER}/{FILE}", "HARNESS_PRESIDENTS_FILE", "presidents list")
 
 
 def load_presidents(path: Path) -> list[Example]:

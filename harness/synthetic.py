@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import random
 import re
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.tasks import Example, TaskSpec
+from harness.tasks import Example, TaskSpec, find_beside_data
 
 VAL_POOL = 200  # eval examples per generated task without --limit
 TRAIN_POOL = 64  # demos, template selection and training data
@@ -165,17 +164,7 @@ def random_answer_fields(spec: TaskSpec, fields: dict, rng: random.Random) -> di
 # ---------------------------------------------------------------- GPT-3 arithmetic files
 def gpt3_folder(data_folder: Path | None) -> Path | None:
     """$HARNESS_GPT3_ARITHMETIC_DIR, or a `gpt3-arithmetic` folder in or beside the data folder."""
-    value = os.environ.get("HARNESS_GPT3_ARITHMETIC_DIR")
-    if value:
-        path = Path(value).expanduser()
-        if not path.is_dir():
-            raise HarnessError(f"GPT-3 arithmetic folder not found: {path} (HARNESS_GPT3_ARITHMETIC_DIR)")
-        return path
-    if data_folder is not None:
-        for candidate in (data_folder / GPT3_FOLDER, data_folder.parent / GPT3_FOLDER):
-            if candidate.is_dir():
-                return candidate
-    return None
+    return find_beside_data(data_folder, GPT3_FOLDER, "HARNESS_GPT3_ARITHMETIC_DIR", "GPT-3 arithmetic folder")
 
 
 def gpt3_tasks(folder: Path | None) -> list[str]:

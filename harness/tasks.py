@@ -282,6 +282,21 @@ def _load_hub(task: TaskSpec, split: str) -> list[Example]:
     return [_from_hub(task.name, dict(row), n) for n, row in enumerate(ds)]
 
 
+def find_beside_data(data_folder: Path | None, relative: str, env: str, what: str) -> Path | None:
+    """$`env` (which must exist), else `relative` in or beside the data folder, else None."""
+    value = os.environ.get(env)
+    if value:
+        path = Path(value).expanduser()
+        if not path.exists():
+            raise HarnessError(f"{what} not found: {path} ({env})")
+        return path
+    if data_folder is not None:
+        for candidate in (data_folder / relative, data_folder.parent / relative):
+            if candidate.exists():
+                return candidate
+    return None
+
+
 def fewglue_folder(data: DataSource, explicit: str | None = None) -> Path | None:
     """FewGLUE folder: --fewglue-dir, $HARNESS_FEWGLUE_DIR, or a `fewglue` folder beside the data folder."""
     for value in (explicit, os.environ.get("HARNESS_FEWGLUE_DIR")):
