@@ -43,6 +43,8 @@ class Scored:
     top1_token_id: int  # unconstrained most likely next token at the answer slot
     top1_valid: bool  # does that token start one of the continuations?
     hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> hidden state at the answer slot
+    # with `content_ranks`: rank of each continuation's first non-space token, given the tokens before it
+    content_ranks: list[int] | None = None
 
 
 @dataclass
@@ -72,6 +74,7 @@ class Engine:
         # Work counters for benchmarks: real tokens run through the decoder, and positions including padding.
         self.tokens_computed = 0
         self.positions_computed = 0
+        self._content_ranks = False
 
     # ---- tokenization (lm-evaluation-harness rules) ----
     def _encode(self, text: str) -> list[int]:
@@ -138,8 +141,13 @@ class Engine:
         requests: Sequence[Request],
         hidden_layers: Sequence[int] = (),
         progress: Callable[[int], None] | None = None,
+        content_ranks: bool = False,
     ) -> list[Scored]:
-        """Score every continuation of every request; `progress(n)` is called as requests finish."""
+        """Score every continuation of every request; `progress(n)` is called as requests finish.
+
+        `content_ranks` also ranks each continuation's first token that is not white space (tokenizers that split
+        " 52" into " ", "5", "2" make the first token's rank say nothing about the answer)."""
+        self._content_ranks = content_ranks
         rows, all_conts = self._rows(requests)
         shared = _common_prefix_len([row.tokens for row in rows])
         shared = min([shared] + [row.ctx_len - 1 for row in rows])
@@ -193,6 +201,7 @@ class Engine:
                     top1_token_id=res["top1"],
                     top1_valid=res["top1"] in set(first_ids),
                     hidden=res["hidden"],
+                    content_ranks=res.get("content_ranks"),
                 )
             )
         return out
@@ -271,6 +280,11 @@ class Engine:
             self._count(len(ids), len(ids))
         return [self.tokenizer.decode(t, skip_special_tokens=True).split("\n", 1)[0] for t in tokens]
 
+    def content_rank(self, logp: torch.Tensor, cont: list[int]) -> int:
+        """Full-vocabulary rank of `cont`'s first token that is not white space; logp[j] predicts cont[j]."""
+        j = next((k for k, t in enumerate(cont) if self.tokenizer.decode([t]).strip()), 0)
+        return int((logp[j] > logp[j, cont[j]]).sum().item()) + 1
+
     def _count(self, tokens: int, positions: int) -> None:
         self.tokens_computed += tokens
         self.positions_computed += positions
@@ -324,6 +338,8 @@ class Engine:
             for i in row.choices:
                 cont = conts[i]
                 res["logprobs"][i] = math.fsum(token_lp[: len(cont) - 1]) + row_logp[len(cont) - 1, cont[-1]].item()
+                if self._content_ranks:
+                    res.setdefault("content_ranks", [0] * len(conts))[i] = self.content_rank(row_logp, cont)
             if "top1" not in res:  # the answer slot is the same position in every row of a request
                 diag = slot_diagnostics(slot, conts)
                 res["first_ranks"], res["valid_mass"], res["top1"] = diag.first_ranks, diag.valid_mass, diag.top1

@@ -174,3 +174,19 @@ def test_trained_methods_on_generated_answers(tiny_lm, method, variant):
     assert sorted(e.fields["answer"] for e in control) == sorted(e.fields["answer"] for e in train)
     assert [e.fields["a"] for e in control] == [e.fields["a"] for e in train]
     assert any(c.fields["answer"] != e.fields["answer"] for c, e in zip(control, train))
+
+
+def test_content_rank_skips_white_space_tokens(tiny_lm):
+    from harness.engine import Request
+
+    model, tokenizer = tiny_lm
+    engine = Engine(model, tokenizer)
+    context, answer = "Q: What is 2 plus 50?\nA:", " 52"
+    scored = engine.score([Request(context, [answer])], content_ranks=True)[0]
+    ctx, cont = engine.encode_pair(context, answer)
+    logp = torch.log_softmax(model(torch.tensor([ctx + cont])).logits[0].float(), -1)
+    j = next(k for k, t in enumerate(cont) if tokenizer.decode([t]).strip())
+    position = len(ctx) - 1 + j  # predicts cont[j]
+    expected = int((logp[position] > logp[position, cont[j]]).sum()) + 1
+    assert scored.content_ranks == [expected]
+    assert engine.score([Request(context, [answer])])[0].content_ranks is None  # only when asked

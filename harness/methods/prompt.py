@@ -175,7 +175,7 @@ def _record(example: Example, scored: Scored, choices: list[str], gold: list[int
         n_chars=[len(c) for c in choices],
         valid_mass=scored.valid_mass,
         top1_valid=scored.top1_valid,
-        gold_rank=min((scored.first_token_ranks[g] for g in gold), default=None),
+        gold_rank=min(((scored.content_ranks or scored.first_token_ranks)[g] for g in gold), default=None),
         choice_texts=list(choices_items(example, choices)) if keep_texts else None,
         gold_texts=sorted(example.fields.get("answers", [])) if keep_texts else None,
     )
@@ -235,7 +235,7 @@ def run_unit(
     golds = [gold_indices(ex, choices, template) for ex, choices in zip(eval_examples, all_choices)]
     if calibrate_gold:
         requests.append(_content_free_request(template, prompts, prefix, eval_examples[0]))
-    scored = engine.score(requests, hidden_layers=hidden_layers, progress=progress)
+    scored = engine.score(requests, hidden_layers=hidden_layers, progress=progress, content_ranks=task.generates)
     if hidden_sink is not None:
         for s in scored[: len(eval_examples)]:
             hidden_sink.append(torch.stack([s.hidden[layer] for layer in hidden_layers]).numpy())
@@ -280,7 +280,7 @@ def score_selection(
     calibrated = prompts.content_free is not None and template.fixed_choices
     if calibrated:
         requests.append(_content_free_request(template, prompts, prefix, eval_examples[0]))
-    scored = engine.score(requests, progress=progress)
+    scored = engine.score(requests, progress=progress, content_ranks=task.generates)
     records = [_record(ex, s, c, g, False) for ex, s, c, g in zip(examples, scored, all_choices, golds)]
     _add_generated(task, engine, requests, all_choices, golds, records)
     out = {"n": len(records), "acc": _accuracy(records)}

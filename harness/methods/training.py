@@ -99,6 +99,7 @@ class ChoiceScores:
     logprobs: torch.Tensor  # (n_choices,) summed log-likelihood of each choice
     slot: torch.Tensor  # (vocab,) log-probabilities at the answer slot (detached)
     n_tokens: list[int] = field(default_factory=list)
+    content_ranks: list[int] | None = None  # with ChoiceScorer.content_ranks: see Engine.score
 
 
 class ChoiceScorer:
@@ -116,6 +117,7 @@ class ChoiceScorer:
         self.embed = model.get_input_embeddings()
         self.prompt = prompt or (lambda batch: None)
         self.device = next(model.parameters()).device
+        self.content_ranks = False  # generated answers: rank the first non-space token (Engine.score)
 
     def items(self, template: Template, examples: Sequence[Example]) -> list[_Item]:
         out = []
@@ -158,6 +160,7 @@ class ChoiceScorer:
         logp = self.engine._log_probs(hidden[gather_b, gather_t])
 
         per_item: list[list[torch.Tensor | None]] = [[None] * len(it.conts) for it in items]
+        ranks: list[list[int] | None] = [[0] * len(it.conts) if self.content_ranks else None for it in items]
         slots: list[torch.Tensor | None] = [None] * len(items)
         for b, (i, _, _, choices) in enumerate(rows):
             start, n = spans[b]
@@ -165,10 +168,13 @@ class ChoiceScorer:
             for j in choices:
                 cont = items[i].conts[j]
                 per_item[i][j] = row_logp[torch.arange(n), torch.tensor(cont)].sum()
+                if self.content_ranks:
+                    ranks[i][j] = self.engine.content_rank(row_logp.detach(), cont)
             if slots[i] is None:
                 slots[i] = row_logp[0].detach()
         return [
-            ChoiceScores(torch.stack(per_item[i]), slots[i], [len(c) for c in it.conts]) for i, it in enumerate(items)
+            ChoiceScores(torch.stack(per_item[i]), slots[i], [len(c) for c in it.conts], ranks[i])
+            for i, it in enumerate(items)
         ]
 
     def batches(self, items: Sequence[_Item], max_items: int) -> list[list[int]]:
@@ -308,7 +314,7 @@ def predict_records(scorer: ChoiceScorer, items: list[_Item], examples: list[Exa
                     n_chars=[len(c) for c in it.choices],
                     valid_mass=diag.valid_mass,
                     top1_valid=diag.top1_valid,
-                    gold_rank=min((diag.first_ranks[g] for g in it.gold), default=None),
+                    gold_rank=min(((s.content_ranks or diag.first_ranks)[g] for g in it.gold), default=None),
                 )
     return records
 

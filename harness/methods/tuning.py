@@ -59,6 +59,7 @@ def run_tuning_unit(
         else:
             prompt, params, detail = entered
         scorer = ChoiceScorer(model, tokenizer, prompt)
+        scorer.content_ranks = task.generates
         result = train(
             scorer,
             params,
