@@ -197,6 +197,9 @@ def tasks_command(
     examples["<arithmetic>-parity"] = "add-2d-parity"
     for name in list(TASKS) + generated:
         spec = get_task(examples.get(name, name))
+        if spec.answer == "read":
+            table.add_row(name, "(a list, read line by line)", ", ".join(spec.metrics), "–", "–")
+            continue
         prompts = load_prompts(spec.prompts_name, prompts_dir)
         table.add_row(
             name,

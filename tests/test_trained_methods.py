@@ -194,7 +194,7 @@ def test_tuned_methods_beat_their_control_task(smollm2, category, method, varian
     results = {}
     for control in (False, True):
         unit = TrainedUnit(method, variant, "lm-eval", 32, 0, control)
-        (out,), info = run_tuning_unit(unit, prompts, smollm2.model, smollm2.tokenizer, evals, train, preset)
+        (out,), info = run_tuning_unit(unit, CATEGORY, prompts, smollm2.model, smollm2.tokenizer, evals, train, preset)
         results[control] = _accuracy(out.records)
         assert info["n_fit"] == 24 and info["n_holdout"] == 8
         assert info["trained_params"] > 0
