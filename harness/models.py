@@ -429,6 +429,9 @@ def _quiet_transformers() -> None:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    # transformers 5.x renames the `past_key_values` argument to `cache`; the engine keeps the name that every
+    # supported version (>= 4.56) takes, so the rename's notice is no news to the user
+    warnings.filterwarnings("ignore", message=r".*`past_key_values` is deprecated", category=FutureWarning)
     try:
         import huggingface_hub
 

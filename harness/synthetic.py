@@ -25,7 +25,7 @@ from harness.errors import HarnessError
 from harness.tasks import Example, TaskSpec, find_beside_data
 
 VAL_POOL = 200  # eval examples per generated task without --limit
-TRAIN_POOL = 64  # demos, template selection and training data
+TRAIN_POOL = 512  # demos, template selection and training data (transfer's source runs take 200)
 GPT3_TRAIN = 200  # lines of a GPT-3 file kept for train; the rest is val
 GPT3_FOLDER = "gpt3-arithmetic"
 
@@ -133,7 +133,7 @@ def generate_split(spec: TaskSpec, split: str) -> list[Example]:
     TRAIN_POOL problems (at most half of a small problem space), val the next VAL_POOL: no problem is in both."""
     parity = _PARITY.match(spec.name)
     pool = _pool(synthetic_spec(parity.group(1)) if parity else spec)
-    n_train = min(TRAIN_POOL, len(pool) // 2)
+    n_train = TRAIN_POOL if len(pool) == VAL_POOL + TRAIN_POOL else len(pool) // 2  # a small space: half each
     chosen = [json.loads(f) for f in (pool[:n_train] if split == "train" else pool[n_train : n_train + VAL_POOL])]
     # a parity task's label: 0 = the answer is even, 1 = odd; a generated answer's one "choice" is index 0
     labels = [int(f["answer"]) % 2 if parity else 0 for f in chosen]

@@ -25,7 +25,7 @@ def test_generators_are_deterministic_disjoint_and_correct(name):
     spec = get_task(name)
     val, train = generate_split(spec, "val"), generate_split(spec, "train")
     assert [e.fields for e in val] == [e.fields for e in generate_split(spec, "val")]
-    assert len(val) == 200 and len(train) == 64
+    assert len(val) == 200 and len(train) == 512
     assert not {str(e.fields) for e in val} & {str(e.fields) for e in train}  # demos never give away an answer
     for ex in val + train:
         f = ex.fields
