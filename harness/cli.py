@@ -12,6 +12,9 @@ from rich.table import Table
 
 from harness.errors import HarnessError, Interrupted
 
+# `harness transfer`'s default: five arithmetic skills and three text tasks with labels
+DEFAULT_TRANSFER_TASKS = ["add-2d", "sub-2d", "mul-2d", "div-2d", "mixed-1d", "boolq", "rte", "copa"]
+
 app = typer.Typer(
     help="Measure what a language model can do: prompting and trained elicitation side by side.",
     no_args_is_help=True,
@@ -172,12 +175,98 @@ def eval_command(
     console.print(f"report: {report}")
 
 
-@app.command("report")
-def report_command(out: Annotated[str, typer.Argument(help="Output folder of a previous `harness eval`.")]) -> None:
-    """Re-render OUT/summary.csv, OUT/report.md and plots from the stored results (no model is loaded)."""
-    from harness.report import render
+@app.command("transfer")
+def transfer_command(
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model", "-m", help="Short name, Hub id, local HF folder or .gguf file. Repeat for several sizes."
+        ),
+    ] = None,
+    tasks: Annotated[
+        str,
+        typer.Option(help="Comma-separated tasks (at least two); every ordered pair (A, B) is run, A = B included."),
+    ] = ",".join(DEFAULT_TRANSFER_TASKS),
+    method: Annotated[
+        str, typer.Option(help="bitfit (bias-only tuning) or ptune (its preset's first variant: prompt tuning).")
+    ] = "bitfit",
+    source_n: Annotated[int, typer.Option(help="Train examples of the source task A.")] = 200,
+    target_n: Annotated[int, typer.Option(help="Train examples of the target task B (disjoint from A's sample).")] = 10,
+    source_steps: Annotated[
+        int, typer.Option(help="Most optimiser steps on A; a quarter of A's sample is held out for early stopping.")
+    ] = 50,
+    target_steps: Annotated[int, typer.Option(help="Optimiser steps on B; the last state is kept.")] = 10,
+    target_lr: Annotated[
+        float, typer.Option(help="Learning rate on B (default: the preset's, as on A); a fresh AdamW either way.")
+    ] = None,
+    source_eval_every: Annotated[int, typer.Option(help="Steps between held-out checks on A.")] = 10,
+    seeds: Annotated[int, typer.Option(help="Training seeds: each draws its own samples and initialisation.")] = 3,
+    limit: Annotated[int, typer.Option(help="Seeded, label-stratified val examples scored per task.")] = 100,
+    limit_seed: Annotated[int, typer.Option(help="Seed of the --limit subset.")] = 0,
+    out: Annotated[str, typer.Option(help="Output folder: results.db, states/, transfer.csv, report.md, plots/.")] = (
+        "runs/transfer"
+    ),
+    data_dir: Annotated[
+        str, typer.Option(help="Folder of SuperGLUE jsonl files. Default: $HARNESS_DATA_DIR, else the Hub.")
+    ] = None,
+    train_set: Annotated[
+        str, typer.Option(help="superglue (default: FewGLUE's 32 examples are too few), fewglue, auto or a folder.")
+    ] = "superglue",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
+    set_: Annotated[
+        list[str], typer.Option("--set", help="Override a preset: METHOD.KEY=VALUE, e.g. bitfit.learning_rate=3e-3.")
+    ] = None,
+    presets_dir: Annotated[str, typer.Option(help="Folder of <method>.yaml presets.")] = None,
+    prompts_dir: Annotated[str, typer.Option(help="Folder of <task>.yaml prompt files.")] = None,
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from the Hub to run.")] = False,
+) -> None:
+    """Train on task A, then briefly on B, and compare B's score with training on B alone, for every ordered
+    pair: the matrix of gains, its asymmetries and a clustering of tasks, per model. Resumable: rerun to resume."""
+    from harness.models import DEFAULT_MODEL
+    from harness.transfer import TransferConfig, run_transfer
 
-    console.print(f"report: {render(out)}")
+    cfg = TransferConfig(
+        models=list(model) if model else [DEFAULT_MODEL],
+        tasks=_split(tasks) or [],
+        method=method,
+        source_n=source_n,
+        target_n=target_n,
+        source_steps=source_steps,
+        target_steps=target_steps,
+        target_lr=target_lr,
+        source_eval_every=source_eval_every,
+        seeds=seeds,
+        limit=limit,
+        limit_seed=limit_seed,
+        device=device,
+        dtype=dtype,
+        out=out,
+        data_dir=data_dir,
+        train_set=train_set,
+        prompts_dir=prompts_dir,
+        presets_dir=presets_dir,
+        overrides=list(set_ or []),
+        trust_remote_code=trust_remote_code,
+    )
+    command = "harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    console.print(f"report: {run_transfer(cfg, console, command)}")
+
+
+@app.command("report")
+def report_command(
+    out: Annotated[str, typer.Argument(help="Output folder of a previous `harness eval` or `harness transfer`.")],
+) -> None:
+    """Re-render the report, its CSV and plots from OUT/results.db (no model is loaded)."""
+    from harness.report import render
+    from harness.report_transfer import render as render_transfer
+    from harness.store import Store
+    from harness.transfer import KIND
+
+    store = Store(out, create=False)
+    kind = store.get_meta("kind")
+    store.close()
+    console.print(f"report: {(render_transfer if kind == KIND else render)(out)}")
 
 
 @app.command("tasks")

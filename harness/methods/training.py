@@ -257,13 +257,17 @@ def train(
     seed: int,
     progress: Callable[[int], None] | None = None,
 ) -> TrainResult:
-    """AdamW on `params`; keeps the state with the best held-out loss; stops early after `patience` checks."""
+    """AdamW on `params`; keeps the state with the best held-out loss; stops early after `patience` checks.
+    With no `held` items it runs all `steps` and keeps the last state (a brief phase on a few examples, where a
+    held-out split would leave too few to fit)."""
     started = time.perf_counter()
     torch.manual_seed(seed)
     rng = random.Random(f"batches/{seed}")
     opt = torch.optim.AdamW(params, lr=preset["learning_rate"], weight_decay=0.0)
     objective, batch_size = preset["objective"], preset["batch_size"]
-    loss, acc = _evaluate(scorer, held, objective, batch_size)
+    if not held:
+        preset = {**preset, "eval_every": preset["steps"] + 1}
+    loss, acc = _evaluate(scorer, held, objective, batch_size) if held else (float("nan"), float("nan"))
     best = (loss, 0, acc, [p.detach().clone() for p in params])
     curve = [(0, loss, acc)]
     order: list[int] = []
@@ -281,7 +285,7 @@ def train(
         opt.step()
         if progress:
             progress(1)
-        if step % preset["eval_every"] == 0 or step == preset["steps"]:
+        if held and (step % preset["eval_every"] == 0 or step == preset["steps"]):
             loss, acc = _evaluate(scorer, held, objective, batch_size)
             curve.append((step, loss, acc))
             if loss < best[0] - 1e-6:
@@ -291,6 +295,8 @@ def train(
                 checks_without_gain += 1
                 if checks_without_gain >= preset["patience"]:
                     break
+    if not held:
+        return TrainResult(step, step, loss, acc, time.perf_counter() - started, curve)
     with torch.no_grad():
         for p, kept in zip(params, best[3]):
             p.copy_(kept)

@@ -1,0 +1,283 @@
+"""The transfer report: OUT/report.md, OUT/transfer.csv and plots/, from a `harness transfer` store alone."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.markdown import fmt, p_text, params_text, table
+from harness.metrics import Estimate
+from harness.report_scaling import caveats
+from harness.store import Store
+from harness.transfer_matrix import (
+    ModelTransfer,
+    asymmetries,
+    cluster,
+    difference,
+    gain_array,
+    load,
+    mean_estimate,
+    p_two_sided,
+)
+
+PLOTS = "plots"
+TOP_ASYMMETRIES = 10
+
+
+def render(out_dir: str | Path) -> Path:
+    """Regenerate transfer.csv, report.md and plots/ from <out_dir>/results.db (no model is loaded)."""
+    out = Path(out_dir)
+    store = Store(out, create=False)
+    try:
+        results = load(store)
+        settings = store.get_meta("transfer") or {}
+        commands = store.get_meta("commands") or []
+        models = store.models()
+    finally:
+        store.close()
+    (out / PLOTS).mkdir(exist_ok=True)
+    _frame(results).to_csv(out / "transfer.csv", index=False, float_format="%.6g")
+    lines = ["# harness transfer report", ""]
+    if commands:
+        lines += ["Produced by:" if len(commands) == 1 else "Produced by these commands, in order, into one store:", ""]
+        lines += ["```", *map(str, commands), "```", ""]
+    lines += _settings_text(settings, results)
+    complete = [r for r in results if r.tasks and len(r.gain) == len(r.tasks) ** 2]
+    if complete:
+        lines += _heatmaps(complete, out, Path(PLOTS) / "transfer_matrix.png")
+        lines += _dendrograms(complete, out, Path(PLOTS) / "transfer_clusters.png")
+    lines += _summary(results)
+    notes = caveats(models) if len(models) > 1 else []
+    if notes:
+        lines += ["Caveats of the comparison across models:", "", *(f"- {n}" for n in notes), ""]
+    for r in results:
+        lines += _model_section(r)
+    path = out / "report.md"
+    path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    return path
+
+
+def _settings_text(s: dict, results: list[ModelTransfer]) -> list[str]:
+    if not s:
+        return []
+    preset = s.get("preset", {})
+    method = f"{s['method']} ({s['variant']})" if s.get("method") == "ptune" else s.get("method")
+    seeds = sorted({n for r in results for n in r.seeds.values()})
+    return [
+        f"Method: **{method}**, learning rate {preset.get('learning_rate')}, batch {preset.get('batch_size')}. "
+        f"Source phase: {s['source_n']} examples of task A ({preset.get('holdout', 0) * 100:.0f}% held out for "
+        f"early stopping and the kept state), at most {s['source_steps']} steps, checked every "
+        f"{s['source_eval_every']}. Target phase: {s['target_n']} examples of task B (disjoint from the source "
+        f"sample), {s['target_steps']} steps at learning rate {s.get('target_lr')}, last state kept, a fresh "
+        f"optimiser. Training seeds per cell: "
+        f"{', '.join(map(str, seeds)) or '–'}. Eval: {s['limit'] or 'all'} val examples per task (seeded, "
+        f"label-stratified; seed {s['limit_seed']}); data: {s['data']}; train set: {s['train_set']}.",
+        "",
+        "**Gain** of A on B = score on B after training on A then briefly on B, minus the score after the same brief "
+        "training on B alone (same examples, same seed), in points; scores are accuracy (exact match of greedy "
+        "decoding for generated answers), averaged over seeds per example; 95% bootstrap intervals over B's eval "
+        "examples (1000 resamples). `*` marks an interval that excludes 0. The diagonal (A -> A) is the task's own "
+        "gain from the larger source sample: the specific skill that transfer is compared with.",
+        "",
+    ]
+
+
+def _summary(results: list[ModelTransfer]) -> list[str]:
+    rows, means = [], {}
+    for r in results:
+        off = r.off_diagonal()
+        if not off:
+            continue
+        mean_off = mean_estimate([r.gain[p] for p in off])
+        diag = [r.gain[(t, t)] for t in r.tasks if (t, t) in r.gain]
+        skill = mean_estimate(diag) if diag else None
+        positive = sum(r.gain[p].ci[0] > 0 for p in off)
+        negative = sum(r.gain[p].ci[1] < 0 for p in off)
+        means[r.model] = (r.params, mean_off, skill)
+        rows.append(
+            [
+                r.model,
+                params_text(r.params),
+                fmt(mean_estimate([r.only[t] for t in r.tasks if t in r.only])),
+                fmt(mean_estimate([r.source[t] for t in r.tasks if t in r.source])) if r.source else "–",
+                _cell(skill),
+                _cell(mean_off),
+                f"{positive} / {negative} of {len(off)}",
+            ]
+        )
+    if not rows:
+        return []
+    lines = ["## Summary", ""]
+    lines += table(
+        [
+            "model",
+            "params",
+            "B alone (mean)",
+            "A after source training (mean)",
+            "diagonal gain (specific skill)",
+            "mean off-diagonal gain",
+            "pairs helped / hurt (interval clear of 0)",
+        ],
+        rows,
+    )
+    lines.append("")
+    if len(means) >= 2:
+        ordered = sorted(means.items(), key=lambda kv: kv[1][0])  # by parameters: smallest vs largest
+        (small, (p0, off0, skill0)), (large, (p1, off1, skill1)) = ordered[0], ordered[-1]
+        d_off = difference(off1, off0)
+        text = (
+            f"From {small} ({params_text(p0)}) to {large} ({params_text(p1)}): mean off-diagonal transfer changes by "
+            f"{_points(d_off)} ({p_text(p_two_sided(d_off))})"
+        )
+        if skill0 is not None and skill1 is not None:
+            d_skill = difference(skill1, skill0)
+            text += (
+                f"; the diagonal (specific skill from more data) by {_points(d_skill)} ({p_text(p_two_sided(d_skill))})"
+            )
+        lines += [text + ". Both models are scored on the same examples with the same resamples (paired).", ""]
+    return lines
+
+
+def _points(e: Estimate) -> str:
+    lo, hi = e.ci
+    return f"{e.value * 100:+.1f} points [{lo * 100:+.1f}, {hi * 100:+.1f}]"
+
+
+def _model_section(r: ModelTransfer) -> list[str]:
+    lines = [f"## {r.model}", "", f"{params_text(r.params)} parameters.", ""]
+    rows = [
+        [t, fmt(r.only.get(t)), fmt(r.source.get(t)), _kept(r.kept_steps.get(t)), _cell(r.gain.get((t, t)))]
+        for t in r.tasks
+    ]
+    lines += ["### Skills", ""]
+    header = ["task", "B alone (brief training)", "after source training", "source: kept step / run", "diagonal gain"]
+    lines += table(header, rows)
+    untrained = r.untrained_sources()
+    if untrained:
+        lines += [
+            "",
+            f"Source training did not lower the held-out loss below the untrained state's for {', '.join(untrained)} "
+            "(kept step 0 in every seed): the row of such a source repeats training on B alone by construction, "
+            "so its gains are 0 and say nothing about transfer.",
+        ]
+    lines += ["", "### Transfer matrix", "", "Rows: source task A; columns: target task B; gain in points.", ""]
+    lines += table(
+        ["A \\ B", *r.tasks], [[a, *(_cell(r.gain.get((a, b)), ci=False) for b in r.tasks)] for a in r.tasks]
+    )
+    lines += ["", "With 95% intervals:", ""]
+    lines += table(["A \\ B", *r.tasks], [[a, *(_cell(r.gain.get((a, b))) for b in r.tasks)] for a in r.tasks])
+    asym = asymmetries(r)
+    if asym:
+        lines += ["", "### Largest asymmetries", ""]
+        lines.append("gain(A -> B) - gain(B -> A), in points; A -> B is the direction that gains more.")
+        lines.append("")
+        rows = [
+            [f"{a} -> {b}", _cell(r.gain[(a, b)]), _cell(r.gain[(b, a)]), _cell(d), p_text(p_two_sided(d))]
+            for a, b, d in asym[:TOP_ASYMMETRIES]
+        ]
+        lines += table(["pair", "gain A -> B", "gain B -> A", "asymmetry", "p"], rows)
+    if len(r.gain) == len(r.tasks) ** 2 and len(r.tasks) >= 2:
+        _, order = cluster(r.tasks, gain_array(r))
+        lines += ["", f"Tasks in clustering order (average linkage on the symmetric part): {', '.join(order)}."]
+    lines.append("")
+    return lines
+
+
+def _kept(steps: list[tuple[int, int]] | None) -> str:
+    return ", ".join(f"{kept} / {run}" for kept, run in steps) if steps else "–"
+
+
+def _cell(e: Estimate | None, ci: bool = True) -> str:
+    if e is None or math.isnan(e.value):
+        return "–"
+    lo, hi = e.ci
+    star = "*" if lo > 0 or hi < 0 else ""
+    if not ci:
+        return f"{e.value * 100:+.1f}{star}"
+    return f"{e.value * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]{star}"
+
+
+def _frame(results: list[ModelTransfer]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        for (a, b), g in r.gain.items():
+            lo, hi = g.ci
+            rows.append(
+                {
+                    "model": r.model,
+                    "params": r.params,
+                    "source": a,
+                    "target": b,
+                    "quantity": "gain",
+                    "value": g.value,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "n": g.n,
+                }  # fmt: skip
+            )
+        for name, cells in (("only", r.only), ("after_source", r.source)):
+            for t, e in cells.items():
+                lo, hi = e.ci
+                rows.append(
+                    {
+                        "model": r.model,
+                        "params": r.params,
+                        "source": t if name == "after_source" else "",
+                        "target": t,
+                        "quantity": name,
+                        "value": e.value,
+                        "ci_low": lo,
+                        "ci_high": hi,
+                        "n": e.n,
+                    }  # fmt: skip
+                )
+    columns = ["model", "params", "source", "target", "quantity", "value", "ci_low", "ci_high", "n"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _heatmaps(results: list[ModelTransfer], out: Path, plot: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bound = max(np.nanmax(np.abs(gain_array(r))) for r in results) * 100 or 1.0
+    fig, axes = plt.subplots(1, len(results), figsize=(5.2 * len(results), 4.6), squeeze=False)
+    for ax, r in zip(axes[0], results):
+        g = gain_array(r) * 100
+        image = ax.imshow(g, cmap="RdBu", vmin=-bound, vmax=bound)
+        ax.set_xticks(range(len(r.tasks)), r.tasks, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(len(r.tasks)), r.tasks, fontsize=8)
+        for i, a in enumerate(r.tasks):
+            for j, b in enumerate(r.tasks):
+                ax.text(j, i, f"{g[i, j]:.0f}{'*' if _cell(r.gain[(a, b)]).endswith('*') else ''}", ha="center",
+                        va="center", fontsize=7)  # fmt: skip
+        ax.set_title(f"{r.model} ({params_text(r.params)})", fontsize=10)
+        ax.set_xlabel("target B")
+        ax.set_ylabel("source A")
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="gain (points)")
+    fig.savefig(out / plot, metadata={"Software": None}, bbox_inches="tight")
+    plt.close(fig)
+    return [f"![transfer matrices]({plot.as_posix()})", ""]
+
+
+def _dendrograms(results: list[ModelTransfer], out: Path, plot: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.cluster.hierarchy import dendrogram
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5.2 * len(results), 3.6), squeeze=False)
+    for ax, r in zip(axes[0], results):
+        link, _ = cluster(r.tasks, gain_array(r))
+        dendrogram(link, labels=r.tasks, ax=ax, leaf_rotation=60, color_threshold=0)
+        ax.set_title(f"{r.model}: tasks that help each other merge first", fontsize=9)
+        ax.set_ylabel("max mutual gain - mutual gain")
+    fig.tight_layout()
+    fig.savefig(out / plot, metadata={"Software": None})
+    plt.close(fig)
+    return [f"![task clustering]({plot.as_posix()})", ""]

@@ -1,0 +1,390 @@
+"""`harness transfer`: train on task A, then briefly on task B, and score B; compare with training on B alone.
+
+Per model and seed the run has three kinds of unit, each stored on its own (a rerun skips the stored ones):
+- `source` (task A): train on `source_n` examples of A (a quarter held out for early stopping), score A's eval
+  set; the trained state (biases or soft prompt) is saved as safetensors under OUT/states/, so every pair that
+  starts from A reuses it, also after an interruption;
+- `only` (task B): from the untrained state, train on `target_n` examples of B for `target_steps`, score B;
+- `from:A` (task B): from A's state, the same brief training on the same `target_n` examples, score B.
+The gain of A on B is `from:A` - `only`, paired over B's eval examples (harness/transfer_matrix.py).
+Source and target samples are disjoint, so the diagonal (A -> A) is A's specific skill with more data.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from harness.errors import HarnessError, Interrupted
+from harness.evaluate import _trained_template
+from harness.methods.presets import check_overrides, load_preset
+from harness.methods.training import (
+    ChoiceScorer,
+    add_generated,
+    fit_items,
+    predict_records,
+    split_holdout,
+    train,
+    trained_parameter_count,
+)
+from harness.prompts import Template, load_prompts
+from harness.store import Record, Store, UnitKey, VariantRecords
+from harness.tasks import DataSource, Example, TaskSpec, get_task, load_train, resolve_train_source, stratified_subset
+
+METHOD = "transfer"  # the store's method column; the trained method is in meta["transfer"]
+KIND = "transfer"  # meta["kind"]: `harness report` renders a transfer report for such a store
+
+
+@dataclass
+class TransferConfig:
+    models: list[str]
+    tasks: list[str]  # the CLI's default: five arithmetic skills and three text tasks with labels
+    method: str = "bitfit"  # bitfit | ptune (its preset's first variant)
+    source_n: int = 200
+    target_n: int = 10
+    source_steps: int = 50
+    target_steps: int = 10
+    target_lr: float | None = None  # None: the preset's learning rate, as in the source phase
+    source_eval_every: int = 10
+    seeds: int = 3
+    limit: int | None = 100
+    limit_seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    out: str = "runs/transfer"
+    data_dir: str | None = None
+    train_set: str = "superglue"  # FewGLUE's 32 examples are too few for source_n = 200
+    fewglue_dir: str | None = None
+    prompts_dir: str | None = None
+    presets_dir: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    trust_remote_code: bool = False
+
+
+@dataclass
+class TransferTask:
+    spec: TaskSpec
+    template: Template
+    eval_examples: list[Example]
+    train: list[Example]
+
+    def samples(self, source_n: int, target_n: int, seed: int) -> tuple[list[Example], list[Example]]:
+        """(source sample, target sample) of this task for one seed: seeded, label-stratified, disjoint."""
+        target = stratified_subset(self.train, target_n, seed)
+        taken = {e.group for e in target}
+        rest = [e for e in self.train if e.group not in taken]
+        return stratified_subset(rest, source_n, SOURCE_SEED_OFFSET + seed), target
+
+
+SOURCE_SEED_OFFSET = 1_000_003  # the source sample's draw is seeded apart from the target sample's
+
+
+@dataclass(frozen=True)
+class TransferUnit:
+    kind: str  # source | only | pair
+    target: str  # the task trained last and scored (A itself for a source unit)
+    seed: int
+    source: str | None = None  # A, for pair units
+
+    @property
+    def variant(self) -> str:
+        return {"source": "source", "only": "only"}.get(self.kind) or f"from:{self.source}"
+
+    def key(self, model: str, cfg: TransferConfig) -> UnitKey:
+        sizes = f"n{cfg.source_n}" if self.kind == "source" else f"n{cfg.target_n}"
+        if self.kind == "pair":
+            sizes = f"n{cfg.source_n}+{cfg.target_n}"
+        return UnitKey(model, self.target, METHOD, f"{self.variant}/{sizes}/s{self.seed}")
+
+
+def validate(cfg: TransferConfig) -> None:
+    if cfg.method not in ("bitfit", "ptune"):
+        raise HarnessError(f"unknown method '{cfg.method}' (--method): transfer trains bitfit or ptune")
+    if len(cfg.tasks) < 2:
+        raise HarnessError("--tasks needs at least two tasks to transfer between")
+    if len(set(cfg.tasks)) != len(cfg.tasks):
+        raise HarnessError("--tasks lists a task twice")
+    for flag, value, least in [
+        ("--source-n", cfg.source_n, 4),
+        ("--target-n", cfg.target_n, 1),
+        ("--source-steps", cfg.source_steps, 1),
+        ("--target-steps", cfg.target_steps, 1),
+        ("--seeds", cfg.seeds, 1),
+    ]:
+        if value < least:
+            raise HarnessError(f"{flag} must be at least {least}, not {value}")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise HarnessError("--limit must be at least 1")
+    if cfg.target_lr is not None and not cfg.target_lr > 0:
+        raise HarnessError(f"--target-lr must be positive, not {cfg.target_lr}")
+    check_overrides(cfg.overrides)
+
+
+def plan(cfg: TransferConfig, preset: dict) -> tuple[list[TransferTask], DataSource]:
+    """Load and check every task's data and template before a model is loaded."""
+    data = DataSource.from_option(cfg.data_dir)
+    source = resolve_train_source(cfg.train_set, data, cfg.fewglue_dir)
+    tasks = []
+    for name in cfg.tasks:
+        spec = get_task(name)
+        if not spec.labels and not spec.generates:
+            raise HarnessError(f"{spec.name} (--tasks): transfer trains on labels or generated answers; it has neither")
+        if not data.has_split(spec, "val"):
+            raise HarnessError(f"{spec.name} (--tasks): no val split at {data.split_path(spec, 'val')}")
+        train_examples = load_train(spec, source, data)
+        if train_examples is None:
+            raise HarnessError(f"{spec.name} (--tasks): {source.describe(spec)} has no train split (--train-set)")
+        available = len({e.group for e in train_examples})
+        if cfg.source_n + cfg.target_n > available:
+            raise HarnessError(
+                f"{spec.name}: --source-n {cfg.source_n} + --target-n {cfg.target_n} needs that many train "
+                f"examples (the samples are disjoint); {source.describe(spec)} has {available}"
+            )
+        prompts = load_prompts(spec.prompts_name, cfg.prompts_dir)
+        template = _trained_template(spec, prompts, preset)
+        eval_examples = stratified_subset(data.load(spec, "val"), cfg.limit, cfg.limit_seed)
+        template.render(eval_examples[0])  # a bad template fails now, naming its file, before the model loads
+        tasks.append(TransferTask(spec, template, eval_examples, train_examples))
+    return tasks, data
+
+
+def settings(cfg: TransferConfig, preset: dict, data: DataSource) -> dict:
+    """What a store's transfer results depend on: a rerun with other settings would mix incomparable numbers."""
+    return {
+        "method": cfg.method,
+        "variant": _variant(cfg, preset),
+        "preset": preset,
+        "source_n": cfg.source_n,
+        "target_n": cfg.target_n,
+        "source_steps": cfg.source_steps,
+        "target_steps": cfg.target_steps,
+        "target_lr": cfg.target_lr or preset["learning_rate"],
+        "source_eval_every": cfg.source_eval_every,
+        "limit": cfg.limit,
+        "limit_seed": cfg.limit_seed,
+        "data": data.describe(),
+        "train_set": cfg.train_set,
+    }
+
+
+def _variant(cfg: TransferConfig, preset: dict) -> str:
+    return preset["variants"][0] if cfg.method == "ptune" else "bitfit"
+
+
+def run_transfer(cfg: TransferConfig, console: Console, command: str) -> Path:
+    from harness.models import load_model
+    from harness.report_transfer import render
+
+    validate(cfg)
+    preset = load_preset(cfg.method, cfg.presets_dir, cfg.overrides)
+    tasks, data = plan(cfg, preset)
+    store = Store(cfg.out)
+    try:
+        if store.get_meta("kind") not in (None, KIND) or (store.get_meta("kind") is None and store.models()):
+            raise HarnessError(f"{store.path} holds `harness eval` results; give `harness transfer` its own --out")
+        wanted = settings(cfg, preset, data)
+        stored = store.get_meta("transfer")
+        if stored is not None and stored != wanted:
+            changed = sorted(k for k in wanted if stored.get(k) != wanted[k])
+            raise HarnessError(
+                f"{store.path} holds transfer results made with other settings ({', '.join(changed)} differ); "
+                "use another --out, or the same flags"
+            )
+        store.set_meta("kind", KIND)
+        store.set_meta("transfer", wanted)
+        earlier = store.get_meta("commands") or []
+        store.set_meta("commands", earlier + [command] if earlier[-1:] != [command] else earlier)
+        # the report lists tasks in the latest command's order, then those only earlier commands ran
+        order = list(dict.fromkeys([t.spec.name for t in tasks] + (store.get_meta("tasks") or [])))
+        store.set_meta("tasks", order)
+        for spec in cfg.models:
+            loaded = load_model(spec, cfg.device, cfg.dtype, cfg.trust_remote_code)
+            info = {"source": loaded.source, "device": loaded.device, "dtype": loaded.dtype}
+            info |= {"quantized_source": loaded.quantized_source, "instruction_tuned": loaded.instruction_tuned}
+            store.put_model(loaded.name, loaded.params, info)
+            for t in tasks:
+                store.put_task(loaded.name, t.spec.name, {"n_eval": len(t.eval_examples), "template": t.template.name})
+            Runner(loaded.name, loaded.model, loaded.tokenizer, tasks, cfg, preset, store).run(console)
+            del loaded
+    finally:
+        store.close()
+    return render(cfg.out)
+
+
+def state_path(out: str | Path, model: str, variant: str, task: str, source_n: int, seed: int) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model)
+    return Path(out) / "states" / slug / variant / f"{task}-n{source_n}-s{seed}.safetensors"
+
+
+class Runner:
+    """Runs one model's missing units, sources first so that each source state is trained once."""
+
+    def __init__(self, model_name, model, tokenizer, tasks: list[TransferTask], cfg, preset: dict, store: Store):
+        self.name, self.model, self.tokenizer = model_name, model, tokenizer
+        self.tasks, self.cfg, self.preset, self.store = tasks, cfg, preset, store
+        self.variant = _variant(cfg, preset)
+
+    def units(self) -> list[TransferUnit]:
+        out = []
+        names = [t.spec.name for t in self.tasks]
+        for seed in range(self.cfg.seeds):
+            out += [TransferUnit("only", b, seed) for b in names]
+            for a in names:
+                out.append(TransferUnit("source", a, seed))
+                out += [TransferUnit("pair", b, seed, source=a) for b in names]
+        return out
+
+    def run(self, console: Console) -> None:
+        units = self.units()
+        todo = [u for u in units if not self.store.has_unit(u.key(self.name, self.cfg))]
+        if not todo:
+            console.print(f"{self.name}: all {len(units)} transfer units already stored in {self.store.path}")
+            return
+        if len(todo) < len(units):
+            console.print(f"{self.name}: resuming, {len(units) - len(todo)} of {len(units)} units already stored")
+        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("units")]
+        columns += [TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+        disable = os.environ.get("HARNESS_NO_PROGRESS") == "1"
+        done = len(units) - len(todo)
+        with Progress(*columns, console=console, transient=False, disable=disable) as bar:
+            job = bar.add_task(self.name, total=len(todo))
+            try:
+                for unit in todo:
+                    bar.update(job, description=f"{self.name} · {unit.target} · {unit.variant} s{unit.seed}")
+                    self.run_unit(unit)
+                    bar.advance(job)
+                    done += 1
+            except KeyboardInterrupt:
+                raise Interrupted(
+                    f"{done} of {len(units)} transfer units of {self.name} are stored in {self.store.path}; "
+                    "rerun the same command to resume"
+                ) from None
+
+    def task(self, name: str) -> TransferTask:
+        return next(t for t in self.tasks if t.spec.name == name)
+
+    def run_unit(self, unit: TransferUnit) -> None:
+        target = self.task(unit.target)
+        source_sample, target_sample = target.samples(self.cfg.source_n, self.cfg.target_n, unit.seed)
+        started = time.perf_counter()
+        if unit.kind == "source":
+            records, info, state = self._train_and_score(target, source_sample, None, unit.seed, brief=False)
+            self._save_state(unit.target, unit.seed, state)
+        else:
+            state = self._source_state(unit.source, unit.seed) if unit.kind == "pair" else None
+            records, info, _ = self._train_and_score(target, target_sample, state, unit.seed, brief=True)
+        info["seconds"] = round(time.perf_counter() - started, 1)
+        n = self.cfg.source_n if unit.kind == "source" else self.cfg.target_n
+        outputs = [VariantRecords(unit.variant, target.template.name, n, unit.seed, records)]
+        self.store.put_unit(unit.key(self.name, self.cfg), outputs, info)
+
+    def _source_state(self, task: str, seed: int) -> list[torch.Tensor]:
+        """A's trained state: from its file, or trained again (deterministic) if the file is gone."""
+        from safetensors.torch import load_file
+
+        path = state_path(self.cfg.out, self.name, self.variant, task, self.cfg.source_n, seed)
+        if not path.is_file():
+            source_sample, _ = self.task(task).samples(self.cfg.source_n, self.cfg.target_n, seed)
+            _, _, state = self._train_and_score(self.task(task), source_sample, None, seed, brief=False, score=False)
+            self._save_state(task, seed, state)
+        tensors = load_file(str(path))
+        return [tensors[f"p{i}"] for i in range(len(tensors))]
+
+    def _save_state(self, task: str, seed: int, state: list[torch.Tensor]) -> None:
+        from safetensors.torch import save_file
+
+        path = state_path(self.cfg.out, self.name, self.variant, task, self.cfg.source_n, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        save_file({f"p{i}": t.contiguous() for i, t in enumerate(state)}, str(partial))
+        partial.replace(path)  # a state file is complete or absent
+
+    def _train_and_score(
+        self,
+        task: TransferTask,
+        sample: list[Example],
+        start: list[torch.Tensor] | None,
+        seed: int,
+        brief: bool,
+        score: bool = True,
+    ) -> tuple[list[Record], dict, list[torch.Tensor]]:
+        """Train from `start` (None: the untrained state) on `sample` and score the task's eval set.
+
+        The long source phase holds out a quarter of its sample for early stopping and the kept state; the brief
+        target phase runs `target_steps` on all of its few examples and keeps the last state."""
+        cfg, spec = self.cfg, task.spec
+        preset = {**self.preset, "objective": "lm" if spec.generates else self.preset["objective"]}
+        if brief:
+            preset |= {"steps": cfg.target_steps, "learning_rate": cfg.target_lr or preset["learning_rate"]}
+            fit, held = sample, []
+        else:
+            preset |= {"steps": cfg.source_steps, "eval_every": cfg.source_eval_every}
+            fit, held = split_holdout(sample, preset["holdout"], seed)
+        with trainable(self.model, self.tokenizer, cfg.method, self.variant, self.preset, task.template, seed) as (
+            prompt,
+            params,
+        ):
+            if start is not None:
+                with torch.no_grad():
+                    for p, saved in zip(params, start, strict=True):
+                        p.copy_(saved.to(p.device, p.dtype))
+            scorer = ChoiceScorer(self.model, self.tokenizer, prompt)
+            scorer.content_ranks = spec.generates
+            result = train(
+                scorer,
+                params,
+                fit_items(scorer, task.template, fit),
+                fit_items(scorer, task.template, held),
+                preset,
+                seed,
+            )
+            records: list[Record] = []
+            scored = time.perf_counter()
+            if score:
+                records = score_examples(scorer, task, preset["batch_size"])
+            state = [p.detach().cpu().clone() for p in params]
+            info = {
+                "trained_params": trained_parameter_count(params),
+                "n_fit": len(fit),
+                "n_holdout": len(held),
+                "steps_run": result.steps_run,
+                "best_step": result.best_step,
+                "train_seconds": round(result.seconds, 1),
+                "eval_seconds": round(time.perf_counter() - scored, 1),
+            }
+            if held:
+                info |= {"holdout_loss": result.holdout_loss, "holdout_curve": result.curve}
+        return records, info, state
+
+
+def score_examples(scorer: ChoiceScorer, task: TransferTask, batch_size: int) -> list[Record]:
+    """Eval records under the current trained state, scored as `harness eval` scores its trained methods."""
+    examples = task.eval_examples
+    records = predict_records(scorer, scorer.items(task.template, examples), examples, batch_size)
+    if task.spec.generates:
+        add_generated(scorer, task.template, examples, records, task.spec.max_new_tokens)
+    return records
+
+
+@contextmanager
+def trainable(
+    model, tokenizer, method: str, variant: str, preset: dict, template: Template, seed: int
+) -> Iterator[tuple[Callable[[int], torch.Tensor] | None, list[torch.nn.Parameter]]]:
+    """(soft prompt or None, trainable parameters) of a fresh untrained state; the model is restored after."""
+    from harness.methods import bitfit, ptune
+
+    if method == "bitfit":
+        with bitfit.bias_only(model) as (params, _):
+            yield None, params
+    else:
+        with ptune.soft_prompt(model, tokenizer, variant, preset, template, seed) as (prompt, params, _):
+            yield prompt, params

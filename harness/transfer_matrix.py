@@ -1,0 +1,171 @@
+"""The transfer matrix from a store: gains with bootstrap intervals, asymmetries, clustering, per-model summary.
+
+Scores are per-example correctness (accuracy; exact match for generated answers), averaged over training seeds
+per example first. Each target task has its own bootstrap resamples of its eval examples (seeded by the task's
+name, the same for every model), so:
+- gain(A -> B) = mean over B's examples of [score after A then B] - [score after B alone], paired over examples;
+- an asymmetry gain(A -> B) - gain(B -> A) compares two independent example sets, replicate by replicate;
+- a mean over pairs, or a difference between models, averages the replicates pair by pair.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness.metrics import BOOTSTRAP_SEED, Estimate, Resampler, correct, generated_correct, predictions
+from harness.store import Record, Store
+from harness.transfer import METHOD
+
+
+@dataclass
+class ModelTransfer:
+    """One model's transfer results; tasks in run order. Missing cells (an unfinished run) are absent."""
+
+    model: str
+    params: int
+    tasks: list[str]
+    only: dict[str, Estimate] = field(default_factory=dict)  # score on B after training on B alone
+    source: dict[str, Estimate] = field(default_factory=dict)  # score on A after the long training on A
+    after: dict[tuple[str, str], Estimate] = field(default_factory=dict)  # (A, B): score on B after A then B
+    gain: dict[tuple[str, str], Estimate] = field(default_factory=dict)  # (A, B): after - only, paired
+    seeds: dict[str, int] = field(default_factory=dict)  # B -> training seeds in its `only` cell
+    kept_steps: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # A -> (kept step, steps run) per seed
+
+    def untrained_sources(self) -> list[str]:
+        """Sources whose every seed kept the untrained state (no held-out gain): their rows equal B alone."""
+        return [a for a in self.tasks if self.kept_steps.get(a) and all(k == 0 for k, _ in self.kept_steps[a])]
+
+    def off_diagonal(self) -> list[tuple[str, str]]:
+        return [(a, b) for (a, b) in self.gain if a != b]
+
+
+def correct_vector(records: list[Record]) -> np.ndarray:
+    """1.0 where an example is right: exact match of a generated answer, else the arg-max choice is gold."""
+    if records and records[0].generated is not None:
+        return np.array([generated_correct(r) for r in records], dtype=np.float64)
+    return correct(records, predictions(records))
+
+
+def resampler(task: str, groups: list[str]) -> Resampler:
+    """Bootstrap weights of one task's eval set: seeded by its name, so every model and pair reuses them."""
+    return Resampler(groups, seed=BOOTSTRAP_SEED + zlib.crc32(task.encode()))
+
+
+def gain_estimate(after: np.ndarray, only: np.ndarray, rs: Resampler) -> Estimate:
+    """Mean paired difference (after - only) over the same examples, with its bootstrap replicates."""
+    return rs.mean(after - only)
+
+
+def mean_estimate(estimates: list[Estimate]) -> Estimate:
+    """Mean of several estimates, replicate by replicate (their resamples are aligned or independent)."""
+    return Estimate(
+        float(np.mean([e.value for e in estimates])),
+        np.mean([e.samples for e in estimates], axis=0),
+        int(sum(e.n for e in estimates)),
+    )
+
+
+def difference(a: Estimate, b: Estimate) -> Estimate:
+    return Estimate(a.value - b.value, a.samples - b.samples, min(a.n, b.n))
+
+
+def p_two_sided(e: Estimate) -> float:
+    """Bootstrap two-sided p-value of 'no difference': twice the smaller share of replicates on one side of 0."""
+    s = e.samples[~np.isnan(e.samples)]
+    if not len(s):
+        return float("nan")
+    return float(min(1.0, 2 * min((s <= 0).mean(), (s >= 0).mean())))
+
+
+def asymmetries(result: ModelTransfer) -> list[tuple[str, str, Estimate]]:
+    """(A, B, gain(A -> B) - gain(B -> A)) for every pair measured both ways, largest |difference| first; A -> B
+    is the direction that gains more."""
+    out = []
+    for i, a in enumerate(result.tasks):
+        for b in result.tasks[i + 1 :]:
+            if (a, b) in result.gain and (b, a) in result.gain:
+                d = difference(result.gain[(a, b)], result.gain[(b, a)])
+                out.append((a, b, d) if d.value >= 0 else (b, a, difference(result.gain[(b, a)], result.gain[(a, b)])))
+    return sorted(out, key=lambda t: (-abs(t[2].value), t[0], t[1]))
+
+
+def gain_array(result: ModelTransfer) -> np.ndarray:
+    """Gains as a (source, target) array in task order; NaN where a cell is missing."""
+    g = np.full((len(result.tasks), len(result.tasks)), np.nan)
+    for (a, b), e in result.gain.items():
+        g[result.tasks.index(a), result.tasks.index(b)] = e.value
+    return g
+
+
+def cluster(tasks: list[str], gains: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Average-linkage clustering of tasks from the symmetric part of the gain matrix.
+
+    Two tasks are close when they help each other: the distance is max(S) - S[i, j] over the off-diagonal cells
+    of S = (G + G^T) / 2, so the pair with the largest mutual transfer merges first. Returns the scipy linkage
+    matrix and the tasks in dendrogram order.
+    """
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    if len(tasks) < 2 or np.isnan(gains).any():
+        raise ValueError("clustering needs a complete matrix of at least two tasks")
+    sym = (gains + gains.T) / 2
+    off = ~np.eye(len(tasks), dtype=bool)
+    distance = np.where(off, sym[off].max() - sym, 0.0)
+    link = linkage(squareform(distance, checks=False), method="average")
+    return link, [tasks[i] for i in leaves_list(link)]
+
+
+def load(store: Store) -> list[ModelTransfer]:
+    """Every model's transfer results in the store."""
+    order = store.get_meta("tasks") or []
+    out = []
+    for model, params, _ in store.models():
+        tasks = [t for t in order if t in store.tasks(model)]
+        result = ModelTransfer(model, params, tasks)
+        by_variant: dict[str, dict[str, dict[int, list[Record]]]] = {}  # variant -> target -> seed -> records
+        for b in tasks:
+            for (method, variant, _, _, seed), records in store.records(model, b).items():
+                if method == METHOD:
+                    by_variant.setdefault(variant, {}).setdefault(b, {})[seed] = records
+        for b in tasks:
+            infos = store.unit_infos(model, b)
+            kept = [
+                (i["best_step"], i["steps_run"])
+                for (m, u), i in infos.items()
+                if m == METHOD and u.startswith("source/")
+            ]
+            if kept:
+                result.kept_steps[b] = kept
+            only = by_variant.get("only", {}).get(b)
+            source = by_variant.get("source", {}).get(b)
+            reference = only or source
+            if reference is None:
+                continue
+            first = next(iter(reference.values()))
+            rs = resampler(b, [r.group for r in first])
+            if source:
+                result.source[b] = rs.mean(_seed_mean(source))
+            if not only:
+                continue
+            only_vec = _seed_mean(only)
+            result.only[b], result.seeds[b] = rs.mean(only_vec), len(only)
+            for a in tasks:
+                after = by_variant.get(f"from:{a}", {}).get(b)
+                seeds = sorted(set(after or ()) & set(only))
+                if not seeds:
+                    continue
+                after_vec = _seed_mean({s: after[s] for s in seeds})
+                paired_only = _seed_mean({s: only[s] for s in seeds})  # the same seeds on both sides
+                result.after[(a, b)] = rs.mean(after_vec)
+                result.gain[(a, b)] = gain_estimate(after_vec, paired_only, rs)
+        out.append(result)
+    return out
+
+
+def _seed_mean(by_seed: dict[int, list[Record]]) -> np.ndarray:
+    """Per-example correctness averaged over seeds (records of every seed are sorted by example id)."""
+    return np.mean([correct_vector(by_seed[s]) for s in sorted(by_seed)], axis=0)

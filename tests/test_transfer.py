@@ -1,0 +1,175 @@
+"""Transfer matrix: gain arithmetic, asymmetries and clustering on hand-made data; resume after an interruption
+and byte-identical re-rendering on a tiny random model; one-line errors from the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from harness.errors import Interrupted
+from harness.metrics import Estimate
+from harness.store import Record, Store, UnitKey, VariantRecords
+from harness.transfer import KIND, METHOD, Runner, TransferConfig, run_transfer
+from harness.transfer_matrix import ModelTransfer, asymmetries, cluster, load, mean_estimate
+
+
+def _records(hits: list[int]) -> list[Record]:
+    """Two-choice records, gold 0: a hit scores choice 0 higher."""
+    return [Record(f"e{i}", f"e{i}", [0], [0.0, -1.0] if hit else [-1.0, 0.0]) for i, hit in enumerate(hits)]
+
+
+def _put(store: Store, task: str, variant: str, seed: int, hits: list[int], info: dict | None = None) -> None:
+    key = UnitKey("m", task, METHOD, f"{variant}/s{seed}")
+    store.put_unit(key, [VariantRecords(variant, "t", 10, seed, _records(hits))], info)
+
+
+def test_gains_average_seeds_per_example_and_pair_the_same_seeds(tmp_path):
+    store = Store(tmp_path)
+    store.set_meta("kind", KIND)
+    store.set_meta("tasks", ["rte", "copa"])
+    store.put_model("m", 1000, {})
+    for task in ("rte", "copa"):
+        store.put_task("m", task, {})
+    _put(store, "rte", "only", 0, [1, 0, 0, 0])
+    _put(store, "rte", "only", 1, [1, 1, 0, 0])  # per example over seeds: [1, .5, 0, 0]
+    _put(store, "rte", "from:copa", 0, [1, 1, 1, 0])
+    _put(store, "rte", "from:copa", 1, [1, 1, 0, 0])  # [1, 1, .5, 0]
+    _put(store, "rte", "from:rte", 0, [1, 1, 1, 1])  # seed 0 only: paired with `only` seed 0 alone
+    _put(store, "rte", "source", 0, [1, 1, 1, 0], {"best_step": 20, "steps_run": 30})
+    _put(store, "copa", "source", 0, [1, 0], {"best_step": 0, "steps_run": 20})  # held-out loss never fell
+    _put(store, "copa", "only", 0, [0, 0])
+    (result,) = load(store)
+    store.close()
+    assert result.tasks == ["rte", "copa"]
+    assert result.only["rte"].value == pytest.approx(0.375)
+    assert result.after[("copa", "rte")].value == pytest.approx(0.625)
+    assert result.gain[("copa", "rte")].value == pytest.approx(0.25)  # (0 + .5 + .5 + 0) / 4
+    assert result.gain[("rte", "rte")].value == pytest.approx(0.75)  # 1 - .25 against seed 0's [1, 0, 0, 0]
+    assert result.source["rte"].value == pytest.approx(0.75)
+    lo, hi = result.gain[("copa", "rte")].ci
+    assert 0 <= lo <= 0.25 <= hi <= 0.5  # differences per example are 0 or .5
+    assert ("rte", "copa") not in result.gain  # no pair stored: the cell is missing, not zero
+    assert result.kept_steps == {"rte": [(20, 30)], "copa": [(0, 20)]}
+    assert result.untrained_sources() == ["copa"]  # its row would repeat B alone: the report says so
+
+
+def _estimate(value: float, spread: float = 0.0) -> Estimate:
+    return Estimate(value, value + np.linspace(-spread, spread, 1000), 50)
+
+
+def test_asymmetries_order_direction_and_intervals():
+    tasks = ["add", "sub", "mul"]
+    values = {("add", "sub"): 0.30, ("sub", "add"): 0.05, ("add", "mul"): 0.0, ("mul", "add"): 0.10}
+    values |= {("sub", "mul"): 0.02, ("mul", "sub"): 0.0}
+    result = ModelTransfer("m", 1, tasks, gain={k: _estimate(v, 0.01) for k, v in values.items()})
+    back = result.gain[("sub", "add")]
+    back.samples = back.samples[::-1]  # replicates are subtracted one by one: .25 + 2 * linspace(-.01, .01)
+    table = asymmetries(result)
+    assert [(a, b) for a, b, _ in table] == [("add", "sub"), ("mul", "add"), ("sub", "mul")]
+    assert [round(d.value, 6) for _, _, d in table] == [0.25, 0.10, 0.02]
+    lo, hi = table[0][2].ci
+    assert lo == pytest.approx(0.25 - 0.019, abs=1e-3) and hi == pytest.approx(0.25 + 0.019, abs=1e-3)
+    assert mean_estimate([result.gain[("add", "sub")], result.gain[("sub", "add")]]).value == pytest.approx(0.175)
+
+
+def test_clustering_groups_tasks_that_help_each_other():
+    from scipy.cluster.hierarchy import fcluster
+
+    tasks = ["add", "boolq", "sub", "rte"]
+    g = np.array(
+        [
+            [0.40, 0.00, 0.20, -0.02],
+            [0.01, 0.10, 0.00, 0.12],
+            [0.25, 0.00, 0.30, 0.01],
+            [-0.01, 0.15, 0.02, 0.08],
+        ]
+    )
+    link, order = cluster(tasks, g)
+    groups = fcluster(link, 2, criterion="maxclust")
+    assert groups[0] == groups[2] != groups[1] == groups[3]  # {add, sub} and {boolq, rte}
+    assert abs(order.index("add") - order.index("sub")) == 1
+    assert link[0][2] == pytest.approx(0.0)  # add-sub has the largest mutual gain (.225): merged first, distance 0
+    with pytest.raises(ValueError):
+        cluster(tasks, np.where(np.eye(4) > 0, np.nan, g))
+
+
+def _config(tiny_dir, out, **kw) -> TransferConfig:
+    settings = dict(source_n=8, target_n=4, source_steps=2, target_steps=2, source_eval_every=1, seeds=1, limit=4)
+    return TransferConfig([str(tiny_dir)], ["add-1d", "sub-1d"], out=str(out), **(settings | kw))
+
+
+def _stored(out) -> dict:
+    store = Store(out, create=False)
+    rows = store.conn.execute("SELECT task, variant, seed, example_id, payload FROM records ORDER BY 1, 2, 3, 4")
+    out = {r[:4]: r[4] for r in rows}
+    store.close()
+    return out
+
+
+def test_interrupted_transfer_resumes_without_redoing_units(tiny_dir, tmp_path, monkeypatch):
+    console = Console(quiet=True)
+    run_transfer(_config(tiny_dir, tmp_path / "whole"), console, "whole")
+
+    calls, sources = [], []
+    real_unit, real_train = Runner.run_unit, Runner._train_and_score
+
+    def flaky(self, unit):
+        calls.append(unit)
+        if len(calls) == 4:  # the first pair that starts from add-1d's stored state
+            raise KeyboardInterrupt
+        real_unit(self, unit)
+
+    def counting(self, task, sample, start, seed, brief, score=True):
+        if not brief:
+            sources.append(task.spec.name)
+        return real_train(self, task, sample, start, seed, brief, score)
+
+    monkeypatch.setattr(Runner, "run_unit", flaky)
+    monkeypatch.setattr(Runner, "_train_and_score", counting)
+    with pytest.raises(Interrupted, match="3 of 8 transfer units"):
+        run_transfer(_config(tiny_dir, tmp_path / "resumed"), console, "resumed")
+    assert len(_stored(tmp_path / "resumed")) == 3 * 4  # three units of four eval examples, nothing half-written
+    run_transfer(_config(tiny_dir, tmp_path / "resumed"), console, "resumed")
+    assert len(calls) == 4 + 5  # the rerun ran only the five missing units
+    assert sources == ["add-1d", "sub-1d"]  # add-1d's state was read back from its file, not trained again
+    assert _stored(tmp_path / "resumed") == _stored(tmp_path / "whole")  # same numbers as an uninterrupted run
+
+    report = (tmp_path / "resumed" / "report.md").read_bytes()
+    from harness.report_transfer import render
+
+    render(tmp_path / "resumed")
+    assert (tmp_path / "resumed" / "report.md").read_bytes() == report  # re-rendering is byte-identical
+    assert (
+        "### Transfer matrix" in report.decode() and (tmp_path / "resumed" / "plots" / "transfer_matrix.png").is_file()
+    )
+
+
+def test_other_settings_are_refused_in_the_same_store(tiny_dir, tmp_path):
+    console = Console(quiet=True)
+    run_transfer(_config(tiny_dir, tmp_path, limit=2), console, "first")
+    with pytest.raises(Exception, match="target_n differ"):
+        run_transfer(_config(tiny_dir, tmp_path, limit=2, target_n=3), console, "second")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--tasks", "add-1d"], "--tasks needs at least two tasks"),
+        (["--tasks", "add-1d,sub-1d", "--source-n", "60"], "--source-n 60 + --target-n 10 needs that many"),
+        (["--tasks", "add-2d,presidents"], "presidents (--tasks)"),
+        (["--method", "probe"], "unknown method 'probe' (--method)"),
+    ],
+)
+def test_cli_errors_are_one_line(args, message, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "transfer", "--out", str(tmp_path), *args],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
