@@ -76,6 +76,11 @@ def _settings_text(s: dict, results: list[ModelTransfer]) -> list[str]:
         f"{', '.join(map(str, seeds)) or '–'}. Eval: {s['limit'] or 'all'} val examples per task (seeded, "
         f"label-stratified; seed {s['limit_seed']}); data: {s['data']}; train set: {s['train_set']}.",
         "",
+        *(
+            ["With one training seed the intervals cover eval examples only, not the randomness of training.", ""]
+            if seeds == [1]
+            else []
+        ),
         "**Gain** of A on B = score on B after training on A then briefly on B, minus the score after the same brief "
         "training on B alone (same examples, same seed), in points; scores are accuracy (exact match of greedy "
         "decoding for generated answers), averaged over seeds per example; 95% bootstrap intervals over B's eval "
@@ -96,13 +101,14 @@ def _summary(results: list[ModelTransfer]) -> list[str]:
         skill = mean_estimate(diag) if diag else None
         positive = sum(r.gain[p].ci[0] > 0 for p in off)
         negative = sum(r.gain[p].ci[1] < 0 for p in off)
-        means[r.model] = (r.params, mean_off, skill)
+        trained = mean_estimate([r.source[t] for t in r.tasks if t in r.source]) if r.source else None
+        means[r.model] = (r.params, mean_off, skill, trained)
         rows.append(
             [
                 r.model,
                 params_text(r.params),
                 fmt(mean_estimate([r.only[t] for t in r.tasks if t in r.only])),
-                fmt(mean_estimate([r.source[t] for t in r.tasks if t in r.source])) if r.source else "–",
+                fmt(trained),
                 _cell(skill),
                 _cell(mean_off),
                 f"{positive} / {negative} of {len(off)}",
@@ -126,7 +132,7 @@ def _summary(results: list[ModelTransfer]) -> list[str]:
     lines.append("")
     if len(means) >= 2:
         ordered = sorted(means.items(), key=lambda kv: kv[1][0])  # by parameters: smallest vs largest
-        (small, (p0, off0, skill0)), (large, (p1, off1, skill1)) = ordered[0], ordered[-1]
+        (small, (p0, off0, skill0, trained0)), (large, (p1, off1, skill1, trained1)) = ordered[0], ordered[-1]
         d_off = difference(off1, off0)
         text = (
             f"From {small} ({params_text(p0)}) to {large} ({params_text(p1)}): mean off-diagonal transfer changes by "
@@ -137,6 +143,9 @@ def _summary(results: list[ModelTransfer]) -> list[str]:
             text += (
                 f"; the diagonal (specific skill from more data) by {_points(d_skill)} ({p_text(p_two_sided(d_skill))})"
             )
+        if trained0 is not None and trained1 is not None:
+            d_trained = difference(trained1, trained0)
+            text += f"; the trained skill itself (A after source training) by {_points(d_trained)}"
         lines += [text + ". Both models are scored on the same examples with the same resamples (paired).", ""]
     return lines
 
@@ -253,11 +262,12 @@ def _heatmaps(results: list[ModelTransfer], out: Path, plot: Path) -> list[str]:
         ax.set_yticks(range(len(r.tasks)), r.tasks, fontsize=8)
         for i, a in enumerate(r.tasks):
             for j, b in enumerate(r.tasks):
-                ax.text(j, i, f"{g[i, j]:.0f}{'*' if _cell(r.gain[(a, b)]).endswith('*') else ''}", ha="center",
-                        va="center", fontsize=7)  # fmt: skip
+                star = "*" if _cell(r.gain[(a, b)]).endswith("*") else ""
+                color = "white" if abs(g[i, j]) > 0.6 * bound else "black"  # readable on the darkest cells
+                ax.text(j, i, f"{g[i, j]:.0f}{star}", ha="center", va="center", fontsize=7, color=color)
         ax.set_title(f"{r.model} ({params_text(r.params)})", fontsize=10)
         ax.set_xlabel("target B")
-        ax.set_ylabel("source A")
+    axes[0][0].set_ylabel("source A")
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="gain (points)")
     fig.savefig(out / plot, metadata={"Software": None}, bbox_inches="tight")
     plt.close(fig)
@@ -273,10 +283,10 @@ def _dendrograms(results: list[ModelTransfer], out: Path, plot: Path) -> list[st
 
     fig, axes = plt.subplots(1, len(results), figsize=(5.2 * len(results), 3.6), squeeze=False)
     for ax, r in zip(axes[0], results):
-        link, _ = cluster(r.tasks, gain_array(r))
+        link, _ = cluster(r.tasks, gain_array(r) * 100)
         dendrogram(link, labels=r.tasks, ax=ax, leaf_rotation=60, color_threshold=0)
         ax.set_title(f"{r.model}: tasks that help each other merge first", fontsize=9)
-        ax.set_ylabel("max mutual gain - mutual gain")
+        ax.set_ylabel("max mutual gain - mutual gain (points)")
     fig.tight_layout()
     fig.savefig(out / plot, metadata={"Software": None})
     plt.close(fig)
