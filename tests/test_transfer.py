@@ -148,6 +148,21 @@ def test_interrupted_transfer_resumes_without_redoing_units(tiny_dir, tmp_path, 
     )
 
 
+def test_ptune_transfers_its_soft_prompt_and_harness_report_renders_the_store(tiny_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from harness.transfer import state_path
+
+    run_transfer(_config(tiny_dir, tmp_path, method="ptune", limit=2), Console(quiet=True), "ptune")
+    state = load_file(state_path(tmp_path, str(tiny_dir), "prompt-tuning", "add-1d", 8, 0))
+    assert [t.shape for t in state.values()] == [(20, 32)]  # 20 virtual tokens of the tiny model's width
+    (result,) = load(Store(tmp_path, create=False))
+    assert len(result.gain) == 4
+    (tmp_path / "report.md").unlink()
+    proc = subprocess.run([sys.executable, "-m", "harness", "report", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "prompt-tuning" in (tmp_path / "report.md").read_text()
+
+
 def test_other_settings_are_refused_in_the_same_store(tiny_dir, tmp_path):
     console = Console(quiet=True)
     run_transfer(_config(tiny_dir, tmp_path, limit=2), console, "first")
