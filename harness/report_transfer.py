@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -284,7 +285,9 @@ def _dendrograms(results: list[ModelTransfer], out: Path, plot: Path) -> list[st
     fig, axes = plt.subplots(1, len(results), figsize=(5.2 * len(results), 3.6), squeeze=False)
     for ax, r in zip(axes[0], results):
         link, _ = cluster(r.tasks, gain_array(r) * 100)
-        dendrogram(link, labels=r.tasks, ax=ax, leaf_rotation=60, color_threshold=0)
+        with warnings.catch_warnings():  # a matrix of equal gains has all distances 0: scipy warns of a flat axis
+            warnings.simplefilter("ignore", UserWarning)
+            dendrogram(link, labels=r.tasks, ax=ax, leaf_rotation=60, color_threshold=0)
         ax.set_title(f"{r.model}: tasks that help each other merge first", fontsize=9)
         ax.set_ylabel("max mutual gain - mutual gain (points)")
     fig.tight_layout()
