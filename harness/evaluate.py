@@ -329,17 +329,7 @@ def run_eval(cfg: EvalConfig, console: Console, command: str) -> Path:
 
         for spec in cfg.models:
             loaded = load_model(spec, cfg.device, cfg.dtype, cfg.trust_remote_code)
-            store.put_model(
-                loaded.name,
-                loaded.params,
-                {
-                    "source": loaded.source,
-                    "device": loaded.device,
-                    "dtype": loaded.dtype,
-                    "quantized_source": loaded.quantized_source,
-                    "instruction_tuned": loaded.instruction_tuned,
-                },
-            )
+            store.put_model(loaded.name, loaded.params, loaded.store_info())
             for name, reason in skipped:
                 store.put_task(loaded.name, name, {"skipped": reason})
             engine = Engine(loaded.model, loaded.tokenizer, batch_size=cfg.batch_size)

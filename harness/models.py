@@ -146,6 +146,16 @@ class LoadedModel:
     device: str
     dtype: str
 
+    def store_info(self) -> dict:
+        """What the results store keeps about the model, for the report's model table and caveats."""
+        return {
+            "source": self.source,
+            "device": self.device,
+            "dtype": self.dtype,
+            "quantized_source": self.quantized_source,
+            "instruction_tuned": self.instruction_tuned,
+        }
+
 
 # ---------------------------------------------------------------------------------------------------- locations
 

@@ -100,8 +100,8 @@ def _summary(results: list[ModelTransfer]) -> list[str]:
         mean_off = mean_estimate([r.gain[p] for p in off])
         diag = [r.gain[(t, t)] for t in r.tasks if (t, t) in r.gain]
         skill = mean_estimate(diag) if diag else None
-        positive = sum(r.gain[p].ci[0] > 0 for p in off)
-        negative = sum(r.gain[p].ci[1] < 0 for p in off)
+        positive = sum(_clear_of_zero(r.gain[p]) and r.gain[p].value > 0 for p in off)
+        negative = sum(_clear_of_zero(r.gain[p]) and r.gain[p].value < 0 for p in off)
         trained = mean_estimate([r.source[t] for t in r.tasks if t in r.source]) if r.source else None
         means[r.model] = (r.params, mean_off, skill, trained)
         rows.append(
@@ -200,50 +200,32 @@ def _kept(steps: list[tuple[int, int]] | None) -> str:
     return ", ".join(f"{kept} / {run}" for kept, run in steps) if steps else "–"
 
 
+def _clear_of_zero(e: Estimate) -> bool:
+    lo, hi = e.ci
+    return lo > 0 or hi < 0
+
+
 def _cell(e: Estimate | None, ci: bool = True) -> str:
     if e is None or math.isnan(e.value):
         return "–"
     lo, hi = e.ci
-    star = "*" if lo > 0 or hi < 0 else ""
+    star = "*" if _clear_of_zero(e) else ""
     if not ci:
         return f"{e.value * 100:+.1f}{star}"
     return f"{e.value * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]{star}"
 
 
 def _frame(results: list[ModelTransfer]) -> pd.DataFrame:
+    def row(r: ModelTransfer, source: str, target: str, quantity: str, e: Estimate) -> dict:
+        lo, hi = e.ci
+        return {"model": r.model, "params": r.params, "source": source, "target": target, "quantity": quantity,
+                "value": e.value, "ci_low": lo, "ci_high": hi, "n": e.n}  # fmt: skip
+
     rows = []
     for r in results:
-        for (a, b), g in r.gain.items():
-            lo, hi = g.ci
-            rows.append(
-                {
-                    "model": r.model,
-                    "params": r.params,
-                    "source": a,
-                    "target": b,
-                    "quantity": "gain",
-                    "value": g.value,
-                    "ci_low": lo,
-                    "ci_high": hi,
-                    "n": g.n,
-                }  # fmt: skip
-            )
-        for name, cells in (("only", r.only), ("after_source", r.source)):
-            for t, e in cells.items():
-                lo, hi = e.ci
-                rows.append(
-                    {
-                        "model": r.model,
-                        "params": r.params,
-                        "source": t if name == "after_source" else "",
-                        "target": t,
-                        "quantity": name,
-                        "value": e.value,
-                        "ci_low": lo,
-                        "ci_high": hi,
-                        "n": e.n,
-                    }  # fmt: skip
-                )
+        rows += [row(r, a, b, "gain", g) for (a, b), g in r.gain.items()]
+        rows += [row(r, "", t, "only", e) for t, e in r.only.items()]
+        rows += [row(r, t, t, "after_source", e) for t, e in r.source.items()]
     columns = ["model", "params", "source", "target", "quantity", "value", "ci_low", "ci_high", "n"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -263,7 +245,7 @@ def _heatmaps(results: list[ModelTransfer], out: Path, plot: Path) -> list[str]:
         ax.set_yticks(range(len(r.tasks)), r.tasks, fontsize=8)
         for i, a in enumerate(r.tasks):
             for j, b in enumerate(r.tasks):
-                star = "*" if _cell(r.gain[(a, b)]).endswith("*") else ""
+                star = "*" if _clear_of_zero(r.gain[(a, b)]) else ""
                 color = "white" if abs(g[i, j]) > 0.6 * bound else "black"  # readable on the darkest cells
                 ax.text(j, i, f"{g[i, j]:.0f}{star}", ha="center", va="center", fontsize=7, color=color)
         ax.set_title(f"{r.model} ({params_text(r.params)})", fontsize=10)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,11 +27,11 @@ from harness.evaluate import _trained_template
 from harness.methods.presets import check_overrides, load_preset
 from harness.methods.training import (
     ChoiceScorer,
-    add_generated,
     fit_items,
-    predict_records,
+    score_examples,
     split_holdout,
     train,
+    trainable,
     trained_parameter_count,
 )
 from harness.prompts import Template, load_prompts
@@ -208,9 +206,7 @@ def run_transfer(cfg: TransferConfig, console: Console, command: str) -> Path:
         store.set_meta("tasks", order)
         for spec in cfg.models:
             loaded = load_model(spec, cfg.device, cfg.dtype, cfg.trust_remote_code)
-            info = {"source": loaded.source, "device": loaded.device, "dtype": loaded.dtype}
-            info |= {"quantized_source": loaded.quantized_source, "instruction_tuned": loaded.instruction_tuned}
-            store.put_model(loaded.name, loaded.params, info)
+            store.put_model(loaded.name, loaded.params, loaded.store_info())
             for t in tasks:
                 store.put_task(loaded.name, t.spec.name, {"n_eval": len(t.eval_examples), "template": t.template.name})
             Runner(loaded.name, loaded.model, loaded.tokenizer, tasks, cfg, preset, store).run(console)
@@ -332,6 +328,7 @@ class Runner:
         with trainable(self.model, self.tokenizer, cfg.method, self.variant, self.preset, task.template, seed) as (
             prompt,
             params,
+            _,
         ):
             if start is not None:
                 with torch.no_grad():
@@ -350,7 +347,8 @@ class Runner:
             records: list[Record] = []
             scored = time.perf_counter()
             if score:
-                records = score_examples(scorer, task, preset["batch_size"])
+                generate = spec.max_new_tokens if spec.generates else 0
+                records = score_examples(scorer, task.template, task.eval_examples, preset["batch_size"], generate)
             state = [p.detach().cpu().clone() for p in params]
             info = {
                 "trained_params": trained_parameter_count(params),
@@ -364,27 +362,3 @@ class Runner:
             if held:
                 info |= {"holdout_loss": result.holdout_loss, "holdout_curve": result.curve}
         return records, info, state
-
-
-def score_examples(scorer: ChoiceScorer, task: TransferTask, batch_size: int) -> list[Record]:
-    """Eval records under the current trained state, scored as `harness eval` scores its trained methods."""
-    examples = task.eval_examples
-    records = predict_records(scorer, scorer.items(task.template, examples), examples, batch_size)
-    if task.spec.generates:
-        add_generated(scorer, task.template, examples, records, task.spec.max_new_tokens)
-    return records
-
-
-@contextmanager
-def trainable(
-    model, tokenizer, method: str, variant: str, preset: dict, template: Template, seed: int
-) -> Iterator[tuple[Callable[[int], torch.Tensor] | None, list[torch.nn.Parameter]]]:
-    """(soft prompt or None, trainable parameters) of a fresh untrained state; the model is restored after."""
-    from harness.methods import bitfit, ptune
-
-    if method == "bitfit":
-        with bitfit.bias_only(model) as (params, _):
-            yield None, params
-    else:
-        with ptune.soft_prompt(model, tokenizer, variant, preset, template, seed) as (prompt, params, _):
-            yield prompt, params

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -265,8 +266,6 @@ def train(
     rng = random.Random(f"batches/{seed}")
     opt = torch.optim.AdamW(params, lr=preset["learning_rate"], weight_decay=0.0)
     objective, batch_size = preset["objective"], preset["batch_size"]
-    if not held:
-        preset = {**preset, "eval_every": preset["steps"] + 1}
     loss, acc = _evaluate(scorer, held, objective, batch_size) if held else (float("nan"), float("nan"))
     best = (loss, 0, acc, [p.detach().clone() for p in params])
     curve = [(0, loss, acc)]
@@ -334,6 +333,33 @@ def add_generated(
         outputs = scorer.engine.generate([text for text, _ in rendered], max_new_tokens, soft_prompt=scorer.prompt)
     for record, output, (_, choices) in zip(records, outputs, rendered):
         record.generated, record.gold_texts = output, [choices[record.gold[0]]]
+
+
+def score_examples(
+    scorer: ChoiceScorer, template: Template, examples: list[Example], batch_size: int, max_new_tokens: int = 0
+) -> list[Record]:
+    """Records of `examples` under the current trained state; with `max_new_tokens` (a generated answer) each also
+    gets its greedy output, scored by exact match as the prompt method scores it."""
+    records = predict_records(scorer, scorer.items(template, examples), examples, batch_size)
+    if max_new_tokens:
+        add_generated(scorer, template, examples, records, max_new_tokens)
+    return records
+
+
+@contextmanager
+def trainable(
+    model, tokenizer, method: str, variant: str, preset: dict, template: Template, seed: int
+) -> Iterator[tuple[Callable[[int], torch.Tensor] | None, list[torch.nn.Parameter], dict]]:
+    """(soft prompt or None, trainable parameters, description) of a fresh untrained ptune or bitfit state; the
+    model is restored after."""
+    from harness.methods import bitfit, ptune
+
+    if method == "bitfit":
+        with bitfit.bias_only(model) as (params, detail):
+            yield None, params, detail
+    else:
+        with ptune.soft_prompt(model, tokenizer, variant, preset, template, seed) as (prompt, params, detail):
+            yield prompt, params, detail
 
 
 def fit_items(scorer: ChoiceScorer, template: Template, examples: list[Example]) -> list[_Item]:

@@ -5,17 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from harness.methods import bitfit, ptune
 from harness.methods.training import (
     ChoiceScorer,
     TrainedUnit,
-    add_generated,
     control_examples,
     fit_items,
-    predict_records,
+    score_examples,
     split_holdout,
     train,
     train_sample,
+    trainable,
     trained_parameter_count,
 )
 from harness.metrics import generated_correct
@@ -48,16 +47,11 @@ def run_tuning_unit(
     if task.generates:  # one answer to generate: train on its tokens (a softmax over one choice has no gradient)
         preset = {**preset, "objective": "lm"}
 
-    if unit.method == "bitfit":
-        context = bitfit.bias_only(model)
-    else:
-        context = ptune.soft_prompt(model, tokenizer, unit.variant, preset, template, unit.seed)
-    with context as entered:
-        if unit.method == "bitfit":
-            params, detail = entered
-            prompt = None
-        else:
-            prompt, params, detail = entered
+    with trainable(model, tokenizer, unit.method, unit.variant, preset, template, unit.seed) as (
+        prompt,
+        params,
+        detail,
+    ):
         scorer = ChoiceScorer(model, tokenizer, prompt)
         scorer.content_ranks = task.generates
         result = train(
@@ -70,11 +64,11 @@ def run_tuning_unit(
             progress,
         )
         scored = time.perf_counter()
-        records = predict_records(scorer, scorer.items(template, evals), evals, preset["batch_size"])
-        if task.generates:  # scored as the prompt method scores generated answers: greedy output, exact match
-            add_generated(scorer, template, evals, records, task.max_new_tokens)
-            held_records = predict_records(scorer, scorer.items(template, held), held, preset["batch_size"])
-            add_generated(scorer, template, held, held_records, task.max_new_tokens)
+        # generated answers are scored as the prompt method scores them: greedy output, exact match
+        generate = task.max_new_tokens if task.generates else 0
+        records = score_examples(scorer, template, evals, preset["batch_size"], generate)
+        if task.generates:
+            held_records = score_examples(scorer, template, held, preset["batch_size"], generate)
             result.holdout_acc = sum(map(generated_correct, held_records)) / len(held_records)
         eval_seconds = time.perf_counter() - scored
         n_params = trained_parameter_count(params)
