@@ -114,14 +114,29 @@ def test_eval_writes_outputs_resumes_and_rerenders(tiny_dir, env, tmp_path):
     assert header.index("--tasks rte,cb,copa") < header.index("--tasks rte ")
 
 
+SLOW_UNITS = """
+import sys, time
+from harness.store import Store
+put_unit = Store.put_unit
+def slow_put_unit(self, *args, **kwargs):
+    put_unit(self, *args, **kwargs)
+    time.sleep(0.5)
+Store.put_unit = slow_put_unit
+from harness.cli import main
+sys.argv[0] = "harness"
+main()
+"""
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_interrupted_run_resumes_to_the_same_results(tiny_dir, env, tmp_path, sig):
     reference = tmp_path / "reference"
     assert harness(*BASE, "--model", str(tiny_dir), "--out", str(reference), env=env).returncode == 0
 
     out = tmp_path / "interrupted"
+    # The child pauses after each stored unit, so that a busy CPU cannot let it finish before the signal arrives.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", *BASE, "--model", str(tiny_dir), "--out", str(out)],
+        [sys.executable, "-c", SLOW_UNITS, *BASE, "--model", str(tiny_dir), "--out", str(out)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -137,6 +152,7 @@ def test_interrupted_run_resumes_to_the_same_results(tiny_dir, env, tmp_path, si
                     break
             except sqlite3.OperationalError:
                 pass
+    assert proc.poll() is None, "the child finished before it could be interrupted"
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     if sig == signal.SIGINT:
