@@ -44,7 +44,7 @@ def _gap(d: Decomposition) -> str:
     return f"{_signed(d.elicitation_gap)} ({p_text(p_value(d.elicitation_gap))})"
 
 
-def _verdict(d: Decomposition) -> str | None:
+def verdict(d: Decomposition) -> str | None:
     """understates / overstates / no significant difference, from the paired bootstrap test of the gap."""
     if d.elicitation_gap is None:
         return None
@@ -61,7 +61,7 @@ def summary(decompositions: list[Decomposition]) -> list[str]:
             "**Summary.** No elicitation gap could be measured: it needs the prompt method's train scores and at "
             "least one trained method (`--methods prompt,ptune,bitfit,probe`)."
         ]
-    by = {v: [d.task for d in measured if _verdict(d) == v] for v in ("understates", "overstates", "same")}
+    by = {v: [d.task for d in measured if verdict(d) == v] for v in ("understates", "overstates", "same")}
     gaps = [d.elicitation_gap.value * 100 for d in measured]  # type: ignore[union-attr]
     parts = [
         f"**Summary.** Against the best trained method, the best prompt (both picked on train) understates the "

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from harness.analysis import TaskResult
-from harness.decompose import decompose, p_value
+from harness.decompose import Decomposition, decompose, p_value
 from harness.markdown import count, p_text, params_text, table
 from harness.metrics import Estimate
+from harness.report_decomposition import SIGNIFICANCE, verdict
 from harness.scaling import HEADLINE, QUANTITIES, TaskScaling, family, mean_over_tasks, task_scaling
 
 PLOTTED = ("control", "zero-shot mean", "best prompt", "ecological")
@@ -73,7 +74,8 @@ def section(models: list[tuple[str, int, dict]], results: list[TaskResult], out:
     )
     lines.append("")
     lines += [f"- {c}" for c in caveats(models)]
-    lines += ["", *headline_summary(scalings), ""]
+    lines += ["", *verdicts_by_model(models, by_task), ""]
+    lines += [*headline_summary(scalings), ""]
     lines += [
         "Slopes in points per tenfold increase in parameters (least squares on log10 parameters), with 95% "
         "bootstrap intervals: every model is scored on the same examples, so each resample fits one slope. "
@@ -91,6 +93,39 @@ def section(models: list[tuple[str, int, dict]], results: list[TaskResult], out:
         lines += ["", f"![scores against size]({plot.as_posix()})"]
     lines.append("")
     return lines
+
+
+def verdicts_by_model(models: list[tuple[str, int, dict]], by_task: dict[str, list]) -> list[str]:
+    """Per model, smallest first: on which tasks the best prompt under- or over-states the trained ceiling."""
+    rows = []
+    for model, params, _ in sorted(models, key=lambda m: m[1]):
+        found = [d for rows_ in by_task.values() for m, _, d in rows_ if m == model]
+        measured: list[Decomposition] = [d for d in found if d.elicitation_gap is not None]
+        if not measured:
+            rows.append([model, params_text(params), "–", "–", "–", "–"])
+            continue
+        by = {v: sorted(d.task for d in measured if verdict(d) == v) for v in ("understates", "overstates", "same")}
+        gaps = [d.elicitation_gap.value * 100 for d in measured]  # type: ignore[union-attr]
+        listed = [f"{len(by[v])}" + (f" ({', '.join(by[v])})" if by[v] else "") for v in by]
+        rows.append(
+            [model, params_text(params), *listed, f"{np.median(gaps):+.1f} ({min(gaps):+.1f} to {max(gaps):+.1f})"]
+        )
+    return [
+        "Does the best prompt under- or over-state what each model can do? Counted over tasks by the paired "
+        f"bootstrap test of the elicitation gap (ecological - best prompt, both picked on train; p < {SIGNIFICANCE}).",
+        "",
+        *table(
+            [
+                "model",
+                "params",
+                "prompt understates",
+                "prompt overstates",
+                "no significant difference",
+                "median gap (range)",
+            ],
+            rows,
+        ),
+    ]
 
 
 def headline_summary(scalings: list[TaskScaling]) -> list[str]:
