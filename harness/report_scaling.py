@@ -14,6 +14,7 @@ from harness.report_decomposition import SIGNIFICANCE, verdict
 from harness.scaling import HEADLINE, QUANTITIES, TaskScaling, family, mean_over_tasks, task_scaling
 
 PLOTTED = ("control", "zero-shot mean", "best prompt", "ecological")
+DERIVED = ("elicitation gap", "attempt k=0")  # their own figure: a different scale (the gap can be negative)
 
 
 def _slope(e: Estimate | None) -> str:
@@ -89,8 +90,11 @@ def section(models: list[tuple[str, int, dict]], results: list[TaskResult], out:
         p = f" ({p_text(p_value(s.headline))})" if s.headline else ""
         rows.append([s.task, *(_slope(s.slopes[n]) for n in names), _slope(s.headline) + p])
     lines += table(["task", *names, "prompt - ecological"], rows)
-    if draw(scalings, out / plot):
+    derived = plot.with_name(plot.stem + "-derived" + plot.suffix)
+    if draw(scalings, out / plot, PLOTTED, "score (%)"):
         lines += ["", f"![scores against size]({plot.as_posix()})"]
+    if draw(scalings, out / derived, DERIVED, "gap (points), attempt (%)"):
+        lines += ["", f"![elicitation gap and attempt rate against size]({derived.as_posix()})"]
     lines.append("")
     return lines
 
@@ -150,9 +154,9 @@ def headline_summary(scalings: list[TaskScaling]) -> list[str]:
     ]
 
 
-def draw(scalings: list[TaskScaling], path: Path) -> bool:
-    """A panel per task: the plotted quantities against log10 parameters, with 95% intervals."""
-    shown = [s for s in scalings if any(len(s.points[n]) > 1 for n in PLOTTED)]
+def draw(scalings: list[TaskScaling], path: Path, quantities: tuple[str, ...], unit: str) -> bool:
+    """A panel per task: the quantities against log10 parameters, with 95% intervals and the fitted slopes (dashed)."""
+    shown = [s for s in scalings if any(len(s.points[n]) > 1 for n in quantities)]
     if not shown:
         return False
     import matplotlib
@@ -164,7 +168,7 @@ def draw(scalings: list[TaskScaling], path: Path) -> bool:
     rows = -(-len(shown) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), dpi=100, squeeze=False)
     for ax, s in zip(axes.flat, shown):
-        for i, name in enumerate(PLOTTED):
+        for i, name in enumerate(quantities):
             pts = sorted(s.points[name], key=lambda p: p.params)
             if len(pts) < 2:
                 continue
@@ -173,13 +177,17 @@ def draw(scalings: list[TaskScaling], path: Path) -> bool:
             ci = np.array([p.estimate.ci for p in pts]) * 100
             err = np.abs(np.stack([y - ci[:, 0], ci[:, 1] - y]))
             ax.errorbar(x, y, yerr=np.nan_to_num(err), marker="o", ms=3, capsize=2, color=f"C{i}", label=name)
+            fitted = s.slopes[name]
+            if fitted is not None:  # the table's least-squares line passes through the means
+                ends = np.array([x.min(), x.max()])
+                ax.plot(ends, y.mean() + fitted.value * 100 * (ends - x.mean()), "--", lw=0.8, color=f"C{i}")
         ax.set_title(s.task, fontsize=9)
         ax.set_xlabel("log10 parameters", fontsize=8)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(shown) :]:
         ax.axis("off")
-    axes.flat[0].set_ylabel("score (%)", fontsize=8)
+    axes.flat[0].set_ylabel(unit, fontsize=8)
     axes.flat[0].legend(fontsize=6, loc="best")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

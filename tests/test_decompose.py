@@ -188,4 +188,6 @@ def test_scaling_slopes_and_headline(tmp_path):
     assert "| fam-1m | 1.0M | 1 (rte) | 0 | 0 | +20.0 (+20.0 to +20.0) |" in report
     assert report.index("| fam-10m | 10.0M | 1 (rte) | 0 | 0 | +14.0") < report.index("| other-100m | 100.0M | 1 (rte)")
     assert (tmp_path / "plots" / "scaling.png").is_file()
+    assert "![elicitation gap and attempt rate against size](plots/scaling-derived.png)" in report
+    assert (tmp_path / "plots" / "scaling-derived.png").is_file()
     assert render(tmp_path).read_text() == report
