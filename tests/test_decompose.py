@@ -183,6 +183,7 @@ def test_scaling_slopes_and_headline(tmp_path):
     assert "Mixed families (fam, other)" in report
     assert "Instruction-tuned (other-100m) and base (fam-1m, fam-10m)" in report
     assert "de-quantized from GGUF (fam-1m)" in report
+    assert "-0.0" not in report  # a flat control line reads +0.0
     assert "prompt-based scaling is off by +6.0 [" in report
     # per model, smallest first: ecological 80/84/88 against the best prompt 60/70/80, each significant
     assert "| fam-1m | 1.0M | 1 (rte) | 0 | 0 | +20.0 (+20.0 to +20.0) |" in report
@@ -191,3 +192,12 @@ def test_scaling_slopes_and_headline(tmp_path):
     assert "![elicitation gap and attempt rate against size](plots/scaling-derived.png)" in report
     assert (tmp_path / "plots" / "scaling-derived.png").is_file()
     assert render(tmp_path).read_text() == report
+
+
+def test_a_parameter_count_off_the_model_card_is_stated(tmp_path):
+    from harness.report_scaling import caveats
+
+    models = [("qwen2.5-coder-0.5b", 630_167_424, {}), ("smollm2-135m", 134_515_008, {})]
+    lines = caveats(models)
+    assert any("qwen2.5-coder-0.5b runs with 630.2M parameters where its model card says 494.0M" in c for c in lines)
+    assert not any("smollm2-135m runs with" in c for c in lines)

@@ -237,6 +237,7 @@ def _fake_known(name: str, parts: list[tuple[str, str]], sha256: str) -> KnownMo
         instruction_tuned=False,
         parts=tuple(parts),
         quant="Q4_0",
+        published_params=1000,
     )
 
 
