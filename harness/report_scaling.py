@@ -88,7 +88,8 @@ def section(models: list[tuple[str, int, dict]], results: list[TaskResult], out:
     )
     lines.append("")
     lines += [f"- {c}" for c in caveats(models)]
-    lines += ["", *verdicts_by_model(models, by_task), ""]
+    trained = sorted({key[0] for r in results for key in r.estimates} - {"prompt", "baseline"})
+    lines += ["", *verdicts_by_model(models, by_task, trained), ""]
     lines += [*headline_summary(scalings), ""]
     lines += [
         "Slopes in points per tenfold increase in parameters (least squares on log10 parameters), with 95% "
@@ -112,7 +113,7 @@ def section(models: list[tuple[str, int, dict]], results: list[TaskResult], out:
     return lines
 
 
-def verdicts_by_model(models: list[tuple[str, int, dict]], by_task: dict[str, list]) -> list[str]:
+def verdicts_by_model(models: list[tuple[str, int, dict]], by_task: dict[str, list], trained: list[str]) -> list[str]:
     """Per model, smallest first: on which tasks the best prompt under- or over-states the trained ceiling."""
     rows = []
     for model, params, _ in sorted(models, key=lambda m: m[1]):
@@ -129,7 +130,8 @@ def verdicts_by_model(models: list[tuple[str, int, dict]], by_task: dict[str, li
         )
     return [
         "Does the best prompt under- or over-state what each model can do? Counted over tasks by the paired "
-        f"bootstrap test of the elicitation gap (ecological - best prompt, both picked on train; p < {SIGNIFICANCE}).",
+        f"bootstrap test of the elicitation gap (ecological - best prompt, both picked on train; p < {SIGNIFICANCE}). "
+        f"Ecological here is the best of: {', '.join(trained) or 'no trained method'}.",
         "",
         *table(
             [

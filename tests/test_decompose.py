@@ -185,6 +185,7 @@ def test_scaling_slopes_and_headline(tmp_path):
     assert "de-quantized from GGUF (fam-1m)" in report
     assert "-0.0" not in report  # a flat control line reads +0.0
     assert "prompt-based scaling is off by +6.0 [" in report
+    assert "Ecological here is the best of: bitfit." in report
     # per model, smallest first: ecological 80/84/88 against the best prompt 60/70/80, each significant
     assert "| fam-1m | 1.0M | 1 (rte) | 0 | 0 | +20.0 (+20.0 to +20.0) |" in report
     assert report.index("| fam-10m | 10.0M | 1 (rte) | 0 | 0 | +14.0") < report.index("| other-100m | 100.0M | 1 (rte)")
