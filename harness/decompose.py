@@ -48,6 +48,7 @@ class Decomposition:
     few: int | None  # the largest k run
     chance: Estimate | None = None
     majority: Estimate | None = None
+    constant: Estimate | None = None  # the best score of giving one answer to every example
     control: Estimate | None = None
     zero_mean: Estimate | None = None
     few_mean: Estimate | None = None
@@ -172,6 +173,7 @@ def decompose(result: TaskResult) -> Decomposition:
     d = Decomposition(result.task, metric, few)
     d.chance = result.estimates.get(("baseline", "chance", 0, "-", "-", metric))
     d.majority = result.estimates.get(("baseline", "majority", 0, "-", "-", metric))
+    d.constant = result.estimates.get(("baseline", "constant", 0, "-", "-", metric))
     d.control = _mean_estimate(result, "control", 0, metric)
     d.zero_mean = _mean_estimate(result, "gold", 0, metric)
     d.calibrated_zero = _mean_estimate(result, "calibrated", 0, metric)

@@ -244,7 +244,10 @@ def unit_metrics(task: str, variant: str, records: list[Record], rs: Resampler, 
 def baselines(
     task: str, records: list[Record], rs: Resampler, n_classes: int, draws: int = 200
 ) -> dict[str, dict[str, Estimate]]:
-    """Chance (expected score of uniform random guessing, `draws` draws) and majority-label scores.
+    """Chance (expected score of uniform random guessing, `draws` draws), majority-label scores, and the best
+    constant answer: the one choice that, given for every example, scores best on the task's main metric. For
+    accuracy that is the majority label; for MultiRC's F1 over answers it is "yes" to every answer, which a
+    prompt that only ever says yes matches.
 
     A generated answer has no fixed set to guess from: its chance score is taken as 0 and it has no majority.
     """
@@ -273,4 +276,7 @@ def baselines(
         labels = Counter(r.gold[0] for r in records if r.gold)
         majority = labels.most_common(1)[0][0]
         out["majority"] = task_metrics(task, records, np.full(len(records), majority), rs, n_classes)
+        main = main_metric(task)
+        constants = {c: task_metrics(task, records, np.full(len(records), c), rs, n_classes) for c in sorted(labels)}
+        out["constant"] = max(constants.values(), key=lambda metrics: metrics[main].value)  # ties: the lowest label
     return out

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from harness.analysis import TaskResult
-from harness.decompose import Choice, Decomposition, Ratio, decompose, p_value
+from harness.decompose import Choice, Decomposition, Ratio, decompose, difference, p_value
 from harness.markdown import count, fmt, p_text, table
 from harness.metrics import Estimate
 
@@ -53,6 +53,12 @@ def verdict(d: Decomposition) -> str | None:
     return "understates" if d.elicitation_gap.value > 0 else "overstates"
 
 
+def _clears(score: Estimate | None, baseline: Estimate | None) -> bool:
+    """Is the score above the baseline by the paired bootstrap test? True when either is missing."""
+    gap = difference(score, baseline)
+    return gap is None or (gap.value > 0 and p_value(gap) < SIGNIFICANCE)
+
+
 def summary(decompositions: list[Decomposition]) -> list[str]:
     """A few sentences in numbers: does prompting under- or over-state the capability, and on which tasks."""
     measured = [d for d in decompositions if d.elicitation_gap is not None]
@@ -74,6 +80,12 @@ def summary(decompositions: list[Decomposition]) -> list[str]:
         + f" (paired bootstrap, p < {SIGNIFICANCE}). The elicitation gap is {np.median(gaps):+.1f} points in the "
         f"median task (from {min(gaps):+.1f} to {max(gaps):+.1f})."
     ]
+    constant = [d.task for d in decompositions if d.best_prompt and not _clears(d.best_prompt.estimate, d.constant)]
+    if constant:
+        parts.append(
+            f" On {count(len(constant), 'task')} ({', '.join(constant)}) the best prompt does not significantly beat "
+            "the best constant answer, so its score there says little about the task."
+        )
     shares = [d.guess_share.estimate.value for d in decompositions if d.guess_share and d.guess_share.estimate]
     if shares:
         parts.append(
@@ -95,16 +107,18 @@ def section(results: list[TaskResult]) -> list[str]:
         "templates and demo seeds. `picked on train`: the template with the best accuracy on 16 train examples "
         "outside its demos (its train accuracy after `train`); `best prompt`: the same pick over zero-shot and "
         "the largest k, calibrated or not; `ecological`: the trained method with the best held-out (tuned) or "
-        "cross-validated (probe) train accuracy. Eval data is never used to pick.",
+        "cross-validated (probe) train accuracy. Eval data is never used to pick. `best constant`: the best score of "
+        'giving one answer to every example (the majority label for accuracy; "yes" to every answer for MultiRC\'s F1).',
         "",
     ]
-    header = ["task", "metric", "chance", "control", "zero-shot mean", "zero-shot picked on train", "calibrated k=0"]
+    header = ["task", "metric", "chance", "best constant", "control", "zero-shot mean", "zero-shot picked on train"]
+    header.append("calibrated k=0")
     if few is not None:
         header += [f"k={few} mean", f"k={few} picked on train", f"calibrated k={few}", f"random labels k={few}"]
     header += ["best prompt picked on train", "ecological"]
     rows = []
     for d in decompositions:
-        row = [d.task, d.metric, fmt(d.chance, ci=False), fmt(d.control), fmt(d.zero_mean)]
+        row = [d.task, d.metric, fmt(d.chance, ci=False), fmt(d.constant, ci=False), fmt(d.control), fmt(d.zero_mean)]
         row += [_choice(d.zero_selected, "train scores"), fmt(d.calibrated_zero)]
         if few is not None:
             row += [fmt(d.few_mean), _choice(d.few_selected, "train scores"), fmt(d.calibrated_few)]

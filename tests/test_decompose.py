@@ -87,6 +87,7 @@ def _decompositions(store):
 def test_ladder_and_derived_quantities(tmp_path):
     d = _decompositions(_store(tmp_path))["rte"]
     assert d.control.value == pytest.approx(0.50)
+    assert d.constant.value == pytest.approx(0.50)  # golds alternate: any one answer is right half the time
     assert d.zero_mean.value == pytest.approx(0.65)
     assert d.few_mean.value == pytest.approx(0.78)
     assert d.random_labels_few.value == pytest.approx(0.71)
@@ -137,6 +138,8 @@ def test_report_section_and_byte_identical_rerender(tmp_path):
     assert "not significantly different on 1 (wic)" in first
     assert "+10.0 [" in first  # rte's gap in points
     assert "undefined (few-shot - control is +1.0" in first
+    # wic's best prompt (51%) is one example above answering one label throughout (50%): not clear of it
+    assert "On 1 task (wic) the best prompt does not significantly beat the best constant answer" in first
     csv = (tmp_path / "summary.csv").read_bytes()
     assert render(tmp_path).read_text() == first
     assert (tmp_path / "summary.csv").read_bytes() == csv

@@ -103,3 +103,13 @@ def test_chance_and_majority():
     base = baselines("rte", records, rs, 2)
     assert base["majority"]["acc"].value == pytest.approx(0.75)
     assert base["chance"]["acc"].value == pytest.approx(0.5, abs=0.02)
+    assert base["constant"]["acc"].value == pytest.approx(0.75)  # for accuracy, the majority label
+
+
+def test_best_constant_answer_for_multirc_is_yes_to_everything():
+    gold = [1, 0, 0, 1, 0, 0, 1, 0]  # "no" is the majority, whose F1 on "yes" is 0
+    groups = ["q1", "q1", "q2", "q2", "q3", "q3", "q4", "q4"]
+    records = _records(gold, gold, groups=groups)
+    base = baselines("multirc", records, Resampler(groups), 2)
+    assert base["majority"]["f1a"].value == 0.0
+    assert base["constant"]["f1a"].value == pytest.approx(f1_score(gold, [1] * 8))  # 2 * 3/8 / (1 + 3/8)
