@@ -117,7 +117,7 @@ def verdicts_by_model(models: list[tuple[str, int, dict]], by_task: dict[str, li
     """Per model, smallest first: on which tasks the best prompt under- or over-states the trained ceiling."""
     rows = []
     for model, params, _ in sorted(models, key=lambda m: m[1]):
-        found = [d for rows_ in by_task.values() for m, _, d in rows_ if m == model]
+        found = [d for per_model in by_task.values() for m, _, d in per_model if m == model]
         measured: list[Decomposition] = [d for d in found if d.elicitation_gap is not None]
         if not measured:
             rows.append([model, params_text(params), "–", "–", "–", "–"])
