@@ -275,8 +275,8 @@ def baselines(
     if task != "record":
         labels = Counter(r.gold[0] for r in records if r.gold)
         majority = labels.most_common(1)[0][0]
-        out["majority"] = task_metrics(task, records, np.full(len(records), majority), rs, n_classes)
-        main = main_metric(task)
         constants = {c: task_metrics(task, records, np.full(len(records), c), rs, n_classes) for c in sorted(labels)}
+        out["majority"] = constants[majority]
+        main = main_metric(task)
         out["constant"] = max(constants.values(), key=lambda metrics: metrics[main].value)  # ties: the lowest label
     return out

@@ -14,11 +14,16 @@ from harness.metrics import Estimate
 SIGNIFICANCE = 0.05
 
 
-def _signed(e: Estimate | None) -> str:
+def _points(v: float) -> str:
+    return f"{round(v * 100, 1) + 0.0:+.1f}"  # + 0.0: no "-0.0"
+
+
+def signed(e: Estimate | None) -> str:
+    """A signed difference or slope in points, with its interval."""
     if e is None:
         return "–"
     lo, hi = e.ci
-    return f"{e.value * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]"
+    return f"{_points(e.value)} [{_points(lo)}, {_points(hi)}]"
 
 
 def _choice(c: Choice | None, what: str) -> str:
@@ -41,7 +46,7 @@ def _ratio(r: Ratio | None) -> str:
 def _gap(d: Decomposition) -> str:
     if d.elicitation_gap is None:
         return "–"
-    return f"{_signed(d.elicitation_gap)} ({p_text(p_value(d.elicitation_gap))})"
+    return f"{signed(d.elicitation_gap)} ({p_text(p_value(d.elicitation_gap))})"
 
 
 def verdict(d: Decomposition) -> str | None:
@@ -51,6 +56,11 @@ def verdict(d: Decomposition) -> str | None:
     if p_value(d.elicitation_gap) >= SIGNIFICANCE:
         return "same"
     return "understates" if d.elicitation_gap.value > 0 else "overstates"
+
+
+def by_verdict(measured: list[Decomposition]) -> dict[str, list[str]]:
+    """understates / overstates / same -> the tasks with that verdict."""
+    return {v: [d.task for d in measured if verdict(d) == v] for v in ("understates", "overstates", "same")}
 
 
 def _clears(score: Estimate | None, baseline: Estimate | None) -> bool:
@@ -67,7 +77,7 @@ def summary(decompositions: list[Decomposition]) -> list[str]:
             "**Summary.** No elicitation gap could be measured: it needs the prompt method's train scores and at "
             "least one trained method (`--methods prompt,ptune,bitfit,probe`)."
         ]
-    by = {v: [d.task for d in measured if verdict(d) == v] for v in ("understates", "overstates", "same")}
+    by = by_verdict(measured)
     gaps = [d.elicitation_gap.value * 100 for d in measured]  # type: ignore[union-attr]
     parts = [
         f"**Summary.** Against the best trained method, the best prompt (both picked on train) understates the "

@@ -9,24 +9,12 @@ import numpy as np
 from harness.analysis import TaskResult
 from harness.decompose import Decomposition, decompose, p_value
 from harness.markdown import count, p_text, params_text, table
-from harness.metrics import Estimate
 from harness.models import KNOWN_MODELS
-from harness.report_decomposition import SIGNIFICANCE, verdict
+from harness.report_decomposition import SIGNIFICANCE, by_verdict, signed
 from harness.scaling import HEADLINE, QUANTITIES, TaskScaling, family, mean_over_tasks, task_scaling
 
 PLOTTED = ("control", "zero-shot mean", "best prompt", "ecological")
 DERIVED = ("elicitation gap", "attempt k=0")  # their own figure: a different scale (the gap can be negative)
-
-
-def _points(v: float) -> str:
-    return f"{round(v * 100, 1) + 0.0:+.1f}"  # + 0.0: no "-0.0"
-
-
-def _slope(e: Estimate | None) -> str:
-    if e is None:
-        return "–"
-    lo, hi = e.ci
-    return f"{_points(e.value)} [{_points(lo)}, {_points(hi)}]"
 
 
 def caveats(models: list[tuple[str, int, dict]]) -> list[str]:
@@ -102,7 +90,7 @@ def section(models: list[tuple[str, int, dict]], results: list[TaskResult], out:
     rows = []
     for s in scalings:
         p = f" ({p_text(p_value(s.headline))})" if s.headline else ""
-        rows.append([s.task, *(_slope(s.slopes[n]) for n in names), _slope(s.headline) + p])
+        rows.append([s.task, *(signed(s.slopes[n]) for n in names), signed(s.headline) + p])
     lines += table(["task", *names, "prompt - ecological"], rows)
     derived = plot.with_name(plot.stem + "-derived" + plot.suffix)
     if draw(scalings, out / plot, PLOTTED, "score (%)"):
@@ -122,7 +110,7 @@ def verdicts_by_model(models: list[tuple[str, int, dict]], by_task: dict[str, li
         if not measured:
             rows.append([model, params_text(params), "–", "–", "–", "–"])
             continue
-        by = {v: sorted(d.task for d in measured if verdict(d) == v) for v in ("understates", "overstates", "same")}
+        by = by_verdict(sorted(measured, key=lambda d: d.task))
         gaps = [d.elicitation_gap.value * 100 for d in measured]  # type: ignore[union-attr]
         listed = [f"{len(by[v])}" + (f" ({', '.join(by[v])})" if by[v] else "") for v in by]
         rows.append(
@@ -162,7 +150,7 @@ def headline_summary(scalings: list[TaskScaling]) -> list[str]:
     return [
         f"**Summary.** Averaged over {count(len(measured), 'task')}, the best prompt gains {prompt.value * 100:+.1f} points "
         f"per tenfold parameters and the ecological methods {ecological.value * 100:+.1f}: prompt-based scaling "
-        f"is off by {_slope(mean)} points per decade (tasks taken as fixed). Prompt scores grow significantly "
+        f"is off by {signed(mean)} points per decade (tasks taken as fixed). Prompt scores grow significantly "
         f"faster than the trained ceiling on {count(len(faster), 'task')}{' (' + ', '.join(faster) + ')' if faster else ''}"
         f" and slower on {len(slower)}{' (' + ', '.join(slower) + ')' if slower else ''} (paired bootstrap, "
         "p < 0.05)."
