@@ -60,7 +60,14 @@ def section(models: list[tuple[str, int, dict]], results: list[TaskResult], out:
             by_task.setdefault(r.task, []).append((r.model, params[r.model], decompose(r)))
     scalings = [task_scaling(task, rows) for task, rows in sorted(by_task.items()) if len(rows) > 1]
 
-    lines = ["## Across sizes", ""]
+    trained = sorted({key[0] for r in results for key in r.estimates} - {"prompt", "baseline"})
+    # the finding first: the summary in numbers and the per-model verdicts, then who the models are
+    per_model = verdicts(models, by_task)
+    measured = [s for s in scalings if s.headline is not None]
+    summary = headline_summary(measured) + verdict_trend(per_model)
+    summary += precision(measured, results) + not_evaluated(results, list(params))
+    lines = ["## Across sizes", "", summary, ""]
+    lines += [*verdicts_by_model(per_model, trained), ""]
     lines += table(
         ["model", "params", "source", "instruction-tuned", "de-quantized"],
         [
@@ -76,9 +83,7 @@ def section(models: list[tuple[str, int, dict]], results: list[TaskResult], out:
     )
     lines.append("")
     lines += [f"- {c}" for c in caveats(models)]
-    trained = sorted({key[0] for r in results for key in r.estimates} - {"prompt", "baseline"})
-    lines += ["", *verdicts_by_model(models, by_task, trained), ""]
-    lines += [*headline_summary(scalings), ""]
+    lines.append("")
     lines += [
         "Slopes in points per tenfold increase in parameters (least squares on log10 parameters), with 95% "
         "bootstrap intervals: every model is scored on the same examples, so each resample fits one slope. "
@@ -101,17 +106,27 @@ def section(models: list[tuple[str, int, dict]], results: list[TaskResult], out:
     return lines
 
 
-def verdicts_by_model(models: list[tuple[str, int, dict]], by_task: dict[str, list], trained: list[str]) -> list[str]:
-    """Per model, smallest first: on which tasks the best prompt under- or over-states the trained ceiling."""
-    rows = []
+def verdicts(models: list[tuple[str, int, dict]], by_task: dict[str, list]) -> list[tuple[str, int, dict | None]]:
+    """Per model, smallest first: its tasks by verdict of the elicitation gap (None: no gap measured)."""
+    out = []
     for model, params, _ in sorted(models, key=lambda m: m[1]):
         found = [d for per_model in by_task.values() for m, _, d in per_model if m == model]
-        measured: list[Decomposition] = [d for d in found if d.elicitation_gap is not None]
-        if not measured:
+        measured: list[Decomposition] = sorted(
+            (d for d in found if d.elicitation_gap is not None), key=lambda d: d.task
+        )
+        out.append((model, params, {"by": by_verdict(measured), "measured": measured} if measured else None))
+    return out
+
+
+def verdicts_by_model(per_model: list[tuple[str, int, dict | None]], trained: list[str]) -> list[str]:
+    """The table of `verdicts`: on which tasks the best prompt under- or over-states the trained ceiling."""
+    rows = []
+    for model, params, found in per_model:
+        if found is None:
             rows.append([model, params_text(params), "–", "–", "–", "–"])
             continue
-        by = by_verdict(sorted(measured, key=lambda d: d.task))
-        gaps = [d.elicitation_gap.value * 100 for d in measured]  # type: ignore[union-attr]
+        by = found["by"]
+        gaps = [d.elicitation_gap.value * 100 for d in found["measured"]]
         listed = [f"{len(by[v])}" + (f" ({', '.join(by[v])})" if by[v] else "") for v in by]
         rows.append(
             [model, params_text(params), *listed, f"{np.median(gaps):+.1f} ({min(gaps):+.1f} to {max(gaps):+.1f})"]
@@ -135,26 +150,70 @@ def verdicts_by_model(models: list[tuple[str, int, dict]], by_task: dict[str, li
     ]
 
 
-def headline_summary(scalings: list[TaskScaling]) -> list[str]:
-    measured = [s for s in scalings if s.headline is not None]
+def verdict_trend(per_model: list[tuple[str, int, dict | None]]) -> str:
+    """One sentence: how the verdicts change from the smallest model to the largest."""
+    found = [(m, f) for m, _, f in per_model if f is not None]
+    if len(found) < 2:
+        return ""
+
+    def counts(v: str) -> str:
+        return ", ".join(str(len(f["by"][v])) for _, f in found)
+
+    return (
+        f" From the smallest model to the largest ({', '.join(m for m, _ in found)}), the best prompt significantly "
+        f"understates the trained ceiling on {counts('understates')} tasks and overstates it on "
+        f"{counts('overstates')} (of {', '.join(str(len(f['measured'])) for _, f in found)} measured)."
+    )
+
+
+def headline_summary(measured: list[TaskScaling]) -> str:
+    """The headline in numbers: how much faster prompt scores grow with size than the trained ceiling."""
     if not measured:
-        return [
+        return (
             "**Summary.** The prompt-vs-ecological slope difference needs the best prompt and the ecological "
             "method on at least two sizes (`--methods prompt,ptune,bitfit,probe`, several `--model`s)."
-        ]
+        )
     mean = mean_over_tasks([s.headline for s in measured])
     prompt = mean_over_tasks([s.slopes[HEADLINE[0]] for s in measured])
     ecological = mean_over_tasks([s.slopes[HEADLINE[1]] for s in measured])
     faster = [s.task for s in measured if s.headline.value > 0 and p_value(s.headline) < 0.05]
     slower = [s.task for s in measured if s.headline.value < 0 and p_value(s.headline) < 0.05]
-    return [
-        f"**Summary.** Averaged over {count(len(measured), 'task')}, the best prompt gains {prompt.value * 100:+.1f} points "
-        f"per tenfold parameters and the ecological methods {ecological.value * 100:+.1f}: prompt-based scaling "
-        f"is off by {signed(mean)} points per decade (tasks taken as fixed). Prompt scores grow significantly "
-        f"faster than the trained ceiling on {count(len(faster), 'task')}{' (' + ', '.join(faster) + ')' if faster else ''}"
-        f" and slower on {len(slower)}{' (' + ', '.join(slower) + ')' if slower else ''} (paired bootstrap, "
-        "p < 0.05)."
-    ]
+    return (
+        f"**Summary.** Averaged over {count(len(measured), 'task')}, the best prompt gains {prompt.value * 100:+.1f} "
+        f"points per tenfold parameters and the ecological methods {ecological.value * 100:+.1f}: prompt-based "
+        f"scaling is off by {signed(mean)} points per decade (tasks taken as fixed). Prompt scores grow "
+        f"significantly faster than the trained ceiling on {count(len(faster), 'task')}"
+        f"{' (' + ', '.join(faster) + ')' if faster else ''} and slower on {len(slower)}"
+        f"{' (' + ', '.join(slower) + ')' if slower else ''} (paired bootstrap, p < 0.05)."
+    )
+
+
+def precision(measured: list[TaskScaling], results: list[TaskResult]) -> str:
+    """How much one task's slope difference can be trusted at this many eval examples, in numbers."""
+    if not measured:
+        return ""
+    half_widths = [(s.headline.ci[1] - s.headline.ci[0]) * 50 for s in measured]  # type: ignore[union-attr]
+    sizes = [r.info["n_eval"] for r in results if r.estimates and r.info.get("n_eval")]
+    on = f" on {int(np.median(sizes))} eval examples per task (median)" if sizes else ""
+    return (
+        f" Measured{on}, one task's slope difference is known to ±{np.median(half_widths):.1f} points per decade "
+        "(median half-width of its 95% interval)."
+    )
+
+
+def not_evaluated(results: list[TaskResult], models: list[str]) -> str:
+    """Tasks no model was scored on (no data here, say), with the reason stored when they were skipped."""
+    scored = {r.task for r in results if r.estimates}
+    reasons: dict[str, str] = {}
+    for r in results:
+        if r.task not in scored and r.model in models:
+            reasons.setdefault(r.task, r.info.get("skipped", ""))
+    if not reasons:
+        return ""
+    return "".join(
+        f" `{task}` is not evaluated for any model" + (f": {why}." if why else ".")
+        for task, why in sorted(reasons.items())
+    )
 
 
 def draw(scalings: list[TaskScaling], path: Path, quantities: tuple[str, ...], unit: str) -> bool:

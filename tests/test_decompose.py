@@ -164,6 +164,7 @@ def test_scaling_slopes_and_headline(tmp_path):
         info = {"source": "hand-made", "instruction_tuned": i == 2, "quantized_source": i == 0}
         store.put_model(name, params, info)
         store.put_task(name, "rte", {"n_eval": N})
+        store.put_task(name, "record", {"skipped": "no val split here"})
         _prompt(store, "rte", "control", "null", 0, 50, model=name)
         _prompt(store, "rte", "gold", "A", 0, 55 + 10 * i, 0.6, model=name)
         _prompt(store, "rte", "gold", "A", 4, 60 + 10 * i, 0.7, model=name)
@@ -188,6 +189,19 @@ def test_scaling_slopes_and_headline(tmp_path):
     assert "de-quantized from GGUF (fam-1m)" in report
     assert "-0.0" not in report  # a flat control line reads +0.0
     assert "prompt-based scaling is off by +6.0 [" in report
+    # the section opens with its summary in numbers, before any table
+    summary = report[report.index("## Across sizes") :].split("\n")[2]
+    assert summary.startswith("**Summary.**") and report.index(summary) < report.index("| model | params |")
+    assert (
+        "From the smallest model to the largest (fam-1m, fam-10m, other-100m), the best prompt significantly "
+        "understates the trained ceiling on 1, 1, 1 tasks and overstates it on 0, 0, 0 (of 1, 1, 1 measured)."
+    ) in summary
+    half_width = (s.headline.ci[1] - s.headline.ci[0]) * 50
+    assert (
+        f"Measured on {N} eval examples per task (median), one task's slope difference is known to ±{half_width:.1f} "
+        in summary
+    )
+    assert summary.endswith("`record` is not evaluated for any model: no val split here.")
     assert "Ecological here is the best of: bitfit." in report
     # per model, smallest first: ecological 80/84/88 against the best prompt 60/70/80, each significant
     assert "| fam-1m | 1.0M | 1 (rte) | 0 | 0 | +20.0 (+20.0 to +20.0) |" in report
