@@ -63,7 +63,7 @@ def by_verdict(measured: list[Decomposition]) -> dict[str, list[str]]:
     return {v: [d.task for d in measured if verdict(d) == v] for v in ("understates", "overstates", "same")}
 
 
-def _clears(score: Estimate | None, baseline: Estimate | None) -> bool:
+def clears(score: Estimate | None, baseline: Estimate | None) -> bool:
     """Is the score above the baseline by the paired bootstrap test? True when either is missing."""
     gap = difference(score, baseline)
     return gap is None or (gap.value > 0 and p_value(gap) < SIGNIFICANCE)
@@ -90,7 +90,7 @@ def summary(decompositions: list[Decomposition]) -> list[str]:
         + f" (paired bootstrap, p < {SIGNIFICANCE}). The elicitation gap is {np.median(gaps):+.1f} points in the "
         f"median task (from {min(gaps):+.1f} to {max(gaps):+.1f})."
     ]
-    constant = [d.task for d in decompositions if d.best_prompt and not _clears(d.best_prompt.estimate, d.constant)]
+    constant = [d.task for d in decompositions if d.best_prompt and not clears(d.best_prompt.estimate, d.constant)]
     if constant:
         parts.append(
             f" On {count(len(constant), 'task')} ({', '.join(constant)}) the best prompt does not significantly beat "

@@ -10,7 +10,7 @@ from harness.analysis import TaskResult
 from harness.decompose import Decomposition, decompose, p_value
 from harness.markdown import count, p_text, params_text, table
 from harness.models import KNOWN_MODELS
-from harness.report_decomposition import SIGNIFICANCE, by_verdict, signed
+from harness.report_decomposition import SIGNIFICANCE, by_verdict, clears, signed
 from harness.scaling import HEADLINE, QUANTITIES, TaskScaling, family, mean_over_tasks, task_scaling
 
 PLOTTED = ("control", "zero-shot mean", "best prompt", "ecological")
@@ -114,7 +114,13 @@ def verdicts(models: list[tuple[str, int, dict]], by_task: dict[str, list]) -> l
         measured: list[Decomposition] = sorted(
             (d for d in found if d.elicitation_gap is not None), key=lambda d: d.task
         )
-        out.append((model, params, {"by": by_verdict(measured), "measured": measured} if measured else None))
+        beat = {
+            rung: [d.task for d in measured if getattr(d, rung) and clears(getattr(d, rung).estimate, d.constant)]
+            for rung in ("best_prompt", "ecological")
+        }
+        out.append(
+            (model, params, {"by": by_verdict(measured), "measured": measured, "beat": beat} if measured else None)
+        )
     return out
 
 
@@ -123,18 +129,25 @@ def verdicts_by_model(per_model: list[tuple[str, int, dict | None]], trained: li
     rows = []
     for model, params, found in per_model:
         if found is None:
-            rows.append([model, params_text(params), "–", "–", "–", "–"])
+            rows.append([model, params_text(params), "–", "–", "–", "–", "–"])
             continue
-        by = found["by"]
-        gaps = [d.elicitation_gap.value * 100 for d in found["measured"]]
-        listed = [f"{len(by[v])}" + (f" ({', '.join(by[v])})" if by[v] else "") for v in by]
+        by, measured, beat = found["by"], found["measured"], found["beat"]
+        gaps = [d.elicitation_gap.value * 100 for d in measured]
         rows.append(
-            [model, params_text(params), *listed, f"{np.median(gaps):+.1f} ({min(gaps):+.1f} to {max(gaps):+.1f})"]
+            [
+                model,
+                params_text(params),
+                *(listed(by[v]) for v in by),
+                f"{np.median(gaps):+.1f} ({min(gaps):+.1f} to {max(gaps):+.1f})",
+                f"{listed(beat['best_prompt'])} / {listed(beat['ecological'])}",
+            ]
         )
     return [
         "Does the best prompt under- or over-state what each model can do? Counted over tasks by the paired "
         f"bootstrap test of the elicitation gap (ecological - best prompt, both picked on train; p < {SIGNIFICANCE}). "
-        f"Ecological here is the best of: {', '.join(trained) or 'no trained method'}.",
+        f"Ecological here is the best of: {', '.join(trained) or 'no trained method'}. The last column counts the "
+        "tasks where the best prompt, and the ecological method, significantly beat the best constant answer "
+        "(the same test): below it a score says little about the task.",
         "",
         *table(
             [
@@ -144,10 +157,15 @@ def verdicts_by_model(per_model: list[tuple[str, int, dict | None]], trained: li
                 "prompt overstates",
                 "no significant difference",
                 "median gap (range)",
+                "beat best constant: prompt / ecological",
             ],
             rows,
         ),
     ]
+
+
+def listed(tasks: list[str]) -> str:
+    return f"{len(tasks)}" + (f" ({', '.join(tasks)})" if tasks else "")
 
 
 def verdict_trend(per_model: list[tuple[str, int, dict | None]]) -> str:
@@ -156,13 +174,15 @@ def verdict_trend(per_model: list[tuple[str, int, dict | None]]) -> str:
     if len(found) < 2:
         return ""
 
-    def counts(v: str) -> str:
-        return ", ".join(str(len(f["by"][v])) for _, f in found)
+    def counts(kind: str, v: str) -> str:
+        return ", ".join(str(len(f[kind][v])) for _, f in found)
 
     return (
         f" From the smallest model to the largest ({', '.join(m for m, _ in found)}), the best prompt significantly "
-        f"understates the trained ceiling on {counts('understates')} tasks and overstates it on "
-        f"{counts('overstates')} (of {', '.join(str(len(f['measured'])) for _, f in found)} measured)."
+        f"understates the trained ceiling on {counts('by', 'understates')} tasks and overstates it on "
+        f"{counts('by', 'overstates')} (of {', '.join(str(len(f['measured'])) for _, f in found)} measured); "
+        f"it beats the best constant answer on {counts('beat', 'best_prompt')}, the ecological method on "
+        f"{counts('beat', 'ecological')}."
     )
 
 

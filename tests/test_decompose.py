@@ -194,7 +194,8 @@ def test_scaling_slopes_and_headline(tmp_path):
     assert summary.startswith("**Summary.**") and report.index(summary) < report.index("| model | params |")
     assert (
         "From the smallest model to the largest (fam-1m, fam-10m, other-100m), the best prompt significantly "
-        "understates the trained ceiling on 1, 1, 1 tasks and overstates it on 0, 0, 0 (of 1, 1, 1 measured)."
+        "understates the trained ceiling on 1, 1, 1 tasks and overstates it on 0, 0, 0 (of 1, 1, 1 measured); "
+        "it beats the best constant answer on 0, 1, 1, the ecological method on 1, 1, 1."
     ) in summary
     half_width = (s.headline.ci[1] - s.headline.ci[0]) * 50
     assert (
@@ -204,7 +205,10 @@ def test_scaling_slopes_and_headline(tmp_path):
     assert summary.endswith("`record` is not evaluated for any model: no val split here.")
     assert "Ecological here is the best of: bitfit." in report
     # per model, smallest first: ecological 80/84/88 against the best prompt 60/70/80, each significant
-    assert "| fam-1m | 1.0M | 1 (rte) | 0 | 0 | +20.0 (+20.0 to +20.0) |" in report
+    # and against answering one label throughout (50%): 80, 84, 88 clear it; a best prompt of 60 on 100 examples
+    # does not (z about 1.4), 70 and 80 do
+    assert "| fam-1m | 1.0M | 1 (rte) | 0 | 0 | +20.0 (+20.0 to +20.0) | 0 / 1 (rte) |" in report
+    assert "| other-100m | 100.0M | 1 (rte) | 0 | 0 | +8.0 (+8.0 to +8.0) | 1 (rte) / 1 (rte) |" in report
     assert report.index("| fam-10m | 10.0M | 1 (rte) | 0 | 0 | +14.0") < report.index("| other-100m | 100.0M | 1 (rte)")
     assert (tmp_path / "plots" / "scaling.png").is_file()
     assert "![elicitation gap and attempt rate against size](plots/scaling-derived.png)" in report
