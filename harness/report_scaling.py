@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -106,40 +107,46 @@ def section(models: list[tuple[str, int, dict]], results: list[TaskResult], out:
     return lines
 
 
-def verdicts(models: list[tuple[str, int, dict]], by_task: dict[str, list]) -> list[tuple[str, int, dict | None]]:
-    """Per model, smallest first: its tasks by verdict of the elicitation gap (None: no gap measured)."""
+@dataclass
+class ModelVerdicts:
+    """One model's tasks with a measured elicitation gap, by verdict, and those that beat the best constant answer."""
+
+    model: str
+    params: int
+    measured: list[Decomposition]
+    by: dict[str, list[str]]  # understates / overstates / same -> tasks
+    beat: dict[str, list[str]]  # best_prompt / ecological -> tasks where it beats the best constant answer
+
+
+def verdicts(models: list[tuple[str, int, dict]], by_task: dict[str, list]) -> list[ModelVerdicts]:
+    """Per model, smallest first."""
     out = []
     for model, params, _ in sorted(models, key=lambda m: m[1]):
         found = [d for per_model in by_task.values() for m, _, d in per_model if m == model]
-        measured: list[Decomposition] = sorted(
-            (d for d in found if d.elicitation_gap is not None), key=lambda d: d.task
-        )
+        measured = sorted((d for d in found if d.elicitation_gap is not None), key=lambda d: d.task)
         beat = {
             rung: [d.task for d in measured if getattr(d, rung) and clears(getattr(d, rung).estimate, d.constant)]
             for rung in ("best_prompt", "ecological")
         }
-        out.append(
-            (model, params, {"by": by_verdict(measured), "measured": measured, "beat": beat} if measured else None)
-        )
+        out.append(ModelVerdicts(model, params, measured, by_verdict(measured), beat))
     return out
 
 
-def verdicts_by_model(per_model: list[tuple[str, int, dict | None]], trained: list[str]) -> list[str]:
+def verdicts_by_model(per_model: list[ModelVerdicts], trained: list[str]) -> list[str]:
     """The table of `verdicts`: on which tasks the best prompt under- or over-states the trained ceiling."""
     rows = []
-    for model, params, found in per_model:
-        if found is None:
-            rows.append([model, params_text(params), "–", "–", "–", "–", "–"])
+    for v in per_model:
+        if not v.measured:
+            rows.append([v.model, params_text(v.params), "–", "–", "–", "–", "–"])
             continue
-        by, measured, beat = found["by"], found["measured"], found["beat"]
-        gaps = [d.elicitation_gap.value * 100 for d in measured]
+        gaps = [d.elicitation_gap.value * 100 for d in v.measured]  # type: ignore[union-attr]
         rows.append(
             [
-                model,
-                params_text(params),
-                *(listed(by[v]) for v in by),
+                v.model,
+                params_text(v.params),
+                *(listed(tasks) for tasks in v.by.values()),
                 f"{np.median(gaps):+.1f} ({min(gaps):+.1f} to {max(gaps):+.1f})",
-                f"{listed(beat['best_prompt'])} / {listed(beat['ecological'])}",
+                f"{listed(v.beat['best_prompt'])} / {listed(v.beat['ecological'])}",
             ]
         )
     return [
@@ -168,21 +175,21 @@ def listed(tasks: list[str]) -> str:
     return f"{len(tasks)}" + (f" ({', '.join(tasks)})" if tasks else "")
 
 
-def verdict_trend(per_model: list[tuple[str, int, dict | None]]) -> str:
+def verdict_trend(per_model: list[ModelVerdicts]) -> str:
     """One sentence: how the verdicts change from the smallest model to the largest."""
-    found = [(m, f) for m, _, f in per_model if f is not None]
+    found = [v for v in per_model if v.measured]
     if len(found) < 2:
         return ""
 
-    def counts(kind: str, v: str) -> str:
-        return ", ".join(str(len(f[kind][v])) for _, f in found)
+    def counts(tasks_of) -> str:
+        return ", ".join(str(len(tasks_of(v))) for v in found)
 
     return (
-        f" From the smallest model to the largest ({', '.join(m for m, _ in found)}), the best prompt significantly "
-        f"understates the trained ceiling on {counts('by', 'understates')} tasks and overstates it on "
-        f"{counts('by', 'overstates')} (of {', '.join(str(len(f['measured'])) for _, f in found)} measured); "
-        f"it beats the best constant answer on {counts('beat', 'best_prompt')}, the ecological method on "
-        f"{counts('beat', 'ecological')}."
+        f" From the smallest model to the largest ({', '.join(v.model for v in found)}), the best prompt significantly "
+        f"understates the trained ceiling on {counts(lambda v: v.by['understates'])} tasks and overstates it on "
+        f"{counts(lambda v: v.by['overstates'])} (of {counts(lambda v: v.measured)} measured); it beats the best "
+        f"constant answer on {counts(lambda v: v.beat['best_prompt'])}, the ecological method on "
+        f"{counts(lambda v: v.beat['ecological'])}."
     )
 
 
