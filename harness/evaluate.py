@@ -207,10 +207,11 @@ def plan_tasks(
         eval_examples = stratified_subset(data.load(spec, "val"), cfg.limit, cfg.limit_seed)
         if not eval_examples:
             raise HarnessError(f"{spec.name}: the val split is empty")
-        train = load_train(spec, train_source, data)
+        source = train_source.for_task(spec, data)
+        train = load_train(spec, source, data)
         notes = []
         if train is None and any(k > 0 for k in cfg.shots):
-            notes.append(f"no train split in {train_source.describe(spec)}: only zero-shot prompts were run")
+            notes.append(f"no train split in {source.describe(spec)}: only zero-shot prompts were run")
         units = []
         if "prompt" in cfg.methods:
             units = prompt_method.plan_units(
@@ -222,7 +223,7 @@ def plan_tasks(
                 len(train) if train is not None else None,
                 random_label_shots(cfg),
             )
-        trained, trained_notes = plan_trained(cfg, spec, prompts, train, train_source.describe(spec), presets)
+        trained, trained_notes = plan_trained(cfg, spec, prompts, train, source.describe(spec), presets)
         notes += trained_notes
         # Render every template once on a real example now, so a bad template fails before the model loads.
         for name in {u.template for u in units} | {u.template for u in trained}:
@@ -233,7 +234,7 @@ def plan_tasks(
         info = {
             "n_eval": len(eval_examples),
             "n_groups": len({e.group for e in eval_examples}),
-            "train_source": train_source.describe(spec) if train is not None else "none",
+            "train_source": source.describe(spec) if train is not None else "none",
             "n_train": len(train) if train is not None else 0,
             "prompts": str(prompts.path),
             "notes": notes,
@@ -290,6 +291,17 @@ def _check_same_eval_set(store: Store, cfg: EvalConfig, data: DataSource) -> Non
         raise HarnessError(
             f"{store.path} holds results for another eval set ({stored}); use another --out, or the same "
             "--data-dir/--limit/--limit-seed"
+        )
+
+
+def _check_same_train_source(store: Store, model: str, plan: TaskPlan) -> None:
+    """Demos and training examples come from the train source: stored units drawn from another can't be resumed."""
+    stored = (store.task_info(model, plan.spec.name) or {}).get("train_source")
+    wanted = plan.info.get("train_source")
+    if stored is not None and stored != wanted and store.unit_infos(model, plan.spec.name):
+        raise HarnessError(
+            f"{store.path} holds {model} {plan.spec.name} results with demos from {stored}, not {wanted}; use "
+            "another --out, or the same --train-set"
         )
 
 
@@ -353,6 +365,7 @@ def _run_model(
     work = []
     selections = []  # gold prompt units stored without train scores (by an older version): add them
     for plan in plans:
+        _check_same_train_source(store, model, plan)
         store.put_task(model, plan.spec.name, plan.info)
         for unit in plan.units:
             key = UnitKey(model, plan.spec.name, "prompt", unit.key)

@@ -318,6 +318,22 @@ class TrainSource:
 
     kind: str  # "fewglue" | "superglue" | "path"
     path: Path | None
+    auto: bool = False  # picked by `--train-set auto`: free to use the SuperGLUE train split where FewGLUE can't serve
+    why: str = ""  # why this task's source differs from the one asked for
+
+    def for_task(self, task: TaskSpec, data: DataSource) -> TrainSource:
+        """This task's source. FewGLUE's WSC holds positive examples only (PET trains WSC on the referent alone):
+        with one label, demos show one answer, train picks and probes can't tell templates apart. `auto` then takes
+        the SuperGLUE train split, where there is one."""
+        if not (self.auto and self.kind == "fewglue" and task.source == "superglue"):
+            return self
+        path = self.path / task.folder / "train.jsonl"
+        if not path.is_file() or not data.has_split(task, "train"):
+            return self
+        labels = {str(ex.label) for ex in load_jsonl_split(task, path)}
+        if len(labels) > 1:
+            return self
+        return TrainSource("superglue", None, why=f"FewGLUE's {path} holds one label only")
 
     def describe(self, task: TaskSpec) -> str:
         if task.source == "generated":
@@ -328,14 +344,14 @@ class TrainSource:
             return f"FewGLUE 32-example train ({self.path / task.folder / 'train.jsonl'})"
         if self.kind == "path":
             return f"{self.path / task.folder / 'train.jsonl'}"
-        return "SuperGLUE train split"
+        return "SuperGLUE train split" + (f"; {self.why}" if self.why else "")
 
 
 def resolve_train_source(option: str, data: DataSource, fewglue_dir: str | None = None) -> TrainSource:
     """`auto`: FewGLUE where its folder can be found, else the SuperGLUE train split."""
     if option == "auto":
         found = fewglue_folder(data, fewglue_dir)
-        return TrainSource("fewglue", found) if found else TrainSource("superglue", None)
+        return TrainSource("fewglue", found, auto=True) if found else TrainSource("superglue", None)
     if option == "fewglue":
         found = fewglue_folder(data, fewglue_dir)
         if found is None:

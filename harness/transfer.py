@@ -138,14 +138,15 @@ def plan(cfg: TransferConfig, preset: dict) -> tuple[list[TransferTask], DataSou
             raise HarnessError(f"{spec.name} (--tasks): transfer trains on labels or generated answers; it has neither")
         if not data.has_split(spec, "val"):
             raise HarnessError(f"{spec.name} (--tasks): no val split at {data.split_path(spec, 'val')}")
-        train_examples = load_train(spec, source, data)
+        task_source = source.for_task(spec, data)
+        train_examples = load_train(spec, task_source, data)
         if train_examples is None:
-            raise HarnessError(f"{spec.name} (--tasks): {source.describe(spec)} has no train split (--train-set)")
+            raise HarnessError(f"{spec.name} (--tasks): {task_source.describe(spec)} has no train split (--train-set)")
         available = len({e.group for e in train_examples})
         if cfg.source_n + cfg.target_n > available:
             raise HarnessError(
                 f"{spec.name}: --source-n {cfg.source_n} + --target-n {cfg.target_n} needs that many train "
-                f"examples (the samples are disjoint); {source.describe(spec)} has {available}"
+                f"examples (the samples are disjoint); {task_source.describe(spec)} has {available}"
             )
         prompts = load_prompts(spec.prompts_name, cfg.prompts_dir)
         template = _trained_template(spec, prompts, preset)

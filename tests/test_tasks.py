@@ -8,7 +8,15 @@ from collections import Counter
 import pytest
 
 from harness.errors import HarnessError
-from harness.tasks import TASKS, DataSource, get_task, load_jsonl_split, resolve_train_source, stratified_subset
+from harness.tasks import (
+    TASKS,
+    DataSource,
+    get_task,
+    load_jsonl_split,
+    load_train,
+    resolve_train_source,
+    stratified_subset,
+)
 
 VAL_SIZES = {"boolq": 3270, "cb": 56, "copa": 100, "rte": 277, "wic": 638, "wsc": 104, "multirc": 4848}
 
@@ -82,8 +90,23 @@ def test_subset_of_multirc_keeps_whole_questions(superglue_dir):
 
 
 def test_train_source_auto_prefers_fewglue(superglue_dir):
-    source = resolve_train_source("auto", DataSource(superglue_dir))
+    data = DataSource(superglue_dir)
+    source = resolve_train_source("auto", data)
     assert source.kind == "fewglue"
+    assert source.for_task(TASKS["rte"], data) is source
+
+
+def test_train_source_auto_skips_fewglue_with_one_label(superglue_dir):
+    """FewGLUE's WSC train holds positive examples only: auto takes SuperGLUE's train split, and says why."""
+    data = DataSource(superglue_dir)
+    wsc = TASKS["wsc"]
+    source = resolve_train_source("auto", data).for_task(wsc, data)
+    assert source.kind == "superglue"
+    assert source.describe(wsc).startswith("SuperGLUE train split; FewGLUE's ")
+    assert source.describe(wsc).endswith("WSC/train.jsonl holds one label only")
+    assert len({e.label for e in load_train(wsc, source, data)}) == 2
+    # asked for by name, FewGLUE is kept
+    assert resolve_train_source("fewglue", data).for_task(wsc, data).kind == "fewglue"
 
 
 def test_malformed_line_names_file_and_line(tmp_path):
@@ -113,3 +136,24 @@ def test_missing_folder_and_split(tmp_path):
 def test_unknown_task():
     with pytest.raises(HarnessError, match="unknown task 'rtee'"):
         get_task("rtee")
+
+
+def test_a_store_refuses_to_resume_a_task_from_another_train_source(tmp_path):
+    """Stored demos came from one train source: resuming with another would mix two demo pools in one table."""
+    from types import SimpleNamespace
+
+    from harness.evaluate import _check_same_train_source
+    from harness.store import Record, Store, UnitKey, VariantRecords
+
+    store = Store(tmp_path)
+    store.put_task("m", "wsc", {"train_source": "FewGLUE 32-example train (x)"})
+    plan = SimpleNamespace(spec=TASKS["wsc"], info={"train_source": "SuperGLUE train split"})
+    _check_same_train_source(store, "m", plan)  # no units stored yet: the task info is simply replaced
+    record = Record("0", "0", [0], [-1.0, -2.0], n_chars=[1, 1], valid_mass=1.0, top1_valid=True)
+    store.put_unit(UnitKey("m", "wsc", "prompt", "gold/a/k0/s0"), [VariantRecords("gold", "a", 0, 0, [record])])
+    with pytest.raises(HarnessError, match="holds m wsc results with demos from FewGLUE 32-example train"):
+        _check_same_train_source(store, "m", plan)
+    _check_same_train_source(
+        store, "m", SimpleNamespace(spec=TASKS["wsc"], info={"train_source": "FewGLUE 32-example train (x)"})
+    )
+    store.close()
