@@ -115,7 +115,9 @@ def test_eval_writes_outputs_resumes_and_rerenders(tiny_dir, env, tmp_path):
 
 
 SLOW_UNITS = """
-import sys, time
+import signal, sys, time
+# Ctrl-C as at a terminal: a shell starts background jobs with SIGINT ignored, and the child would inherit that
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from harness.store import Store
 put_unit = Store.put_unit
 def slow_put_unit(self, *args, **kwargs):
