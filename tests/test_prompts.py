@@ -7,6 +7,7 @@ import pytest
 from harness.errors import HarnessError
 from harness.prompts import load_prompts
 from harness.tasks import TASKS, DataSource, load_jsonl_split
+from tests.conftest import REPO
 
 
 @pytest.mark.parametrize("task", sorted(t for t, spec in TASKS.items() if spec.source == "superglue"))
@@ -109,3 +110,56 @@ def test_unknown_template_and_unknown_key(tmp_path):
 def test_missing_prompt_file(tmp_path):
     with pytest.raises(HarnessError, match="no prompt file for task rte"):
         load_prompts("rte", tmp_path)
+
+
+# One task per prompt file, to render its templates on real examples.
+_TASK_OF_PROMPT_FILE = {
+    "arithmetic": "add-2d",
+    "sorting": "sort-5",
+    "parity": "add-2d-parity",
+    "gpt3-arithmetic": "gpt3-two-digit-addition",
+}
+
+
+def _examples_for(prompt_file: str, superglue_dir, fewglue_dir):
+    from harness.synthetic import generate_split, gpt3_folder, load_gpt3_split
+    from harness.tasks import get_task
+
+    spec = get_task(_TASK_OF_PROMPT_FILE.get(prompt_file, prompt_file))
+    if spec.source == "superglue":
+        data = DataSource(superglue_dir)
+        if data.has_split(spec, "val"):
+            return spec, data.load(spec, "val")[:3]
+        return spec, load_jsonl_split(spec, fewglue_dir / spec.folder / "train.jsonl")[:3]
+    if prompt_file == "gpt3-arithmetic":
+        folder = gpt3_folder(superglue_dir)
+        if folder is None:
+            pytest.skip("no gpt3-arithmetic folder beside the SuperGLUE data")
+        return spec, load_gpt3_split(spec, folder, "val")[:3]
+    return spec, generate_split(spec, "val")[:3]
+
+
+@pytest.mark.parametrize("prompt_file", sorted(p.stem for p in (REPO / "prompts").glob("*.yaml")))
+def test_demos_and_query_are_separated_at_k2(prompt_file, superglue_dir, fewglue_dir):
+    """At k=2 every demo ends its answer and the next demo (or the query) starts after a newline: a demo's answer
+    never runs into the next question (gpt3-arithmetic's empty delimiter once gave " 117Q: What is 12 plus")."""
+    from harness.methods.prompt import build_prefix
+
+    prompts = load_prompts(prompt_file)
+    spec, examples = _examples_for(prompt_file, superglue_dir, fewglue_dir)
+    demos, query = examples[:2], examples[2]
+    for template in prompts.templates + prompts.controls:
+        prefix = build_prefix(template, prompts, demos, None, spec)
+        text = prefix + template.render(query)[0]
+        position = 0
+        for demo in demos:
+            demo_text, choices = template.render(demo)
+            assert text.startswith(demo_text, position), (template.name, text)
+            position += len(demo_text) + len(template.target_delimiter)
+            answer = next(c for c in choices if text.startswith(c, position))
+            position += len(answer)
+            rest = text[position:]
+            gap = rest[: len(rest) - len(rest.lstrip())]
+            assert "\n" in gap, f"{prompt_file}/{template.name}: demo answer runs into {rest[:30]!r}"
+            position += len(prompts.fewshot_delimiter)
+        assert text.endswith(template.render(query)[0])
