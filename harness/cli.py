@@ -140,6 +140,13 @@ def eval_command(
     presets_dir: Annotated[
         str, typer.Option(help="Folder of <method>.yaml presets to use instead of the shipped probes/.")
     ] = None,
+    random_init_baseline: Annotated[
+        str,
+        typer.Option(
+            help="Trained methods that also run on a seeded re-initialisation of the model (variant "
+            "<variant>-random-init), the baseline of their selectivity: comma-separated, or 'none'."
+        ),
+    ] = "probe",
 ) -> None:
     """Evaluate models on a suite; writes OUT/results.db, OUT/summary.csv, OUT/report.md."""
     from harness.evaluate import EvalConfig, run_eval
@@ -167,6 +174,7 @@ def eval_command(
         train_sizes=_ints(train_sizes, "--train-sizes") if train_sizes is not None else None,
         overrides=list(set_ or []),
         presets_dir=presets_dir,
+        random_init_baseline=[] if random_init_baseline == "none" else _split(random_init_baseline) or [],
         prompts_dir=prompts_dir,
         trust_remote_code=trust_remote_code,
     )

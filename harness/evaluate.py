@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ from harness.features import FeatureCache, n_states
 from harness.methods import prompt as prompt_method
 from harness.methods.presets import check_overrides, load_preset
 from harness.methods.training import TrainedUnit
+from harness.models import RANDOM_INIT_SEED, random_init_copy
 from harness.prompts import PromptSet, load_prompts
 from harness.resources import resource_dir
 from harness.store import Store, UnitKey, VariantRecords
@@ -38,6 +39,7 @@ METHODS = {
     "probe": "logistic-regression probes on every layer's hidden states, layer chosen by CV on train",
 }
 TRAINED_METHODS = ("ptune", "bitfit", "probe")
+RANDOM_INIT_SUFFIX = "-random-init"  # the variant of a trained method run on the re-initialised model
 DEFAULT_TRAIN_SIZE = 32  # FewGLUE's size
 
 
@@ -66,6 +68,9 @@ class EvalConfig:
     train_sizes: list[int] | None = None  # trained methods; None: 32 (FewGLUE's size)
     overrides: list[str] = field(default_factory=list)  # --set method.key=value
     presets_dir: str | None = None
+    # trained methods also run on a re-initialised copy of the model (variant `<variant>-random-init`): the
+    # baseline that selectivity is measured against
+    random_init_baseline: list[str] = field(default_factory=lambda: ["probe"])
 
 
 @dataclass
@@ -121,6 +126,11 @@ def validate(cfg: EvalConfig) -> None:
         raise HarnessError("--demo-selection must be 'random' or 'first'")
     if cfg.train_sizes is not None and (not cfg.train_sizes or any(n < 2 for n in cfg.train_sizes)):
         raise HarnessError("--train-sizes must be integers of at least 2")
+    for m in cfg.random_init_baseline:
+        if m not in TRAINED_METHODS:
+            raise HarnessError(
+                f"unknown method '{m}' (--random-init-baseline): trained methods are {', '.join(TRAINED_METHODS)}"
+            )
     check_overrides(cfg.overrides)
 
 
@@ -169,6 +179,8 @@ def plan_trained(
                 for seed in range(cfg.seeds):
                     for control in (False, True):
                         units.append(TrainedUnit(method, variant, template.name, n, seed, control))
+                    if method in cfg.random_init_baseline:
+                        units.append(TrainedUnit(method, variant + RANDOM_INIT_SUFFIX, template.name, n, seed))
     return units, notes
 
 
@@ -401,6 +413,15 @@ def _run_model(
     from harness.methods.tuning import run_tuning_unit
 
     cache = FeatureCache()
+    baseline: list = []  # the random-init copy of the model and its engine, made when first needed
+
+    def random_engine():
+        if not baseline:
+            from harness.engine import Engine
+
+            baseline.append(Engine(random_init_copy(engine.model, RANDOM_INIT_SEED), engine.tokenizer, cfg.batch_size))
+        return baseline[0]
+
     with Progress(
         *columns, console=console, transient=False, disable=os.environ.get("HARNESS_NO_PROGRESS") == "1"
     ) as bar:
@@ -418,12 +439,13 @@ def _run_model(
                 if isinstance(unit, prompt_method.PromptUnit):
                     outputs, info = _run_prompt_unit(model, plan, unit, engine, cfg, presets, cache, advance)
                 elif unit.method == "probe":
+                    random_init = unit.variant.endswith(RANDOM_INIT_SUFFIX)
                     outputs, info = run_probe_unit(
                         unit,
                         plan.spec,
                         plan.prompts,
-                        engine,
-                        model,
+                        random_engine() if random_init else engine,
+                        f"{model}@random-init-s{RANDOM_INIT_SEED}" if random_init else model,  # features cache key
                         plan.eval_examples,
                         plan.train,
                         presets["probe"],
@@ -431,17 +453,21 @@ def _run_model(
                     )
                     advance(_cost(plan, unit, presets, cfg))
                 else:
+                    random_init = unit.variant.endswith(RANDOM_INIT_SUFFIX)
                     outputs, info = run_tuning_unit(
-                        unit,
+                        replace(unit, variant=unit.variant.removesuffix(RANDOM_INIT_SUFFIX)),
                         plan.spec,
                         plan.prompts,
-                        engine.model,
+                        random_engine().model if random_init else engine.model,
                         engine.tokenizer,
                         plan.eval_examples,
                         plan.train,
                         presets[unit.method],
                         advance,
                     )
+                    if random_init:
+                        outputs = [replace(o, variant=unit.stored_variant) for o in outputs]
+                        info = {**info, "random_init": True, "random_init_seed": RANDOM_INIT_SEED}
                     advance(len(plan.eval_examples))
                 store.put_unit(key, outputs, info)
                 finished += 1

@@ -586,3 +586,24 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto", trust_remot
         device=dev,
         dtype=str(torch_dtype).removeprefix("torch."),
     )
+
+
+# ---------------------------------------------------------------------------------------------------- controls
+RANDOM_INIT_SEED = 17  # the random-init baseline's weights: one fixed draw per architecture (not 0, which a test or
+# a caller may have used to make the model itself)
+
+
+def random_init_copy(model: PreTrainedModel, seed: int = RANDOM_INIT_SEED) -> PreTrainedModel:
+    """The same architecture with freshly initialised weights (the random-init baseline of a probe or a tuned
+    method): same config class and parameter shapes, the config's own initialiser (`init_weights`, which ties
+    the output head to the embeddings when the config says so), drawn under a fixed seed so it is reproducible.
+    Same dtype and device as `model`, eval mode, requires_grad False on all params like a loaded model."""
+    param = next(model.parameters())
+    devices = torch.random.fork_rng(devices=[]) if param.device.type == "cpu" else torch.random.fork_rng()
+    with devices:
+        torch.manual_seed(seed)
+        copy = model.__class__(model.config)
+    copy = copy.to(device=param.device, dtype=param.dtype).eval()
+    for p in copy.parameters():
+        p.requires_grad_(False)
+    return copy

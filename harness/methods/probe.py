@@ -4,10 +4,17 @@ Features are the states at the last token of a neutral rendering of the example 
 template by default: the example's fields and no question), or their mean over its tokens. The layer is chosen
 by cross-validation on the train sample only; the unit's info keeps the per-layer accuracy curves (cross-validated
 on train, and on eval for the report's plot; eval never chooses anything).
+
+The unit's info also keeps the online (prequential) codelength of the train labels at the chosen layer (MDL
+probing, Voita & Titov 2020): `mdl_bits`, against the uniform code's `uniform_bits`, and their ratio
+`compression`. The random-init baseline (variant `probe-random-init`) is the same probe on a re-initialised copy
+of the model, so its codelength and accuracy say what the architecture alone gives.
 """
 
 from __future__ import annotations
 
+import math
+import random
 import time
 import warnings
 
@@ -97,6 +104,46 @@ def cv_accuracy(preset: dict, x: np.ndarray, y: np.ndarray, groups: list[str], s
     return correct / len(y)
 
 
+RANDOM_INIT_SUFFIX = "-random-init"  # variant of a trained method run on the re-initialised model
+
+
+def mdl_blocks(n: int) -> list[int]:
+    """Block ends of the online code: 2, 4, 8, ... and n (Voita & Titov's 0.1%, 0.2%, ... adapted to small n)."""
+    ends, end = [], 2
+    while end < n:
+        ends.append(end)
+        end *= 2
+    return ends + [n]
+
+
+def online_codelength(preset: dict, x: np.ndarray, y: np.ndarray, n_classes: int, seed: int) -> dict:
+    """MDL of the labels given the features, online code (Voita & Titov 2020), in bits.
+
+    The examples are shuffled (seeded); the first block is sent with the uniform code, each next block with a
+    probe fitted on all blocks before it (-log2 p(gold) summed). While only one class has been seen, the
+    block is coded with the Laplace estimate of the labels seen so far (a probe cannot be fitted)."""
+    order = list(range(len(y)))
+    random.Random(f"mdl/{seed}").shuffle(order)
+    x, y = x[order], y[order]
+    ends = mdl_blocks(len(y))
+    uniform = len(y) * math.log2(n_classes)
+    bits = ends[0] * math.log2(n_classes)
+    for start, end in zip(ends, ends[1:]):
+        seen = y[:start]
+        if len(set(seen.tolist())) < 2:
+            counts = np.bincount(seen, minlength=n_classes) + 1.0
+            logp = np.log(np.tile(counts / counts.sum(), (end - start, 1)))
+        else:
+            logp = _fit_predict(preset, x[:start], seen, x[start:end], n_classes)
+        bits += float(-logp[np.arange(end - start), y[start:end]].sum() / math.log(2))
+    return {
+        "mdl_bits": bits,
+        "uniform_bits": uniform,
+        "compression": uniform / bits if bits > 0 else float("inf"),
+        "mdl_blocks": ends,
+    }
+
+
 def run_probe_unit(
     unit: TrainedUnit,
     task: TaskSpec,
@@ -147,6 +194,8 @@ def run_probe_unit(
         "cv_curve": cv_curve,
         "eval_curve": eval_curve,
         "trained_params": (width + 1) * (n_classes if n_classes > 2 else 1),
+        **online_codelength(preset, x_train[:, best], y, n_classes, unit.seed),
+        "random_init": unit.variant.endswith(RANDOM_INIT_SUFFIX),
         "n_fit": len(sample),
         "features_computed": bool(computed_train or computed_eval),
         "seconds": round(time.perf_counter() - started, 1),
