@@ -39,6 +39,14 @@ def _ints(value: str, flag: str) -> list[int]:
         raise HarnessError(f"{flag} expects comma-separated integers, got '{value}'") from None
 
 
+def _train_sizes(value: str) -> list[int | str]:
+    """--train-sizes: integers, or `all` for a task's whole train split (resolved per task)."""
+    try:
+        return [v.lower() if v.lower() == "all" else int(v) for v in _split(value) or []]
+    except ValueError:
+        raise HarnessError(f"--train-sizes expects comma-separated integers or 'all', got '{value}'") from None
+
+
 def _random_label_shots(value: str | None) -> list[int] | None:
     if value is None:
         return None
@@ -126,15 +134,16 @@ def eval_command(
     train_sizes: Annotated[
         str,
         typer.Option(
-            help="Trained methods: comma-separated train sample sizes for learning curves (default 32, "
-            "FewGLUE's size). A quarter of each sample is held out for early stopping; eval data never is."
+            help="Trained methods: comma-separated train sample sizes for learning curves, e.g. 8,32,128,all "
+            "(all: the task's whole train split; default 32, FewGLUE's size). A quarter of each sample is held "
+            "out for early stopping; eval data never is."
         ),
     ] = None,
     set_: Annotated[
         list[str],
         typer.Option(
             "--set",
-            help="Override a method preset (probes/<method>.yaml): METHOD.KEY=VALUE, e.g. ptune.steps=40. Repeatable.",
+            help="Override a method preset (probes/<method>.yaml): METHOD.KEY=VALUE, e.g. ptune.max_steps=40. Repeatable.",
         ),
     ] = None,
     presets_dir: Annotated[
@@ -171,7 +180,7 @@ def eval_command(
         train_set=train_set,
         fewglue_dir=fewglue_dir,
         demo_selection=demo_selection,
-        train_sizes=_ints(train_sizes, "--train-sizes") if train_sizes is not None else None,
+        train_sizes=_train_sizes(train_sizes) if train_sizes is not None else None,
         overrides=list(set_ or []),
         presets_dir=presets_dir,
         random_init_baseline=[] if random_init_baseline == "none" else _split(random_init_baseline) or [],

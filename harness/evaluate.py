@@ -65,7 +65,7 @@ class EvalConfig:
     demo_selection: str = "random"
     prompts_dir: str | None = None
     trust_remote_code: bool = False
-    train_sizes: list[int] | None = None  # trained methods; None: 32 (FewGLUE's size)
+    train_sizes: list[int | str] | None = None  # trained methods; "all": the whole train split; None: 32 (FewGLUE)
     overrides: list[str] = field(default_factory=list)  # --set method.key=value
     presets_dir: str | None = None
     # trained methods also run on a re-initialised copy of the model (variant `<variant>-random-init`): the
@@ -124,8 +124,11 @@ def validate(cfg: EvalConfig) -> None:
         raise HarnessError("--batch-size must be at least 1")
     if cfg.demo_selection not in ("random", "first"):
         raise HarnessError("--demo-selection must be 'random' or 'first'")
-    if cfg.train_sizes is not None and (not cfg.train_sizes or any(n < 2 for n in cfg.train_sizes)):
-        raise HarnessError("--train-sizes must be integers of at least 2")
+    if cfg.train_sizes is not None and (
+        not cfg.train_sizes
+        or any(n != "all" and (isinstance(n, bool) or not isinstance(n, int) or n < 2) for n in cfg.train_sizes)
+    ):
+        raise HarnessError("--train-sizes must be integers of at least 2 or 'all'")
     for m in cfg.random_init_baseline:
         if m not in TRAINED_METHODS:
             raise HarnessError(
@@ -163,7 +166,10 @@ def plan_trained(
             "(--train-set)"
         )
     available = len({e.group for e in train})
-    sizes = cfg.train_sizes or [min(DEFAULT_TRAIN_SIZE, available)]
+    # "all": the task's whole train split (its metric groups); a size named twice after that is planned once
+    sizes = list(dict.fromkeys(available if n == "all" else n for n in cfg.train_sizes or [])) or [
+        min(DEFAULT_TRAIN_SIZE, available)
+    ]
     for n in sizes:
         if n > available:
             raise HarnessError(
@@ -482,7 +488,7 @@ def _cost(plan: TaskPlan, unit, presets: dict, cfg: EvalConfig) -> int:
     """Progress steps of a unit: its eval requests, plus the optimiser steps of a training run, plus the
     train examples that score a prompt for template selection."""
     if isinstance(unit, TrainedUnit) and unit.method != "probe":
-        return presets[unit.method]["steps"] + len(plan.eval_examples)
+        return presets[unit.method]["max_steps"] + len(plan.eval_examples)
     if isinstance(unit, prompt_method.PromptUnit) and wants_selection(plan, unit, cfg):
         return len(plan.eval_examples) + _selection_cost(plan)
     return len(plan.eval_examples)

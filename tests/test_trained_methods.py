@@ -8,6 +8,7 @@ and are removed afterwards; cached features make a probe rerun skip the model; p
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import numpy as np
@@ -19,7 +20,16 @@ from harness.features import FeatureCache
 from harness.methods import bitfit
 from harness.methods.presets import check_overrides, load_preset
 from harness.methods.probe import run_probe_unit
-from harness.methods.training import TrainedUnit, control_examples, split_holdout
+from harness.methods.training import (
+    ChoiceScorer,
+    TrainedUnit,
+    _evaluate,
+    control_examples,
+    fit_items,
+    split_holdout,
+    train,
+    unit_converged,
+)
 from harness.methods.tuning import run_tuning_unit
 from harness.prompts import load_prompts
 from harness.tasks import Example, TaskSpec
@@ -126,7 +136,8 @@ def test_bitfit_step0_identical_on_smollm2(smollm2):
 def test_presets_load_and_reject_bad_keys_and_types(tmp_path):
     shipped = load_preset("ptune")
     assert shipped["variants"] == ["prompt-tuning", "p-tuning"] and shipped["num_virtual_tokens"] == 20
-    assert load_preset("ptune", overrides=["ptune.steps=7", "bitfit.steps=3"])["steps"] == 7
+    assert load_preset("ptune", overrides=["ptune.max_steps=7", "bitfit.max_steps=3"])["max_steps"] == 7
+    assert load_preset("ptune", overrides=["ptune.steps=9"])["max_steps"] == 9  # the old name still works
     assert load_preset("probe", overrides=["probe.layers=[2, 5]"])["layers"] == [2, 5]
 
     (tmp_path / "bitfit.yaml").write_text("learning_rate: 0.01\nsteps: 5\nwarmup: 3\n")
@@ -135,8 +146,10 @@ def test_presets_load_and_reject_bad_keys_and_types(tmp_path):
     (tmp_path / "bitfit.yaml").write_text("learning_rate: fast\n")
     with pytest.raises(HarnessError, match=r"bitfit.learning_rate must be a number, not 'fast'"):
         load_preset("bitfit", tmp_path)
-    with pytest.raises(HarnessError, match=r"--set ptune.steps=many: ptune.steps must be an integer"):
-        load_preset("ptune", overrides=["ptune.steps=many"])
+    with pytest.raises(HarnessError, match=r"--set ptune.max_steps=many: ptune.max_steps must be an integer"):
+        load_preset("ptune", overrides=["ptune.max_steps=many"])
+    with pytest.raises(HarnessError, match=r"ptune.max_seconds must be positive"):
+        load_preset("ptune", overrides=["ptune.max_seconds=0"])
     with pytest.raises(HarnessError, match=r"unknown key 'depth' for probe"):
         check_overrides(["probe.depth=3"])
     with pytest.raises(HarnessError, match=r"expected METHOD.KEY=VALUE"):
@@ -190,7 +203,7 @@ def test_probe_decodes_a_linear_label_and_its_control_stays_near_chance(smollm2,
 @pytest.mark.parametrize(("method", "variant"), [("ptune", "prompt-tuning"), ("bitfit", "bitfit")])
 def test_tuned_methods_beat_their_control_task(smollm2, category, method, variant):
     prompts, train, evals = category
-    preset = load_preset(method, overrides=[f"{method}.steps=16"])
+    preset = load_preset(method, overrides=[f"{method}.max_steps=16"])
     results = {}
     for control in (False, True):
         unit = TrainedUnit(method, variant, "lm-eval", 32, 0, control)
@@ -211,7 +224,7 @@ def test_cli_trained_methods_end_to_end_and_bad_input(tiny_dir, env, tmp_path):
 
     out = tmp_path / "run"
     args = ["eval", "--model", str(tiny_dir), "--tasks", "rte", "--limit", "4", "--seeds", "1", "--out", str(out)]
-    fast = ["--set", "ptune.steps=2", "--set", "bitfit.steps=2", "--set", "ptune.eval_every=1"]
+    fast = ["--set", "ptune.max_steps=2", "--set", "bitfit.max_steps=2", "--set", "ptune.eval_every=1"]
     run = harness(*args, "--methods", "ptune,bitfit,probe", "--train-sizes", "8", *fast, env=env)
     assert run.returncode == 0, run.stderr
     summary = pd.read_csv(out / "summary.csv")
@@ -250,7 +263,11 @@ def test_cli_trained_methods_end_to_end_and_bad_input(tiny_dir, env, tmp_path):
             ["--methods", "probe", "--train-sizes", "64"],
             "train size 64 (--train-sizes) is larger than rte's train split",
         ),
-        (["--methods", "bitfit", "--set", "bitfit.steps=3"], "holds bitfit results made with another preset (steps"),
+        (
+            ["--methods", "bitfit", "--set", "bitfit.max_steps=3"],
+            "holds bitfit results made with another preset (max_steps",
+        ),
+        (["--methods", "probe", "--train-sizes", "8,lots"], "--train-sizes expects comma-separated integers or 'all'"),
         (["--methods", "ptune", "--set", "ptune.depth=2"], "unknown key 'depth' for ptune"),
         (["--methods", "ptune", "--set", "ptune.learning_rate=high"], "ptune.learning_rate must be a number"),
         (
@@ -280,3 +297,104 @@ def test_probe_log_probabilities_match_sklearn_and_stay_finite(n_classes):
     assert np.allclose(got, want, atol=1e-8)
     far = _fit_predict(preset, x, y, x_eval * 1e4, n_classes)  # probabilities that underflow to 0 in sklearn
     assert np.isfinite(far).all()
+
+
+# ---------------------------------------------------------------- training until convergence (tiny model)
+def _bitfit_run(tiny_lm, category, fit_label=None, **preset):
+    """Train BitFit on 24 fit / 8 held-out examples (`fit_label`: every fit example relabelled to it); return
+    (result, kept biases, held-out loss recomputed at the kept state, fit loss recomputed at the kept state)."""
+    model, tokenizer = tiny_lm
+    prompts, train_examples, _ = category
+    template = prompts.get("lm-eval")
+    fit, held = split_holdout(train_examples[:32], 0.25, seed=0)
+    if fit_label is not None:
+        fit = [dataclasses.replace(e, label=fit_label) for e in fit]
+    full = {**load_preset("bitfit"), **preset}
+    with bitfit.bias_only(model) as (params, _):
+        scorer = ChoiceScorer(model, tokenizer)
+        fit_items_, held_items = fit_items(scorer, template, fit), fit_items(scorer, template, held)
+        result = train(scorer, params, fit_items_, held_items, full, seed=0)
+        kept = [p.detach().clone() for p in params]
+        recomputed = _evaluate(scorer, held_items, full["objective"], full["batch_size"])[0]
+        train_loss = _evaluate(scorer, fit_items_, full["objective"], full["batch_size"])[0]
+    return result, kept, recomputed, train_loss
+
+
+def test_patience_stops_the_run_before_max_steps_and_marks_it_converged(tiny_lm, category):
+    result, _, recomputed, train_loss = _bitfit_run(
+        tiny_lm, category, learning_rate=0.5, max_steps=200, eval_every=1, patience=2, max_seconds=600.0
+    )
+    assert result.stopped_by == "patience" and result.converged is True
+    assert result.steps_run < 200
+    assert result.steps_run == result.best_step + 2  # two checks without a better held-out loss, then stop
+    losses = [loss for step, loss, _ in result.curve]
+    assert result.holdout_loss == min(losses) and recomputed == pytest.approx(result.holdout_loss, abs=1e-6)
+    assert train_loss == pytest.approx(result.train_loss, abs=1e-6)
+    assert unit_converged({"converged": result.converged}) is True
+
+
+def test_a_capped_run_is_not_converged(tiny_lm, category):
+    by_steps, *_ = _bitfit_run(tiny_lm, category, max_steps=2, eval_every=1, patience=50)
+    assert (by_steps.steps_run, by_steps.stopped_by, by_steps.converged) == (2, "max_steps", False)
+    by_time, *_ = _bitfit_run(tiny_lm, category, max_steps=200, eval_every=50, patience=50, max_seconds=1e-6)
+    assert (by_time.steps_run, by_time.stopped_by, by_time.converged) == (1, "max_seconds", False)
+    assert [step for step, _, _ in by_time.curve] == [0, 1]  # the held-out loss is checked at the time cap
+    assert unit_converged({"converged": False}) is False
+    assert unit_converged({"cv_curve": []}) is None  # a probe unit, or a store from before
+
+
+def test_the_kept_state_is_the_best_held_out_step_not_the_last(tiny_lm, category):
+    # a large learning rate: the held-out loss stops improving and the run ends by patience two checks later, so
+    # the last state is not the kept one
+    settings = dict(learning_rate=0.5, max_steps=200, eval_every=1, patience=2)
+    result, kept, recomputed, _ = _bitfit_run(tiny_lm, category, **settings)
+    assert 0 < result.best_step < result.steps_run
+    losses = dict((step, loss) for step, loss, _ in result.curve)
+    assert losses[result.steps_run] >= result.holdout_loss - 1e-6 and result.holdout_loss == min(losses.values())
+    assert recomputed == pytest.approx(result.holdout_loss, abs=1e-6)
+    # the same run stopped at best_step (same seed, same batches) ends in exactly the kept parameters
+    settings |= {"max_steps": result.best_step, "patience": 1000}
+    again, snapshot, _, _ = _bitfit_run(tiny_lm, category, **settings)
+    assert again.steps_run == again.best_step == result.best_step
+    assert all(torch.equal(a, b) for a, b in zip(kept, snapshot))
+
+
+def test_tuning_unit_info_records_convergence(tiny_lm, category):
+    model, tokenizer = tiny_lm
+    prompts, train_examples, evals = category
+    preset = {**load_preset("bitfit"), "max_steps": 3, "eval_every": 1, "patience": 10}
+    unit = TrainedUnit("bitfit", "bitfit", "lm-eval", 16, 0)
+    _, info = run_tuning_unit(unit, CATEGORY, prompts, model, tokenizer, evals[:4], train_examples, preset)
+    assert (info["steps_run"], info["stopped_by"], info["converged"]) == (3, "max_steps", False)
+    assert info["train_loss"] > 0 and info["holdout_loss"] > 0 and 0 <= info["best_step"] <= 3
+    assert unit_converged(info) is False
+
+
+def test_train_sizes_all_resolves_to_the_whole_train_split(category):
+    from harness.cli import _train_sizes
+    from harness.evaluate import EvalConfig, plan_trained, validate
+
+    prompts, train_examples, _ = category
+    assert _train_sizes("8,32,ALL") == [8, 32, "all"]
+    with pytest.raises(HarnessError, match="--train-sizes"):
+        _train_sizes("8,most")
+    presets = {"bitfit": load_preset("bitfit")}
+    cfg = EvalConfig(models=["tiny"], methods=["bitfit"], train_sizes=[8, "all"], seeds=1)
+    validate(cfg)
+    units, _ = plan_trained(cfg, CATEGORY, prompts, train_examples, "test", presets)
+    assert len(train_examples) == 64 and sorted({u.train_size for u in units}) == [8, 64]
+    # a numeric size equal to the split and `all` are one size; a larger numeric size is refused
+    units, _ = plan_trained(replace_sizes(cfg, [64, "all"]), CATEGORY, prompts, train_examples, "test", presets)
+    assert {u.train_size for u in units} == {64} and len(units) == 2  # task and control, one seed
+    with pytest.raises(HarnessError, match=r"train size 128 \(--train-sizes\) is larger"):
+        plan_trained(replace_sizes(cfg, [128, "all"]), CATEGORY, prompts, train_examples, "test", presets)
+    with pytest.raises(HarnessError, match="--train-sizes must be integers of at least 2 or 'all'"):
+        validate(replace_sizes(cfg, ["most"]))
+    units, _ = plan_trained(replace_sizes(cfg, None), CATEGORY, prompts, train_examples, "test", presets)
+    assert {u.train_size for u in units} == {32}  # the default stays FewGLUE's 32
+
+
+def replace_sizes(cfg, sizes):
+    from dataclasses import replace
+
+    return replace(cfg, train_sizes=sizes)

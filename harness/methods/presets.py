@@ -12,7 +12,8 @@ from harness.resources import read_yaml, resource_dir
 _TRAINING = {
     "template": str,
     "learning_rate": float,
-    "steps": int,
+    "max_steps": int,
+    "max_seconds": float,
     "batch_size": int,
     "eval_every": int,
     "patience": int,
@@ -36,11 +37,20 @@ SCHEMA: dict[str, dict[str, object]] = {
         "cv_folds": int,
     },
 }
-POSITIVE = {"learning_rate", "steps", "batch_size", "eval_every", "patience", "num_virtual_tokens"}
+POSITIVE = {"learning_rate", "max_steps", "max_seconds", "batch_size", "eval_every", "patience", "num_virtual_tokens"}
 POSITIVE |= {"encoder_hidden_size", "C", "max_iter"}
 
 
+# Keys renamed since earlier presets, still accepted in a YAML file and in --set under their old name.
+RENAMED = {"steps": "max_steps"}
+
+
+def _name(method: str, key: str) -> str:
+    return RENAMED[key] if RENAMED.get(key) in SCHEMA[method] else key
+
+
 def _check(method: str, key: str, value: object, where: str) -> object:
+    key = _name(method, key)
     kind = SCHEMA[method].get(key)
     if kind is None:
         known = ", ".join(SCHEMA[method])
@@ -80,7 +90,7 @@ def _check(method: str, key: str, value: object, where: str) -> object:
 
 def _parse_override(text: str) -> tuple[str, str, object]:
     if "=" not in text or "." not in text.split("=", 1)[0]:
-        raise HarnessError(f"--set {text!r}: expected METHOD.KEY=VALUE, e.g. ptune.steps=40")
+        raise HarnessError(f"--set {text!r}: expected METHOD.KEY=VALUE, e.g. ptune.max_steps=40")
     name, raw = text.split("=", 1)
     method, key = name.split(".", 1)
     if method not in SCHEMA:
@@ -101,14 +111,14 @@ def load_preset(method: str, presets_dir: str | Path | None = None, overrides: l
     data = read_yaml(path, f"preset for method '{method}' (--presets-dir)")
     if not isinstance(data, dict):
         raise HarnessError(f"{path}: a preset must be a mapping of keys to values")
-    preset = {key: _check(method, key, value, str(path)) for key, value in data.items()}
+    preset = {_name(method, key): _check(method, key, value, str(path)) for key, value in data.items()}
     missing = [k for k in SCHEMA[method] if k not in preset]
     if missing:
         raise HarnessError(f"{path}: missing key(s) {', '.join(missing)}")
     for text in overrides or []:
         m, key, value = _parse_override(text)
         if m == method:
-            preset[key] = _check(method, key, value, f"--set {text}")
+            preset[_name(method, key)] = _check(method, key, value, f"--set {text}")
     return preset
 
 

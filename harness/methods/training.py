@@ -228,6 +228,9 @@ def loss_of(scores: list[ChoiceScores], items: Sequence[_Item], objective: str) 
 
 
 # ---------------------------------------------------------------- training loop
+STOPPED_BY = ("patience", "max_steps", "max_seconds")
+
+
 @dataclass
 class TrainResult:
     steps_run: int
@@ -236,6 +239,23 @@ class TrainResult:
     holdout_acc: float
     seconds: float
     curve: list[tuple[int, float, float]]  # (step, held-out loss, held-out accuracy)
+    train_loss: float = float("nan")  # mean loss over all the fit items at the kept state (one no-grad pass)
+    stopped_by: str = "max_steps"  # patience | max_steps | max_seconds
+    converged: bool = False  # stopped by patience: the held-out loss stopped improving before either cap
+
+
+def unit_converged(info: dict) -> bool | None:
+    """Whether a stored ptune/bitfit unit trained to convergence (its held-out loss stopped improving for the
+    patience window before max_steps or max_seconds); None where the info records no convergence (a store made
+    before it was recorded, or a probe unit)."""
+    value = info.get("converged") if isinstance(info, dict) else None
+    return None if value is None else bool(value)
+
+
+def step_cap(preset: dict) -> int:
+    """The most optimiser steps of a run: `max_steps`; a caller that sets the old key `steps` on a loaded preset
+    (harness/transfer.py's source and target phases) overrides it."""
+    return int(preset["steps"] if "steps" in preset else preset["max_steps"])
 
 
 def _evaluate(scorer: ChoiceScorer, items: list[_Item], objective: str, batch_size: int) -> tuple[float, float]:
@@ -258,20 +278,26 @@ def train(
     seed: int,
     progress: Callable[[int], None] | None = None,
 ) -> TrainResult:
-    """AdamW on `params`; keeps the state with the best held-out loss; stops early after `patience` checks.
-    With no `held` items it runs all `steps` and keeps the last state (a brief phase on a few examples, where a
-    held-out split would leave too few to fit)."""
+    """AdamW at a constant learning rate on `params` until the held-out loss stops improving.
+
+    The held-out loss is checked every `eval_every` steps; the run stops (`patience`, converged) after `patience`
+    checks without a better one, and the state with the best held-out loss is kept. Two caps end a run that has
+    not converged: `max_steps` optimiser steps and `max_seconds` of wall time (checked after each step; the
+    held-out loss is checked once more at the cap, so the kept state considers the last step). With no `held`
+    items nothing can converge: it runs to a cap and keeps the last state (a brief phase on a few examples,
+    where a held-out split would leave too few to fit)."""
     started = time.perf_counter()
     torch.manual_seed(seed)
     rng = random.Random(f"batches/{seed}")
     opt = torch.optim.AdamW(params, lr=preset["learning_rate"], weight_decay=0.0)
     objective, batch_size = preset["objective"], preset["batch_size"]
+    max_steps, max_seconds = step_cap(preset), preset.get("max_seconds")
     loss, acc = _evaluate(scorer, held, objective, batch_size) if held else (float("nan"), float("nan"))
     best = (loss, 0, acc, [p.detach().clone() for p in params])
     curve = [(0, loss, acc)]
     order: list[int] = []
-    checks_without_gain, step = 0, 0
-    for step in range(1, preset["steps"] + 1):
+    checks_without_gain, step, stopped_by = 0, 0, "max_steps"
+    for step in range(1, max_steps + 1):
         if len(order) < batch_size:
             order += rng.sample(range(len(fit)), len(fit))
         batch = [fit[i] for i in order[:batch_size]]
@@ -284,7 +310,8 @@ def train(
         opt.step()
         if progress:
             progress(1)
-        if held and (step % preset["eval_every"] == 0 or step == preset["steps"]):
+        out_of_time = max_seconds is not None and time.perf_counter() - started >= max_seconds
+        if held and (step % preset["eval_every"] == 0 or step == max_steps or out_of_time):
             loss, acc = _evaluate(scorer, held, objective, batch_size)
             curve.append((step, loss, acc))
             if loss < best[0] - 1e-6:
@@ -293,13 +320,30 @@ def train(
             else:
                 checks_without_gain += 1
                 if checks_without_gain >= preset["patience"]:
+                    stopped_by = "patience"
                     break
-    if not held:
-        return TrainResult(step, step, loss, acc, time.perf_counter() - started, curve)
-    with torch.no_grad():
-        for p, kept in zip(params, best[3]):
-            p.copy_(kept)
-    return TrainResult(step, best[1], best[0], best[2], time.perf_counter() - started, curve)
+        if out_of_time:
+            stopped_by = "max_seconds"
+            break
+    if held:
+        with torch.no_grad():
+            for p, kept in zip(params, best[3]):
+                p.copy_(kept)
+        best_step, loss, acc = best[1], best[0], best[2]
+    else:
+        best_step = step
+    train_loss = _evaluate(scorer, fit, objective, batch_size)[0] if fit else float("nan")
+    return TrainResult(
+        step,
+        best_step,
+        loss,
+        acc,
+        time.perf_counter() - started,
+        curve,
+        train_loss,
+        stopped_by,
+        bool(held) and stopped_by == "patience",
+    )
 
 
 def predict_records(scorer: ChoiceScorer, items: list[_Item], examples: list[Example], batch_size: int) -> list[Record]:

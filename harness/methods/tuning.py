@@ -79,7 +79,12 @@ def run_tuning_unit(
         "n_holdout": len(held),
         "steps_run": result.steps_run,
         "best_step": result.best_step,
+        # mean loss over all the fit items at the kept (best held-out) state, from one pass after training
+        "train_loss": result.train_loss,
         "holdout_loss": result.holdout_loss,
+        # True: the held-out loss stopped improving for `patience` checks before max_steps / max_seconds
+        "converged": result.converged,
+        "stopped_by": result.stopped_by,  # patience | max_steps | max_seconds
         "holdout_acc": result.holdout_acc,
         "holdout_curve": result.curve,
         "train_seconds": round(result.seconds, 1),
