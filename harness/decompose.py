@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness.analysis import ALL, TaskResult, is_control_task
-from harness.metrics import Estimate, main_metric
+from harness.metrics import TIE_TOLERANCE, Estimate, main_metric
 
 TRAINED = ("ptune", "bitfit", "probe")
 # A ratio is undefined, not a huge number, when its denominator is under 2 points or its interval holds 0.
@@ -65,6 +65,79 @@ class Decomposition:
     spread_zero: Estimate | None = None  # best - worst template at k=0 (no interval)
     spread_share_of_gap: Ratio | None = None
     attempts: dict[str, tuple[Estimate | None, Estimate | None]] = field(default_factory=dict)  # variant -> (rate, acc)
+    ecological_converged: bool | None = None  # every seed of the ecological unit converged; None: not iterative
+    ecological_capped: list[str] = field(default_factory=list)  # trained units of this task that hit their cap
+
+    @property
+    def floor(self) -> Estimate | None:
+        """What a score must beat to say anything: the best constant answer, else chance (generated answers)."""
+        return self.constant if self.constant is not None else self.chance
+
+
+SIGNIFICANCE = 0.05
+
+
+def beats(score: Estimate | None, baseline: Estimate | None) -> bool:
+    """Is the score significantly above the baseline (paired bootstrap, p < SIGNIFICANCE)? False when either is
+    missing: a baseline that was not computed is not beaten."""
+    gap = difference(score, baseline)
+    return gap is not None and gap.value > 0 and p_value(gap) < SIGNIFICANCE
+
+
+def inconclusive_reason(d: Decomposition) -> str | None:
+    """Why no verdict can be read off this task's elicitation gap; None when one can.
+
+    A verdict needs both the best prompt and the ecological method to significantly beat the best constant
+    answer, and the ecological unit to have converged (a unit stopped by its step or time cap measured the budget,
+    not the ceiling)."""
+    if d.elicitation_gap is None:
+        return "no elicitation gap (needs prompt train scores and a trained method)"
+    n = d.elicitation_gap.n
+    if d.floor is None:
+        return "no best constant answer to beat"
+    if d.ecological_converged is False:
+        return "ecological unit hit its step or time cap (not converged)"
+    weak = [
+        name
+        for name, choice in (("best prompt", d.best_prompt), ("ecological", d.ecological))
+        if choice is None or not beats(choice.estimate, d.floor)
+    ]
+    if weak:
+        return f"{' and '.join(weak)} not above the best constant answer at n={n}"
+    return None
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone), in the order given."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted = [1.0] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def verdicts(decompositions: list[Decomposition]) -> dict[str, str]:
+    """task -> understates / overstates / same / inconclusive, for the tasks with a measured gap.
+
+    Among the conclusive tasks the gaps' p-values are Holm-corrected together (one family per model), so a count
+    of significant verdicts across tasks holds at the 5% family-wise level."""
+    out: dict[str, str] = {}
+    conclusive = []
+    for d in decompositions:
+        if d.elicitation_gap is None:
+            continue
+        if inconclusive_reason(d) is not None:
+            out[d.task] = "inconclusive"
+        else:
+            conclusive.append(d)
+    for d, p in zip(conclusive, holm([p_value(d.elicitation_gap) for d in conclusive])):  # type: ignore[arg-type]
+        if p >= SIGNIFICANCE:
+            out[d.task] = "same"
+        else:
+            out[d.task] = "understates" if d.elicitation_gap.value > 0 else "overstates"  # type: ignore[union-attr]
+    return out
 
 
 def difference(a: Estimate | None, b: Estimate | None) -> Estimate | None:
@@ -90,11 +163,16 @@ def ratio(num: Estimate | None, den: Estimate | None, den_name: str) -> Ratio | 
 
 
 def p_value(d: Estimate) -> float:
-    """Two-sided paired bootstrap p-value of a difference: how often the resampled difference crosses zero."""
+    """Two-sided paired bootstrap p-value of a difference: how often the resampled difference reaches zero.
+
+    A resample within TIE_TOLERANCE of zero is a tie and counts on both sides, so the p-value does not depend on
+    float summation order (the same on any machine)."""
     s = d.samples[~np.isnan(d.samples)]
     if not len(s):
         return float("nan")
-    return float(min(1.0, 2 * min((s <= 0).mean(), (s >= 0).mean())))
+    tie = np.abs(s) <= TIE_TOLERANCE
+    below, above = ((s < 0) | tie).mean(), ((s > 0) | tie).mean()
+    return float(min(1.0, 2 * min(below, above)))
 
 
 def _template_estimate(result: TaskResult, variant: str, k: int, template: str, metric: str) -> Estimate | None:
@@ -166,6 +244,18 @@ def _select_trained(result: TaskResult, metric: str) -> Choice | None:
     return Choice(estimate, f"{variant}, n={n}", scores[best], best)  # variants name themselves: p-tuning, bitfit
 
 
+def _converged(result: TaskResult, key: tuple) -> bool | None:
+    """Did every seed of a trained (method, variant, train n) converge? None when its units record no convergence
+    (the probe, whose fit is not iterative training; stores written before convergence was recorded)."""
+    method, variant, n = key
+    flags = [
+        info["converged"]
+        for (m, unit), info in result.unit_infos.items()
+        if m == method and unit.split("/")[0] == variant and unit.split("/")[2] == f"n{n}" and "converged" in info
+    ]
+    return all(flags) if flags else None
+
+
 def decompose(result: TaskResult) -> Decomposition:
     metric = main_metric(result.task)
     levels = sorted({k[2] for k in result.estimates if k[0] == "prompt" and k[1] == "gold"})
@@ -188,6 +278,8 @@ def decompose(result: TaskResult) -> Decomposition:
         d.few_selected = _select_prompt(result, metric, scores, ("gold",), {few})
     d.best_prompt = _select_prompt(result, metric, scores, ("gold", "calibrated"), set(levels))
     d.ecological = _select_trained(result, metric)
+    if d.ecological is not None:
+        d.ecological_converged = _converged(result, d.ecological.key)
     if d.ecological and d.best_prompt:
         d.elicitation_gap = difference(d.ecological.estimate, d.best_prompt.estimate)
 

@@ -19,6 +19,20 @@ from harness.tasks import find_task
 
 N_BOOTSTRAP = 1000
 BOOTSTRAP_SEED = 20241122
+# A resampled difference this close to 0 is a tie: where both sides are constant predictors, many resampled
+# differences are 0 in exact arithmetic, and float summation order alone would otherwise decide their sign.
+TIE_TOLERANCE = 1e-9
+Z_95 = 1.959963984540054
+
+
+def wilson(successes: float, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval of a proportion: never zero-width at n > 0, inside [0, 1] (Wilson 1927)."""
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
 def main_metric(task: str) -> str:
@@ -38,9 +52,12 @@ class Estimate:
     value: float
     samples: np.ndarray  # bootstrap replicates
     n: int  # metric groups (examples, or questions for MultiRC)
+    proportion: bool = False  # a share of n independent 0/1 outcomes: its interval is Wilson's, not the bootstrap's
 
     @property
     def ci(self) -> tuple[float, float]:
+        if self.proportion and self.n > 0:
+            return wilson(round(self.value * self.n), self.n)
         ok = self.samples[~np.isnan(self.samples)]
         if not len(ok):
             return (float("nan"), float("nan"))
@@ -67,7 +84,9 @@ class Resampler:
         with np.errstate(invalid="ignore", divide="ignore"):
             value = float((x * m).sum() / m.sum()) if m.sum() else float("nan")
             samples = (self.example_weights @ (x * m)) / (self.example_weights @ m)
-        return Estimate(value, samples, int(m.sum()) if mask is not None else len(self.group_names))
+        # One example per group and 0/1 outcomes: a single proportion (grouped answers are not independent)
+        proportion = len(self.group_names) == len(self.group_of) and bool(np.isin(x[m > 0], (0.0, 1.0)).all())
+        return Estimate(value, samples, int(m.sum()) if mask is not None else len(self.group_names), proportion)
 
     def group_mean(self, per_group: np.ndarray) -> Estimate:
         value = float(per_group.mean())
@@ -241,13 +260,63 @@ def unit_metrics(task: str, variant: str, records: list[Record], rs: Resampler, 
     return out
 
 
-def baselines(
-    task: str, records: list[Record], rs: Resampler, n_classes: int, draws: int = 200
-) -> dict[str, dict[str, Estimate]]:
-    """Chance (expected score of uniform random guessing, `draws` draws), majority-label scores, and the best
-    constant answer: the one choice that, given for every example, scores best on the task's main metric. For
-    accuracy that is the majority label; for MultiRC's F1 over answers it is "yes" to every answer, which a
-    prompt that only ever says yes matches.
+def expected_f1(positives: int, negatives: int, p: float) -> float:
+    """Exact expected F1 of the positive class when each example is called positive with probability p,
+    independently: TP ~ Bin(positives, p), FP ~ Bin(negatives, p), F1 = 2TP / (TP + FP + positives)."""
+    from scipy.stats import binom
+
+    if positives == 0:
+        return 0.0  # no true positive can ever be found (F1 is 0 whenever it is defined)
+    tp = np.arange(positives + 1)
+    fp = np.arange(negatives + 1)
+    joint = np.outer(binom.pmf(tp, positives, p), binom.pmf(fp, negatives, p))
+    f1 = 2 * tp[:, None] / (tp[:, None] + fp[None, :] + positives)
+    return float((joint * f1).sum())
+
+
+def chance_scores(task: str, records: list[Record], rs: Resampler, n_classes: int) -> dict[str, Estimate]:
+    """The expected score of guessing uniformly among each example's choices, computed, not sampled.
+
+    Accuracy (and ReCoRD's F1/EM, a mean over examples): the mean over examples of each one's expectation, so it
+    has resampled values like any mean. MultiRC's F1 over answers and CB's macro-F1 are exact expectations under
+    binomial guessing (one class's F1 with p = 1 / choices), a fixed number with no interval.
+    """
+    out: dict[str, Estimate] = {}
+    if task == "record":
+        f1s, ems = [], []
+        for r in records:
+            golds = r.gold_texts or [""]
+            texts = r.choice_texts or [""]
+            f1s.append(np.mean([max(token_f1(c, g) for g in golds) for c in texts]))
+            ems.append(np.mean([max(exact_match(c, g) for g in golds) for c in texts]))
+        return {"f1": rs.mean(np.array(f1s)), "em": rs.mean(np.array(ems))}
+    n_choices = np.array([len(r.logprobs) for r in records], dtype=np.float64)
+    hit_chance = np.array([len(r.gold) for r in records]) / n_choices
+    out["acc"] = rs.mean(hit_chance)
+    fixed = lambda v: Estimate(v, np.full(rs.group_weights.shape[0], v), len(rs.group_names))  # noqa: E731
+    gold = np.array([r.gold[0] for r in records])
+    if task == "cb":
+        k = int(n_choices[0])
+        out["macro_f1"] = fixed(
+            float(
+                np.mean([expected_f1(int((gold == c).sum()), int((gold != c).sum()), 1 / k) for c in range(n_classes)])
+            )
+        )
+    if task == "multirc":
+        out["f1a"] = fixed(expected_f1(int((gold == 1).sum()), int((gold != 1).sum()), 0.5))
+        # a question's answers all right: the product over its answers of each one's chance
+        per_group = np.ones(len(rs.group_names))
+        for g, h in zip(rs.group_of, hit_chance):
+            per_group[g] *= h
+        out["em"] = rs.group_mean(per_group)
+    return out
+
+
+def baselines(task: str, records: list[Record], rs: Resampler, n_classes: int) -> dict[str, dict[str, Estimate]]:
+    """Chance (the expected score of uniform random guessing, computed: `chance_scores`), majority-label scores,
+    and the best constant answer: the one choice that, given for every example, scores best on the task's main
+    metric. For accuracy that is the majority label; for MultiRC's F1 over answers it is "yes" to every answer,
+    which a prompt that only ever says yes matches.
 
     A generated answer has no fixed set to guess from: its chance score is taken as 0 and it has no majority.
     """
@@ -257,20 +326,7 @@ def baselines(
     if records and records[0].generated is not None:
         zero = Estimate(0.0, np.zeros(rs.group_weights.shape[0]), len(rs.group_names))
         return {"chance": {main_metric(task): zero}}
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
-    n_choices = np.array([len(r.logprobs) for r in records])
-    per_draw = []
-    for _ in range(draws):
-        pred = (rng.random(len(records)) * n_choices).astype(int)
-        per_draw.append(task_metrics(task, records, pred, rs, n_classes))
-    chance = {
-        m: Estimate(
-            float(np.mean([d[m].value for d in per_draw])),
-            np.mean([d[m].samples for d in per_draw], axis=0),
-            per_draw[0][m].n,
-        )
-        for m in per_draw[0]
-    }
+    chance = chance_scores(task, records, rs, n_classes)
     out = {"chance": chance}
     if task != "record":
         labels = Counter(r.gold[0] for r in records if r.gold)

@@ -41,6 +41,14 @@ def _agg(result: TaskResult, variant: str, shots: int, template: str, metric: st
     return e
 
 
+def eval_n(result: TaskResult) -> str:
+    """The number of eval metric groups (examples; questions for MultiRC) every score of a task is over."""
+    metric = main_metric(result.task)
+    ns = {e.n for k, e in result.estimates.items() if k[-1] == metric and k[0] != "baseline" and k[3] != "mean"}
+    ns = ns or {e.n for k, e in result.estimates.items() if k[-1] == metric}
+    return "/".join(str(n) for n in sorted(ns)) if ns else "–"
+
+
 def task_rows(result: TaskResult) -> tuple[list[str], list[str]]:
     """One row of the scores table and one of the diagnostics table."""
     metric = main_metric(result.task)
@@ -55,6 +63,7 @@ def task_rows(result: TaskResult) -> tuple[list[str], list[str]]:
     scores = [
         result.task,
         metric,
+        eval_n(result),
         fmt(_get(result, "baseline", "chance", 0, "-", metric, seed="-"), ci=False),
         fmt(_get(result, "baseline", "majority", 0, "-", metric, seed="-"), ci=False),
         fmt(_agg(result, "control", 0, "mean", metric)),
@@ -113,6 +122,11 @@ def trained_rows(result: TaskResult) -> list[list[str]]:
             best = [i.get("best_step") for i in infos]
             run = [i.get("steps_run") for i in infos]
             detail = f"best step {'/'.join(map(str, best))} of {'/'.join(map(str, run))}"
+            flags = [i["converged"] for i in infos if "converged" in i]
+            if flags and not all(flags):
+                detail += f"; NOT CONVERGED ({flags.count(False)} of {len(flags)} hit a cap; no verdict)"
+            elif flags:
+                detail += "; converged"
         params = f"{infos[0]['trained_params']:,}" if infos and "trained_params" in infos[0] else "–"
         rows.append(
             [
@@ -121,6 +135,7 @@ def trained_rows(result: TaskResult) -> list[list[str]]:
                 variant,
                 str(n),
                 str(len(infos)),
+                eval_n(result),
                 fmt(_get(result, method, variant, n, "mean", metric)),
                 fmt(_get(result, method, variant + CONTROL_SUFFIX, n, "mean", metric)),
                 fmt(_get(result, method, variant, n, "mean", f"selectivity_{metric}")),
@@ -305,7 +320,7 @@ def render(out_dir: str | Path) -> Path:
                 lines += decomposition.section(prompted) + [""]
             if scored and not prompted:  # trained methods only: the reference points, then their table
                 lines += ["### Scores", ""]
-                lines += table(["task", "metric", "chance", "majority"], [task_rows(r)[0][:4] for r in scored])
+                lines += table(["task", "metric", "n", "chance", "majority"], [task_rows(r)[0][:5] for r in scored])
             if prompted:
                 levels = sorted({k for r in prompted for k in _shot_levels(r)})
                 few = max(levels)
@@ -315,6 +330,7 @@ def render(out_dir: str | Path) -> Path:
                     [
                         "task",
                         "metric",
+                        "n",
                         "chance",
                         "majority",
                         "control",
@@ -360,6 +376,7 @@ def render(out_dir: str | Path) -> Path:
                             "variant",
                             "train n",
                             "seeds",
+                            "eval n",
                             "score",
                             "control task",
                             "selectivity",

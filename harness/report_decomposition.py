@@ -7,11 +7,21 @@ import math
 import numpy as np
 
 from harness.analysis import TaskResult
-from harness.decompose import Choice, Decomposition, Ratio, decompose, difference, p_value
+from harness.decompose import (
+    SIGNIFICANCE,
+    Choice,
+    Decomposition,
+    Ratio,
+    beats,
+    decompose,
+    inconclusive_reason,
+    p_value,
+    verdicts,
+)
 from harness.markdown import count, fmt, p_text, table
 from harness.metrics import Estimate
 
-SIGNIFICANCE = 0.05
+VERDICTS = ("understates", "overstates", "same", "inconclusive")
 
 
 def _points(v: float) -> str:
@@ -46,27 +56,21 @@ def _ratio(r: Ratio | None) -> str:
 def _gap(d: Decomposition) -> str:
     if d.elicitation_gap is None:
         return "–"
-    return f"{signed(d.elicitation_gap)} ({p_text(p_value(d.elicitation_gap))})"
-
-
-def verdict(d: Decomposition) -> str | None:
-    """understates / overstates / no significant difference, from the paired bootstrap test of the gap."""
-    if d.elicitation_gap is None:
-        return None
-    if p_value(d.elicitation_gap) >= SIGNIFICANCE:
-        return "same"
-    return "understates" if d.elicitation_gap.value > 0 else "overstates"
+    text = f"{signed(d.elicitation_gap)} ({p_text(p_value(d.elicitation_gap))}, n={d.elicitation_gap.n})"
+    why = inconclusive_reason(d)
+    return text + (f"; inconclusive: {why}" if why else "")
 
 
 def by_verdict(measured: list[Decomposition]) -> dict[str, list[str]]:
-    """understates / overstates / same -> the tasks with that verdict."""
-    return {v: [d.task for d in measured if verdict(d) == v] for v in ("understates", "overstates", "same")}
+    """understates / overstates / same / inconclusive -> the tasks with that verdict (Holm-corrected, see
+    `decompose.verdicts`)."""
+    found = verdicts(measured)
+    return {v: [d.task for d in measured if found.get(d.task) == v] for v in VERDICTS}
 
 
 def clears(score: Estimate | None, baseline: Estimate | None) -> bool:
-    """Is the score above the baseline by the paired bootstrap test? True when either is missing."""
-    gap = difference(score, baseline)
-    return gap is None or (gap.value > 0 and p_value(gap) < SIGNIFICANCE)
+    """Is the score significantly above the baseline? False when either is missing."""
+    return beats(score, baseline)
 
 
 def summary(decompositions: list[Decomposition]) -> list[str]:
@@ -79,6 +83,7 @@ def summary(decompositions: list[Decomposition]) -> list[str]:
         ]
     by = by_verdict(measured)
     gaps = [d.elicitation_gap.value * 100 for d in measured]  # type: ignore[union-attr]
+    why = {d.task: inconclusive_reason(d) for d in measured}
     parts = [
         f"**Summary.** Against the best trained method, the best prompt (both picked on train) understates the "
         f"model's capability on {len(by['understates'])} of {count(len(measured), 'task')}"
@@ -87,10 +92,18 @@ def summary(decompositions: list[Decomposition]) -> list[str]:
         + (f" ({', '.join(by['overstates'])})" if by["overstates"] else "")
         + f", and is not significantly different on {len(by['same'])}"
         + (f" ({', '.join(by['same'])})" if by["same"] else "")
-        + f" (paired bootstrap, p < {SIGNIFICANCE}). The elicitation gap is {np.median(gaps):+.1f} points in the "
-        f"median task (from {min(gaps):+.1f} to {max(gaps):+.1f})."
+        + f" (paired bootstrap, Holm-corrected over the conclusive tasks, p < {SIGNIFICANCE})."
+        + (
+            f" Inconclusive on {len(by['inconclusive'])}: "
+            + "; ".join(f"{t} ({why[t]})" for t in by["inconclusive"])
+            + "."
+            if by["inconclusive"]
+            else ""
+        )
+        + f" The elicitation gap is {np.median(gaps):+.1f} points in the median task (from {min(gaps):+.1f} to "
+        f"{max(gaps):+.1f})."
     ]
-    constant = [d.task for d in decompositions if d.best_prompt and not clears(d.best_prompt.estimate, d.constant)]
+    constant = [d.task for d in decompositions if d.best_prompt and not clears(d.best_prompt.estimate, d.floor)]
     if constant:
         parts.append(
             f" On {count(len(constant), 'task')} ({', '.join(constant)}) the best prompt does not significantly beat "
@@ -121,19 +134,40 @@ def section(results: list[TaskResult]) -> list[str]:
         'giving one answer to every example (the majority label for accuracy; "yes" to every answer for MultiRC\'s F1).',
         "",
     ]
-    header = ["task", "metric", "chance", "best constant", "control", "zero-shot mean", "zero-shot picked on train"]
+    header = [
+        "task",
+        "metric",
+        "n",
+        "chance",
+        "best constant",
+        "control",
+        "zero-shot mean",
+        "zero-shot picked on train",
+    ]
     header.append("calibrated k=0")
     if few is not None:
         header += [f"k={few} mean", f"k={few} picked on train", f"calibrated k={few}", f"random labels k={few}"]
     header += ["best prompt picked on train", "ecological"]
     rows = []
     for d in decompositions:
-        row = [d.task, d.metric, fmt(d.chance, ci=False), fmt(d.constant, ci=False), fmt(d.control), fmt(d.zero_mean)]
+        n = d.chance or d.zero_mean or d.constant
+        row = [
+            d.task,
+            d.metric,
+            str(n.n) if n else "–",
+            fmt(d.chance, ci=False),
+            fmt(d.constant, ci=False),
+            fmt(d.control),
+            fmt(d.zero_mean),
+        ]
         row += [_choice(d.zero_selected, "train scores"), fmt(d.calibrated_zero)]
         if few is not None:
             row += [fmt(d.few_mean), _choice(d.few_selected, "train scores"), fmt(d.calibrated_few)]
             row.append(fmt(d.random_labels_few))
-        row += [_choice(d.best_prompt, "train scores"), _choice(d.ecological, "trained method")]
+        ecological = _choice(d.ecological, "trained method")
+        if d.ecological_converged is False:
+            ecological += " NOT CONVERGED"
+        row += [_choice(d.best_prompt, "train scores"), ecological]
         rows.append(row)
     lines += table(header, rows)
     lines += [

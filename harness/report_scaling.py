@@ -12,7 +12,7 @@ from harness.decompose import Decomposition, decompose, p_value
 from harness.markdown import count, p_text, params_text, table
 from harness.models import KNOWN_MODELS
 from harness.report_decomposition import SIGNIFICANCE, by_verdict, clears, signed
-from harness.scaling import HEADLINE, QUANTITIES, TaskScaling, family, mean_over_tasks, task_scaling
+from harness.scaling import HEADLINE, QUANTITIES, TaskScaling, family, mean_over_tasks, slope, task_scaling
 
 PLOTTED = ("control", "zero-shot mean", "best prompt", "ecological")
 DERIVED = ("elicitation gap", "attempt k=0")  # their own figure: a different scale (the gap can be negative)
@@ -65,7 +65,7 @@ def section(models: list[tuple[str, int, dict]], results: list[TaskResult], out:
     # the finding first: the summary in numbers and the per-model verdicts, then who the models are
     per_model = verdicts(models, by_task)
     measured = [s for s in scalings if s.headline is not None]
-    summary = headline_summary(measured) + verdict_trend(per_model)
+    summary = headline_summary(measured) + validity(scalings) + verdict_trend(per_model)
     summary += precision(measured, results) + not_evaluated(results, list(params))
     lines = ["## Across sizes", "", summary, ""]
     lines += [*verdicts_by_model(per_model, trained), ""]
@@ -125,7 +125,7 @@ def verdicts(models: list[tuple[str, int, dict]], by_task: dict[str, list]) -> l
         found = [d for per_model in by_task.values() for m, _, d in per_model if m == model]
         measured = sorted((d for d in found if d.elicitation_gap is not None), key=lambda d: d.task)
         beat = {
-            rung: [d.task for d in measured if getattr(d, rung) and clears(getattr(d, rung).estimate, d.constant)]
+            rung: [d.task for d in measured if getattr(d, rung) and clears(getattr(d, rung).estimate, d.floor)]
             for rung in ("best_prompt", "ecological")
         }
         out.append(ModelVerdicts(model, params, measured, by_verdict(measured), beat))
@@ -137,7 +137,7 @@ def verdicts_by_model(per_model: list[ModelVerdicts], trained: list[str]) -> lis
     rows = []
     for v in per_model:
         if not v.measured:
-            rows.append([v.model, params_text(v.params), "–", "–", "–", "–", "–"])
+            rows.append([v.model, params_text(v.params), "–", "–", "–", "–", "–", "–"])
             continue
         gaps = [d.elicitation_gap.value * 100 for d in v.measured]  # type: ignore[union-attr]
         rows.append(
@@ -151,7 +151,9 @@ def verdicts_by_model(per_model: list[ModelVerdicts], trained: list[str]) -> lis
         )
     return [
         "Does the best prompt under- or over-state what each model can do? Counted over tasks by the paired "
-        f"bootstrap test of the elicitation gap (ecological - best prompt, both picked on train; p < {SIGNIFICANCE}). "
+        "bootstrap test of the elicitation gap (ecological - best prompt, both picked on train; Holm-corrected over "
+        f"a model's conclusive tasks, p < {SIGNIFICANCE}). A task is inconclusive unless the best prompt and the "
+        "ecological method both significantly beat the best constant answer and the ecological unit converged. "
         f"Ecological here is the best of: {', '.join(trained) or 'no trained method'}. The last column counts the "
         "tasks where the best prompt, and the ecological method, significantly beat the best constant answer "
         "(the same test): below it a score says little about the task.",
@@ -163,6 +165,7 @@ def verdicts_by_model(per_model: list[ModelVerdicts], trained: list[str]) -> lis
                 "prompt understates",
                 "prompt overstates",
                 "no significant difference",
+                "inconclusive",
                 "median gap (range)",
                 "beat best constant: prompt / ecological",
             ],
@@ -193,16 +196,35 @@ def verdict_trend(per_model: list[ModelVerdicts]) -> str:
     )
 
 
+def validity(scalings: list[TaskScaling]) -> str:
+    """How many (model, task) pairs the slope difference could use."""
+    if not scalings:
+        return ""
+    valid = sum(len(s.valid_models) for s in scalings)
+    total = sum(s.n_models for s in scalings)
+    short = [s.task for s in scalings if s.headline is None]
+    return (
+        f" The slope difference uses only the models whose comparison is valid on a task (best prompt and ecological "
+        f"method both significantly above the best constant answer, trained unit converged): {valid} of {total} "
+        f"(model, task) pairs; {count(len(short), 'task')} had fewer than two valid sizes"
+        + (f" ({', '.join(short)})" if short else "")
+        + "."
+    )
+
+
 def headline_summary(measured: list[TaskScaling]) -> str:
     """The headline in numbers: how much faster prompt scores grow with size than the trained ceiling."""
     if not measured:
         return (
             "**Summary.** The prompt-vs-ecological slope difference needs the best prompt and the ecological "
-            "method on at least two sizes (`--methods prompt,ptune,bitfit,probe`, several `--model`s)."
+            "method, both significantly above the best constant answer, on at least two sizes "
+            "(`--methods prompt,ptune,bitfit,probe`, several `--model`s, enough eval examples)."
         )
     mean = mean_over_tasks([s.headline for s in measured])
-    prompt = mean_over_tasks([s.slopes[HEADLINE[0]] for s in measured])
-    ecological = mean_over_tasks([s.slopes[HEADLINE[1]] for s in measured])
+    prompt = mean_over_tasks([slope([p for p in s.points[HEADLINE[0]] if p.model in s.valid_models]) for s in measured])
+    ecological = mean_over_tasks(
+        [slope([p for p in s.points[HEADLINE[1]] if p.model in s.valid_models]) for s in measured]
+    )
     faster = [s.task for s in measured if s.headline.value > 0 and p_value(s.headline) < 0.05]
     slower = [s.task for s in measured if s.headline.value < 0 and p_value(s.headline) < 0.05]
     return (

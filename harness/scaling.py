@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.decompose import Decomposition, difference
+from harness.decompose import Decomposition, difference, inconclusive_reason
 from harness.metrics import Estimate
 
 # (name, how to read it off a decomposition); the order is the report's
@@ -64,7 +64,9 @@ class TaskScaling:
     task: str
     points: dict[str, list[Point]]  # quantity -> a point per model that has it
     slopes: dict[str, Estimate | None]
-    headline: Estimate | None  # slope(best prompt) - slope(ecological)
+    headline: Estimate | None  # slope(best prompt) - slope(ecological), over the valid models only
+    valid_models: list[str]  # models whose rung is valid here (both sides beat the best constant, converged)
+    n_models: int  # models with this task
 
 
 def task_scaling(task: str, per_model: list[tuple[str, int, Decomposition]]) -> TaskScaling:
@@ -73,12 +75,15 @@ def task_scaling(task: str, per_model: list[tuple[str, int, Decomposition]]) -> 
         found = [(m, p, read(d)) for m, p, d in per_model]
         points[name] = [Point(m, p, e) for m, p, e in found if e is not None and not math.isnan(e.value)]
     slopes = {name: slope(points[name]) for name, _ in QUANTITIES}
+    # The headline is read only where the comparison is valid: a model whose best prompt or ecological score does
+    # not beat the best constant answer, or whose trained unit did not converge, says nothing about either slope.
+    valid = [m for m, _, d in per_model if inconclusive_reason(d) is None]
     headline = None
-    prompt_models = {p.model for p in points[HEADLINE[0]]}
-    ecological_models = {p.model for p in points[HEADLINE[1]]}
-    if prompt_models == ecological_models:  # the same models on both sides, or the difference means nothing
-        headline = difference(slopes[HEADLINE[0]], slopes[HEADLINE[1]])
-    return TaskScaling(task, points, slopes, headline)
+    prompt_points = [p for p in points[HEADLINE[0]] if p.model in valid]
+    ecological_points = [p for p in points[HEADLINE[1]] if p.model in valid]
+    if {p.model for p in prompt_points} == {p.model for p in ecological_points}:  # the same models on both sides
+        headline = difference(slope(prompt_points), slope(ecological_points))
+    return TaskScaling(task, points, slopes, headline, valid, len(per_model))
 
 
 def mean_over_tasks(estimates: list[Estimate]) -> Estimate | None:
