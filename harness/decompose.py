@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.analysis import ALL, TaskResult, is_control_task
+from harness.analysis import ALL, TaskResult, is_control_task, is_random_init
 from harness.metrics import TIE_TOLERANCE, Estimate, main_metric
 
 TRAINED = ("ptune", "bitfit", "probe")
@@ -221,8 +221,8 @@ def _trained_train_scores(result: TaskResult) -> dict[tuple[str, str, int], floa
         if method not in TRAINED:
             continue
         variant, _template, n, _seed = key.split("/")
-        if is_control_task(variant):
-            continue
+        if is_control_task(variant) or is_random_init(variant):
+            continue  # a sanity check and a baseline, never the ecological rung
         score = max(info["cv_curve"]) if "cv_curve" in info else info.get("holdout_acc")
         if score is not None:
             sums.setdefault((method, variant, int(n[1:])), []).append(score)

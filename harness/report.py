@@ -10,7 +10,16 @@ from pathlib import Path
 from harness import report_decomposition as decomposition
 from harness import report_presidents as presidents
 from harness import report_scaling as scaling
-from harness.analysis import AGGREGATES, ALL, CONTROL_SUFFIX, TaskResult, analyse, is_control_task
+from harness.analysis import (
+    AGGREGATES,
+    ALL,
+    CONTROL_SUFFIX,
+    RANDOM_INIT_SUFFIX,
+    TaskResult,
+    analyse,
+    is_control_task,
+    is_random_init,
+)
 from harness.markdown import fmt, params_text, table
 from harness.metrics import Estimate, main_metric
 from harness.store import Store
@@ -94,7 +103,9 @@ TRAINED = ("ptune", "bitfit", "probe")
 def _trained_variants(result: TaskResult) -> list[tuple[str, str, int]]:
     """(method, variant, train size) of the trained methods present, task variants only."""
     found = {
-        (k[0], k[1], k[2]) for k in result.estimates if k[0] in TRAINED and not is_control_task(k[1]) and k[3] == "mean"
+        (k[0], k[1], k[2])
+        for k in result.estimates
+        if k[0] in TRAINED and not is_control_task(k[1]) and not is_random_init(k[1]) and k[3] == "mean"
     }
     return sorted(found, key=lambda x: (TRAINED.index(x[0]), x[1], x[2]))
 
@@ -118,6 +129,11 @@ def trained_rows(result: TaskResult) -> list[list[str]]:
         if infos and method == "probe":
             layers = sorted({i.get("layer") for i in infos})
             detail = "layer " + ", ".join(str(x) for x in layers) + " (CV on train)"
+            compression = [i["compression"] for i in infos if "compression" in i]
+            if compression:
+                base = [i["compression"] for i in _unit_infos(result, method, variant + RANDOM_INIT_SUFFIX, n)]
+                detail += f"; MDL compression {'/'.join(f'{c:.2f}' for c in compression)}"
+                detail += f" (random-init {'/'.join(f'{c:.2f}' for c in base)})" if base else ""
         elif infos:
             best = [i.get("best_step") for i in infos]
             run = [i.get("steps_run") for i in infos]
@@ -137,8 +153,9 @@ def trained_rows(result: TaskResult) -> list[list[str]]:
                 str(len(infos)),
                 eval_n(result),
                 fmt(_get(result, method, variant, n, "mean", metric)),
-                fmt(_get(result, method, variant + CONTROL_SUFFIX, n, "mean", metric)),
+                fmt(_get(result, method, variant + RANDOM_INIT_SUFFIX, n, "mean", metric)),
                 fmt(_get(result, method, variant, n, "mean", f"selectivity_{metric}")),
+                fmt(_get(result, method, variant + CONTROL_SUFFIX, n, "mean", metric)),
                 params,
                 detail,
             ]
@@ -364,9 +381,14 @@ def render(out_dir: str | Path) -> Path:
                     lines += ["", "### Trained methods (ecological)", ""]
                     lines += [
                         "Trained on a seeded sample of train (`train n`; a quarter held out for early stopping, "
-                        "eval data never used for any choice), scored on the same eval examples. `control task`: "
-                        "the same method trained and scored with labels permuted at random; `selectivity` = score "
-                        "- control task, paired over examples. Intervals cover examples and training seeds.",
+                        "eval data never used for any choice), scored on the same eval examples. `random-init`: "
+                        "the same method, training budget and tokenizer on the architecture with seeded, "
+                        "re-initialised weights, i.e. what the method learns from the examples alone; "
+                        "`selectivity` = score - random-init, paired over examples: what pretraining contributes. "
+                        "`permuted labels`: trained and scored with labels permuted at random, a sanity check that "
+                        "should sit at chance (it cannot fail as a control). `MDL compression`: uniform codelength "
+                        "/ the probe's online codelength on train (Voita & Titov 2020). Intervals cover examples "
+                        "and training seeds.",
                         "",
                     ]
                     lines += table(
@@ -378,8 +400,9 @@ def render(out_dir: str | Path) -> Path:
                             "seeds",
                             "eval n",
                             "score",
-                            "control task",
+                            "random-init",
                             "selectivity",
+                            "permuted labels (sanity)",
                             "trained params",
                             "model selection",
                         ],
