@@ -110,3 +110,32 @@ def test_selectivity_is_against_the_random_init_baseline_not_the_control_task(tm
     assert control.value.item() == pytest.approx(0.5)  # the control task's rows stay, as a sanity check
     assert not (frame.metric.str.startswith("selectivity") & frame.variant.str.endswith("-control")).any()
     assert not (frame.metric.str.startswith("selectivity") & frame.variant.str.endswith("-random-init")).any()
+
+
+# ---------------------------------------------------------------- as a user runs it
+def test_cli_runs_the_random_init_baseline_for_the_methods_asked(tiny_dir, env, tmp_path):
+    import pandas as pd
+
+    from tests.test_cli import harness
+
+    out = tmp_path / "run"
+    args = ["eval", "--model", str(tiny_dir), "--tasks", "rte", "--limit", "4", "--seeds", "1", "--out", str(out)]
+    fast = ["--set", "bitfit.steps=2", "--train-sizes", "8"]
+    run = harness(*args, "--methods", "bitfit,probe", "--random-init-baseline", "probe,bitfit", *fast, env=env)
+    assert run.returncode == 0, run.stderr
+    summary = pd.read_csv(out / "summary.csv")
+    trained = summary[summary.method.isin(["bitfit", "probe"])]
+    assert {"probe-random-init", "bitfit-random-init", "probe-control", "bitfit-control"} <= set(trained.variant)
+    selectivity = trained[trained.metric == "selectivity_acc"]
+    assert set(selectivity.variant) == {"bitfit", "probe"}
+    for variant, row in selectivity.set_index("variant").iterrows():
+        mean = trained[(trained.metric == "acc") & (trained.template == "mean")].set_index("variant").value
+        assert row.value == pytest.approx(mean[variant] - mean[f"{variant}-random-init"], abs=1e-5)
+    from harness.store import Store
+
+    infos = Store(out).unit_infos(summary.model.iloc[0], "rte")
+    probe = {key.split("/")[0]: info for (method, key), info in infos.items() if method == "probe"}
+    for variant in ("probe", "probe-random-init"):
+        assert probe[variant]["uniform_bits"] == pytest.approx(8 * math.log2(2))
+        assert probe[variant]["mdl_bits"] > 0 and probe[variant]["compression"] > 0
+    assert probe["probe-random-init"]["random_init"] and not probe["probe"]["random_init"]
