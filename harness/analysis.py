@@ -79,6 +79,8 @@ def _row(model, params, task, method, variant, shots, template, seed, metric, es
 
 def _mean(estimates: list[Estimate]) -> Estimate:
     """Mean over units, skipping those where the metric is undefined (accuracy when attempted, with no attempt)."""
+    if len(estimates) == 1:
+        return estimates[0]  # a mean of one unit is that unit's score (a single proportion keeps its Wilson interval)
     values = np.array([e.value for e in estimates])
     samples = np.stack([e.samples for e in estimates])
     if np.isnan(values).all():
