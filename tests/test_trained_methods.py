@@ -238,25 +238,27 @@ def test_cli_trained_methods_end_to_end_and_bad_input(tiny_dir, env, tmp_path):
         "bitfit-control",
         "probe",
         "probe-control",
+        "probe-random-init",  # the random-init baseline runs for the probe by default
     }
     assert set(trained.shots) == {8}
+    # selectivity = score - random-init score, so only the probe has it by default; permuted labels are no baseline
     selectivity = trained[trained.metric == "selectivity_acc"]
-    assert set(selectivity.variant) == {"prompt-tuning", "p-tuning", "bitfit", "probe"}
+    assert set(selectivity.variant) == {"probe"}
     for variant, row in selectivity.set_index("variant").iterrows():
         task = trained[(trained.variant == variant) & (trained.metric == "acc") & (trained.template == "mean")]
-        control = trained[
-            (trained.variant == f"{variant}-control") & (trained.metric == "acc") & (trained.template == "mean")
+        base = trained[
+            (trained.variant == f"{variant}-random-init") & (trained.metric == "acc") & (trained.template == "mean")
         ]
-        assert row.value == pytest.approx(task.value.item() - control.value.item(), abs=1e-5)
+        assert row.value == pytest.approx(task.value.item() - base.value.item(), abs=1e-5)
     report = (out / "report.md").read_text()
     assert "### Trained methods (ecological)" in report and "probe accuracy by layer" in report
     assert "zero-init biases added to all 14 linear layers" in report
     units = _count(out / "results.db", "units")
     records = _count(out / "results.db", "records")
-    assert units == 8
+    assert units == 9
 
     rerun = harness(*args, "--methods", "ptune,bitfit,probe", "--train-sizes", "8", *fast, env=env)
-    assert rerun.returncode == 0 and "all 8 units already stored" in rerun.stderr
+    assert rerun.returncode == 0 and "all 9 units already stored" in rerun.stderr
 
     bad = [
         (
