@@ -245,15 +245,18 @@ def _select_trained(result: TaskResult, metric: str) -> Choice | None:
 
 
 def _converged(result: TaskResult, key: tuple) -> bool | None:
-    """Did every seed of a trained (method, variant, train n) converge? None when its units record no convergence
-    (the probe, whose fit is not iterative training; stores written before convergence was recorded)."""
+    """Did every seed of a trained (method, variant, train n) converge? None for the probe (its fit is not iterative
+    training); False for a tuned unit that records no convergence (stores written before it was recorded)."""
     method, variant, n = key
     flags = [
         info["converged"]
         for (m, unit), info in result.unit_infos.items()
         if m == method and unit.split("/")[0] == variant and unit.split("/")[2] == f"n{n}" and "converged" in info
     ]
-    return all(flags) if flags else None
+    if flags:
+        return all(flags)
+    # a tuned method's unit from before convergence was recorded ran a fixed step budget: not shown to converge
+    return False if method in ("ptune", "bitfit") else None
 
 
 def decompose(result: TaskResult) -> Decomposition:

@@ -58,8 +58,10 @@ def _store(tmp_path, with_train_scores=True):
     _prompt(store, "rte", "random_labels", "A", 4, 72)
     _prompt(store, "rte", "random_labels", "B", 4, 70)
     # prompt tuning has the better held-out accuracy, BitFit the better eval score: prompt tuning is picked
-    _trained(store, "rte", "ptune", "prompt-tuning", 90, 55, {"holdout_acc": 0.9, "trained_params": 10})
-    _trained(store, "rte", "bitfit", "bitfit", 95, 52, {"holdout_acc": 0.6, "trained_params": 20})
+    _trained(
+        store, "rte", "ptune", "prompt-tuning", 90, 55, {"holdout_acc": 0.9, "trained_params": 10, "converged": True}
+    )
+    _trained(store, "rte", "bitfit", "bitfit", 95, 52, {"holdout_acc": 0.6, "trained_params": 20, "converged": True})
 
     # wic: the demos do nothing (k=4 one point above control), so the shares are undefined, not huge
     store.put_task(MODEL, "wic", {"n_eval": N})
@@ -170,7 +172,7 @@ def test_scaling_slopes_and_headline(tmp_path):
         _prompt(store, "rte", "control", "null", 0, 50, model=name)
         _prompt(store, "rte", "gold", "A", 0, 55 + 10 * i, 0.6, model=name)
         _prompt(store, "rte", "gold", "A", 4, 60 + 10 * i, 0.7, model=name)
-        _trained(store, "rte", "bitfit", "bitfit", 80 + 4 * i, 50, {"holdout_acc": 0.8}, model=name)
+        _trained(store, "rte", "bitfit", "bitfit", 80 + 4 * i, 50, {"holdout_acc": 0.8, "converged": True}, model=name)
     _, results = analyse(store)
     rows = [(r.model, p, decompose(r)) for r in results for m, p, _ in store.models() if m == r.model]
     s = task_scaling("rte", rows)
