@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness import report_answer as answer
 from harness import report_decomposition as decomposition
 from harness import report_presidents as presidents
 from harness import report_scaling as scaling
@@ -22,6 +23,7 @@ from harness.analysis import (
 )
 from harness.markdown import fmt, params_text, table
 from harness.metrics import Estimate, main_metric
+from harness.report_curves import plot_learning_curves
 from harness.store import Store
 
 PLOTS = "plots"
@@ -296,7 +298,9 @@ def render(out_dir: str | Path) -> Path:
         frame.to_csv(out / "summary.csv", index=False, float_format="%.6g")
         commands = store.get_meta("commands") or [c for c in [store.get_meta("command")] if c]
         config = store.get_meta("config") or {}
+        scored_tasks = [r for r in results if r.task != presidents.TASK]
         lines = ["# harness report", ""]
+        lines += answer.section([m for m, _, _ in store.models()], scored_tasks, out)
         if len(commands) == 1:
             lines += ["Produced by:", "", "```", str(commands[0]), "```", ""]
         elif commands:
@@ -319,7 +323,6 @@ def render(out_dir: str | Path) -> Path:
             "answer's first token; `spread` = best - worst template.",
             "",
         ]
-        scored_tasks = [r for r in results if r.task != presidents.TASK]
         lines += scaling.section(store.models(), scored_tasks, out, Path(PLOTS) / "scaling.png")
         lines += presidents.section(store, results, out, Path(PLOTS) / "presidents.png")
         for model, params, info in store.models():
@@ -417,6 +420,16 @@ def render(out_dir: str | Path) -> Path:
                         }
                     )
                     lines += [""] + [f"- {d}" for d in details]
+                    curve_plot = Path(PLOTS) / f"{_slug(model)}-learning-curves.png"
+                    if plot_learning_curves(scored, out / curve_plot, f"{model}: score against train size"):
+                        lines += [
+                            "",
+                            "Learning curves: each method's eval score against its train sample size (dashed: the "
+                            "same method on the random-init copy; dotted: the best constant answer). The ecological "
+                            "rung of the answer and the ladder is read at the largest size run.",
+                            "",
+                            f"![learning curves]({curve_plot.as_posix()})",
+                        ]
                     layer_plot = Path(PLOTS) / f"{_slug(model)}-probe-layers.png"
                     if plot_probe_layers(scored, out / layer_plot, f"{model}: probe accuracy by layer"):
                         lines += ["", f"![probe accuracy by layer]({layer_plot.as_posix()})"]

@@ -11,6 +11,7 @@ import pandas as pd
 
 from harness.markdown import fmt, p_text, params_text, table
 from harness.metrics import Estimate
+from harness.report_answer import about
 from harness.report_scaling import caveats
 from harness.store import Store
 from harness.transfer_matrix import (
@@ -41,7 +42,7 @@ def render(out_dir: str | Path) -> Path:
         store.close()
     (out / PLOTS).mkdir(exist_ok=True)
     _frame(results).to_csv(out / "transfer.csv", index=False, float_format="%.6g")
-    lines = ["# harness transfer report", ""]
+    lines = ["# harness transfer report", "", *about(out)]
     if commands:
         lines += ["Produced by:" if len(commands) == 1 else "Produced by these commands, in order, into one store:", ""]
         lines += ["```", *map(str, commands), "```", ""]

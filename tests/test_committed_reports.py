@@ -25,6 +25,7 @@ def test_committed_report_rerenders_byte_identically(committed, tmp_path):
     copy = tmp_path / committed.name
     copy.mkdir()
     shutil.copy(committed / "results.db", copy / "results.db")
+    shutil.copy(committed / "about.md", copy / "about.md")  # every committed report says what it supports
     env = {**os.environ, "HARNESS_NO_PROGRESS": "1", "HARNESS_CACHE": str(tmp_path / "cache")}
     run = subprocess.run(
         [sys.executable, "-m", "harness", "report", str(copy)], env=env, capture_output=True, text=True, timeout=600

@@ -12,7 +12,8 @@ import torch
 from harness.analysis import analyse
 from harness.methods.probe import mdl_blocks, online_codelength
 from harness.models import random_init_copy
-from harness.store import Record, Store, UnitKey, VariantRecords
+from harness.store import Store, UnitKey, VariantRecords
+from tests.test_decompose import _records as nested_records
 
 PRESET = {"C": 1.0, "max_iter": 2000}
 
@@ -79,24 +80,13 @@ N = 40
 MODEL = "tiny"
 
 
-def _records(n_correct: int) -> list[Record]:
-    out = []
-    for i in range(N):
-        gold = i % 2
-        pred = gold if i < n_correct else 1 - gold
-        logprobs = [-3.0, -3.0]
-        logprobs[pred] = -0.5
-        out.append(Record(f"{i:03d}", f"{i:03d}", [gold], logprobs))
-    return out
-
-
 def test_selectivity_is_against_the_random_init_baseline_not_the_control_task(tmp_path):
     store = Store(tmp_path)
     store.put_model(MODEL, 1_000_000, {"source": "hand-made", "device": "cpu", "dtype": "float32"})
     store.put_task(MODEL, "rte", {"n_eval": N})
     for variant, correct in (("probe", 36), ("probe-control", 20), ("probe-random-init", 28), ("bitfit", 30)):
         key = UnitKey(MODEL, "rte", variant.split("-")[0], f"{variant}/input-only/n32/s0")
-        store.put_unit(key, [VariantRecords(variant, "input-only", 32, 0, _records(correct))], {})
+        store.put_unit(key, [VariantRecords(variant, "input-only", 32, 0, nested_records(correct, N))], {})
     store.close()
     frame, _ = analyse(Store(tmp_path))
     sel = frame[frame.metric == "selectivity_acc"]
