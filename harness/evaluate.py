@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from harness.errors import HarnessError, Interrupted
 from harness.features import FeatureCache, n_states
+from harness.lock import writer_lock
 from harness.methods import prompt as prompt_method
 from harness.methods.presets import check_overrides, load_preset
 from harness.methods.training import TrainedUnit
 from harness.models import RANDOM_INIT_SEED, random_init_copy
+from harness.progress import progress
 from harness.prompts import PromptSet, load_prompts
-from harness.resources import resource_dir
+from harness.resources import read_yaml, resource_dir
 from harness.store import Store, UnitKey, VariantRecords
 from harness.synthetic import gpt3_folder, gpt3_tasks
 from harness.tasks import (
@@ -92,8 +91,8 @@ def load_suite(name: str) -> list[str]:
         if not path.is_file():
             known = sorted(p.stem for p in resource_dir("suites").glob("*.yaml"))
             raise HarnessError(f"unknown suite '{part}' (--suite): known suites are {', '.join(known)}")
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(data.get("tasks"), list):
+        data = read_yaml(path, "suite file") or {}
+        if not isinstance(data, dict) or not isinstance(data.get("tasks"), list):
             raise HarnessError(f"{path}: a suite needs a 'tasks' list")
         tasks += [t for t in data["tasks"] if t not in tasks]
     return tasks
@@ -106,29 +105,61 @@ def random_label_shots(cfg: EvalConfig) -> list[int]:
     return [max(cfg.shots)]  # validate() has rejected an empty --shots
 
 
+def check_given(options: list[tuple[str, str | None]]) -> None:
+    """Fail on a text option given as an empty string (`--out ""`): it would silently mean the current folder or
+    the default. `options` holds (flag, value) pairs; None means not given."""
+    for flag, value in options:
+        if value is not None and not value.strip():
+            raise HarnessError(f"{flag} is empty: give a value or leave the option out")
+
+
 def validate(cfg: EvalConfig) -> None:
+    """Check the options before any data, model or store is touched; each message names its flag."""
+    if not cfg.models or any(not m.strip() for m in cfg.models):
+        raise HarnessError("--model is empty: give a short name (see `harness models`), a Hub id or a local path")
+    check_given(
+        [
+            ("--suite", cfg.suite),
+            ("--device", cfg.device),
+            ("--dtype", cfg.dtype),
+            ("--out", cfg.out),
+            ("--data-dir", cfg.data_dir),
+            ("--train-set", cfg.train_set),
+            ("--fewglue-dir", cfg.fewglue_dir),
+            ("--prompts-dir", cfg.prompts_dir),
+            ("--presets-dir", cfg.presets_dir),
+        ]
+    )
+    if cfg.tasks is not None and not cfg.tasks:
+        raise HarnessError("--tasks is empty: give comma-separated task names (see `harness tasks`)")
+    if cfg.templates is not None and not cfg.templates:
+        raise HarnessError("--templates is empty: give comma-separated template names (see `harness tasks`)")
     if not cfg.methods:
         raise HarnessError(f"--methods is empty: choose from {', '.join(METHODS)}")
     for m in cfg.methods:
         if m not in METHODS:
             raise HarnessError(f"unknown method '{m}' (--methods): available methods are {', '.join(METHODS)}")
-    if not cfg.shots or any(k < 0 for k in cfg.shots):
-        raise HarnessError("--shots must be non-negative integers")
-    if any(k not in cfg.shots for k in cfg.random_label_shots or []):
-        raise HarnessError("--random-label-shots must be a subset of --shots")
+    if not cfg.shots:
+        raise HarnessError("--shots is empty: give comma-separated numbers of demos, e.g. 0,1,4")
+    for k in cfg.shots:
+        if k < 0:
+            raise HarnessError(f"--shots must be non-negative integers, not {k}")
+    for k in cfg.random_label_shots or []:
+        if k not in cfg.shots:
+            raise HarnessError(f"--random-label-shots must be a subset of --shots: {k} is not in --shots")
     if cfg.seeds < 1:
-        raise HarnessError("--seeds must be at least 1")
+        raise HarnessError(f"--seeds must be at least 1, not {cfg.seeds}")
     if cfg.limit is not None and cfg.limit < 1:
-        raise HarnessError("--limit must be at least 1")
+        raise HarnessError(f"--limit must be at least 1, not {cfg.limit}")
     if cfg.batch_size is not None and cfg.batch_size < 1:
-        raise HarnessError("--batch-size must be at least 1")
+        raise HarnessError(f"--batch-size must be at least 1, not {cfg.batch_size}")
     if cfg.demo_selection not in ("random", "first"):
-        raise HarnessError("--demo-selection must be 'random' or 'first'")
-    if cfg.train_sizes is not None and (
-        not cfg.train_sizes
-        or any(n != "all" and (isinstance(n, bool) or not isinstance(n, int) or n < 2) for n in cfg.train_sizes)
-    ):
-        raise HarnessError("--train-sizes must be integers of at least 2 or 'all'")
+        raise HarnessError(f"--demo-selection must be 'random' or 'first', not '{cfg.demo_selection}'")
+    if cfg.train_sizes is not None and not cfg.train_sizes:
+        raise HarnessError("--train-sizes is empty: give comma-separated sizes, e.g. 8,32,all")
+    for n in cfg.train_sizes or []:
+        if n != "all" and (isinstance(n, bool) or not isinstance(n, int) or n < 2):
+            raise HarnessError(f"--train-sizes must be integers of at least 2 or 'all', not {n}")
     for m in cfg.random_init_baseline:
         if m not in TRAINED_METHODS:
             raise HarnessError(
@@ -222,7 +253,8 @@ def plan_tasks(
             plans.append(_plan_list_probe(cfg, spec, data))
             continue
         prompts = load_prompts(spec.prompts_name, cfg.prompts_dir)
-        eval_examples = stratified_subset(data.load(spec, "val"), cfg.limit, cfg.limit_seed)
+        val = data.load(spec, "val")
+        eval_examples = stratified_subset(val, cfg.limit, cfg.limit_seed)
         if not eval_examples:
             raise HarnessError(f"{spec.name}: the val split is empty")
         source = train_source.for_task(spec, data)
@@ -243,12 +275,12 @@ def plan_tasks(
             )
         trained, trained_notes = plan_trained(cfg, spec, prompts, train, source.describe(spec), presets)
         notes += trained_notes
-        # Render every template once on a real example now, so a bad template fails before the model loads.
-        for name in {u.template for u in units} | {u.template for u in trained}:
+        # Render every template on every example now (about 50 us each), so that a bad template or a row without a
+        # field a template uses fails before the model loads, naming the file and line.
+        for name in sorted({u.template for u in units} | {u.template for u in trained}):
             template = prompts.get(name)
-            template.render(eval_examples[0])
-            if train:
-                template.render(train[0])
+            for example in val + (train or []):
+                template.render(example)
         info = {
             "n_eval": len(eval_examples),
             "n_groups": len({e.group for e in eval_examples}),
@@ -337,11 +369,18 @@ def _check_same_presets(store: Store, presets: dict[str, dict]) -> None:
 
 
 def run_eval(cfg: EvalConfig, console: Console, command: str) -> Path:
+    """Evaluate cfg's models into cfg.out, then render its report; returns the report's path. A store has one
+    writer: while another live run holds cfg.out, this one is refused (HarnessError)."""
+    validate(cfg)
+    with writer_lock(cfg.out):
+        return _run_eval(cfg, console, command)
+
+
+def _run_eval(cfg: EvalConfig, console: Console, command: str) -> Path:
     from harness.engine import Engine
     from harness.models import load_model
     from harness.report import render
 
-    validate(cfg)
     store = Store(cfg.out)
     try:
         presets = load_presets(cfg)
@@ -406,15 +445,6 @@ def _run_model(
     if selections:
         console.print(f"{model}: {len(selections)} stored prompt units get their train scores (template selection)")
     total = sum(_cost(p, u, presets, cfg) for p, u, _ in work) + sum(_selection_cost(p) for p, _, _ in selections)
-    columns = [
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("steps"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    ]
     from harness.methods.probe import run_probe_unit  # scikit-learn and peft load only when used
     from harness.methods.tuning import run_tuning_unit
 
@@ -428,11 +458,8 @@ def _run_model(
             baseline.append(Engine(random_init_copy(engine.model, RANDOM_INIT_SEED), engine.tokenizer, cfg.batch_size))
         return baseline[0]
 
-    with Progress(
-        *columns, console=console, transient=False, disable=os.environ.get("HARNESS_NO_PROGRESS") == "1"
-    ) as bar:
+    with progress(console, "steps") as bar:
         job = bar.add_task(model, total=total)
-        finished = 0
         try:
             for plan, unit, key in selections:
                 bar.update(job, description=f"{model} · {plan.spec.name} · train scores of {unit.key}")
@@ -476,10 +503,10 @@ def _run_model(
                         info = {**info, "random_init": True, "random_init_seed": RANDOM_INIT_SEED}
                     advance(len(plan.eval_examples))
                 store.put_unit(key, outputs, info)
-                finished += 1
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (harness.errors.Terminated): the unit in flight is dropped
+            missing = sum(not store.has_unit(key) for _, _, key in work)  # exact even if it came just after a commit
             raise Interrupted(
-                f"{done_before + finished} of {total_units} units of {model} are stored in {store.path}; "
+                f"{total_units - missing} of {total_units} units of {model} are stored in {store.path}; "
                 "rerun the same command to resume"
             ) from None
 
@@ -489,9 +516,13 @@ def _cost(plan: TaskPlan, unit, presets: dict, cfg: EvalConfig) -> int:
     train examples that score a prompt for template selection."""
     if isinstance(unit, TrainedUnit) and unit.method != "probe":
         return presets[unit.method]["max_steps"] + len(plan.eval_examples)
-    if isinstance(unit, prompt_method.PromptUnit) and wants_selection(plan, unit, cfg):
-        return len(plan.eval_examples) + _selection_cost(plan)
-    return len(plan.eval_examples)
+    if not isinstance(unit, prompt_method.PromptUnit):
+        return len(plan.eval_examples)
+    prompts = plan.prompts
+    calibrated = unit.kind == "gold" and prompts is not None and prompts.content_free is not None
+    calibrated = calibrated and prompts.get(unit.template).fixed_choices  # its content-free input is one more request
+    selection = _selection_cost(plan) if wants_selection(plan, unit, cfg) else 0
+    return len(plan.eval_examples) + int(calibrated) + selection
 
 
 def wants_selection(plan: TaskPlan, unit, cfg: EvalConfig) -> bool:

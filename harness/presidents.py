@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from harness.errors import HarnessError
+from harness.resources import read_text
 from harness.store import Record
 from harness.tasks import Example, find_beside_data
 
@@ -31,7 +32,7 @@ def presidents_file(data_folder: Path | None) -> Path | None:
 def load_presidents(path: Path) -> list[Example]:
     """One example per term, in order: fields `name` and `line` ("Name, 1789 - 1797"; "present" when in office)."""
     try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
+        rows = json.loads(read_text(path))
         rows = sorted(rows, key=lambda r: int(r["number"]))
         examples = []
         for r in rows:

@@ -17,12 +17,26 @@ def resource_dir(kind: str) -> Path:
     return installed if installed.is_dir() else _PACKAGE.parent / kind
 
 
+def read_text(path: Path) -> str:
+    """A user's text file, as UTF-8; a folder, an unreadable or a non-UTF-8 file is a one-line error naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise HarnessError(
+            f"{path}: not UTF-8 text (byte {err.start}: {err.object[err.start : err.start + 1]!r})"
+        ) from None
+    except IsADirectoryError:
+        raise HarnessError(f"{path}: a folder where a file was expected") from None
+    except OSError as err:
+        raise HarnessError(f"{path}: cannot be read ({err.strerror})") from None
+
+
 def read_yaml(path: Path, what: str) -> object:
     """A YAML file's content; a missing file or a syntax error is a one-line error naming the file (and line)."""
     if not path.is_file():
         raise HarnessError(f"no {what}: {path} not found")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(read_text(path))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -33,6 +33,9 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# The layout above, as this version writes and reads it. A store from before the version was recorded is 1; a store
+# written by a newer harness (a higher version) is refused rather than misread.
+SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -58,10 +61,6 @@ class Record:
 
     def to_json(self) -> str:
         return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> Record:
-        return cls(**json.loads(text))
 
 
 @dataclass
@@ -103,8 +102,16 @@ class Store:
             self.conn.execute("PRAGMA synchronous=NORMAL")
             with self.conn:
                 self.conn.executescript(SCHEMA)
-        except sqlite3.DatabaseError as err:
+            version = self.get_meta("schema_version") or 1
+        except (sqlite3.DatabaseError, HarnessError) as err:
             raise HarnessError(f"{self.path}: not a usable results store ({err})") from None
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise HarnessError(
+                f"{self.path} was written by a newer harness (store schema {version}; this version reads up to "
+                f"{SCHEMA_VERSION}): upgrade harness, or use another --out"
+            )
+        if create and self.get_meta("schema_version") != SCHEMA_VERSION:
+            self.set_meta("schema_version", SCHEMA_VERSION)
 
     def close(self) -> None:
         self.conn.close()
@@ -112,7 +119,16 @@ class Store:
     # ---- metadata ----
     def get_meta(self, key: str) -> object | None:
         row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
+        return self._json(row[0], f"meta '{key}'") if row else None
+
+    def _json(self, text: str, where: str):
+        """A stored JSON payload; a corrupt one is a one-line error naming the store and the row."""
+        try:
+            return json.loads(text)
+        except (json.JSONDecodeError, TypeError):
+            raise HarnessError(
+                f"{self.path}: corrupt stored data in {where}; delete that unit's rows or use another --out"
+            ) from None
 
     def set_meta(self, key: str, value: object) -> None:
         with self.conn:
@@ -126,7 +142,7 @@ class Store:
 
     def models(self) -> list[tuple[str, int, dict]]:
         rows = self.conn.execute("SELECT model, params, info FROM models ORDER BY params, model").fetchall()
-        return [(m, p, json.loads(i)) for m, p, i in rows]
+        return [(m, p, self._json(i, f"model {m}")) for m, p, i in rows]
 
     def put_task(self, model: str, task: str, info: dict) -> None:
         with self.conn:
@@ -136,7 +152,7 @@ class Store:
 
     def task_info(self, model: str, task: str) -> dict | None:
         row = self.conn.execute("SELECT info FROM tasks WHERE model=? AND task=?", (model, task)).fetchone()
-        return json.loads(row[0]) if row else None
+        return self._json(row[0], f"task {model}/{task}") if row else None
 
     # ---- units and records ----
     def has_unit(self, key: UnitKey) -> bool:
@@ -151,7 +167,7 @@ class Store:
             "SELECT info FROM units WHERE model=? AND task=? AND method=? AND unit=?",
             (key.model, key.task, key.method, key.unit),
         ).fetchone()
-        return json.loads(row[0]) if row else None
+        return self._json(row[0], f"unit {key.model}/{key.task}/{key.method}/{key.unit}") if row else None
 
     def add_unit_info(self, key: UnitKey, extra: dict) -> None:
         """Merge `extra` into a stored unit's info (what a newer version computes for units stored before it)."""
@@ -185,7 +201,12 @@ class Store:
             (model, task),
         )
         for method, variant, template, shots, seed, payload in cursor:
-            out.setdefault((method, variant, template, shots, seed), []).append(Record.from_json(payload))
+            where = f"record {model}/{task}/{method}/{variant}/{template}/k{shots}/s{seed}"
+            try:
+                record = Record(**self._json(payload, where))
+            except TypeError:
+                raise HarnessError(f"{self.path}: corrupt stored data in {where} (unknown fields)") from None
+            out.setdefault((method, variant, template, shots, seed), []).append(record)
         return out
 
     def unit_infos(self, model: str, task: str) -> dict[tuple[str, str], dict]:
@@ -193,7 +214,7 @@ class Store:
         cursor = self.conn.execute(
             "SELECT method, unit, info FROM units WHERE model=? AND task=? ORDER BY method, unit", (model, task)
         )
-        return {(m, u): json.loads(i) for m, u, i in cursor}
+        return {(m, u): self._json(i, f"unit {model}/{task}/{m}/{u}") for m, u, i in cursor}
 
     def tasks(self, model: str) -> list[str]:
         rows = self.conn.execute("SELECT DISTINCT task FROM tasks WHERE model=? ORDER BY task", (model,)).fetchall()

@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.resources import read_text
 from harness.tasks import Example, TaskSpec, find_beside_data
 
 VAL_POOL = 200  # eval examples per generated task without --limit
@@ -180,7 +181,7 @@ def load_gpt3_split(spec: TaskSpec, folder: Path, split: str) -> list[Example]:
     if not path.is_file():
         raise HarnessError(f"{spec.name}: {path} not found")
     rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -10,10 +10,11 @@ import json
 import os
 import random
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.resources import read_text
 
 HUB_DATASET = "aps/super_glue"
 
@@ -24,6 +25,10 @@ class Example:
     fields: dict  # template variables
     label: int | None  # class id; None where the gold depends on the example's choices (ReCoRD)
     group: str  # examples scored together by a metric (a MultiRC question, a ReCoRD query); else == id
+    source: str = ""  # where it was read, "file:line", for error messages; empty for generated or Hub examples
+
+    def describe(self) -> str:
+        return f"example {self.id}" + (f" ({self.source})" if self.source else "")
 
 
 @dataclass(frozen=True)
@@ -182,8 +187,7 @@ def _from_hub(task: str, row: dict, n: int) -> Example:
 
 def load_jsonl_split(task: TaskSpec, path: Path) -> list[Example]:
     examples: list[Example] = []
-    with open(path, encoding="utf-8") as fh:
-        lines = fh.read().splitlines()
+    lines = read_text(path).splitlines()
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -192,7 +196,7 @@ def load_jsonl_split(task: TaskSpec, path: Path) -> list[Example]:
         except json.JSONDecodeError as err:
             raise HarnessError(f"{path}:{lineno}: malformed JSON line ({err.msg})") from None
         try:
-            examples.extend(_from_original(task.name, row, lineno - 1))
+            examples.extend(replace(ex, source=f"{path}:{lineno}") for ex in _from_original(task.name, row, lineno - 1))
         except (KeyError, TypeError, AttributeError, IndexError) as err:
             raise HarnessError(f"{path}:{lineno}: missing or invalid field {err} for task {task.name}") from None
     return examples
@@ -240,7 +244,7 @@ class DataSource:
 
     def has_split(self, task: TaskSpec, split: str) -> bool:
         path = self.split_path(task, split)
-        return path.is_file() if path else True
+        return path.exists() if path else True  # a folder in a file's place is an error when read, not "no split"
 
     def load(self, task: TaskSpec, split: str) -> list[Example]:
         from harness.synthetic import generate_split, load_gpt3_split
@@ -261,7 +265,7 @@ class DataSource:
             return load_gpt3_split(task, path.parent, split)
         path = self.split_path(task, split)
         if path is not None:
-            if not path.is_file():
+            if not path.exists():
                 raise HarnessError(f"{task.name}: no {split} split: {path} not found")
             return load_jsonl_split(task, path)
         return _load_hub(task, split)

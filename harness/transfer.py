@@ -12,7 +12,6 @@ Source and target samples are disjoint, so the diagonal (A -> A) is A's specific
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -20,10 +19,10 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from harness.errors import HarnessError, Interrupted
-from harness.evaluate import _trained_template
+from harness.evaluate import _trained_template, check_given
+from harness.lock import writer_lock
 from harness.methods.presets import check_overrides, load_preset
 from harness.methods.training import (
     ChoiceScorer,
@@ -34,6 +33,7 @@ from harness.methods.training import (
     trainable,
     trained_parameter_count,
 )
+from harness.progress import progress
 from harness.prompts import Template, load_prompts
 from harness.store import Record, Store, UnitKey, VariantRecords
 from harness.tasks import DataSource, Example, TaskSpec, get_task, load_train, resolve_train_source, stratified_subset
@@ -105,6 +105,20 @@ class TransferUnit:
 
 
 def validate(cfg: TransferConfig) -> None:
+    """Check the options before any data, model or store is touched; each message names its flag."""
+    if not cfg.models or any(not m.strip() for m in cfg.models):
+        raise HarnessError("--model is empty: give a short name (see `harness models`), a Hub id or a local path")
+    check_given(
+        [
+            ("--device", cfg.device),
+            ("--dtype", cfg.dtype),
+            ("--out", cfg.out),
+            ("--data-dir", cfg.data_dir),
+            ("--train-set", cfg.train_set),
+            ("--prompts-dir", cfg.prompts_dir),
+            ("--presets-dir", cfg.presets_dir),
+        ]
+    )
     if cfg.method not in ("bitfit", "ptune"):
         raise HarnessError(f"unknown method '{cfg.method}' (--method): transfer trains bitfit or ptune")
     if len(cfg.tasks) < 2:
@@ -116,12 +130,13 @@ def validate(cfg: TransferConfig) -> None:
         ("--target-n", cfg.target_n, 1),
         ("--source-steps", cfg.source_steps, 1),
         ("--target-steps", cfg.target_steps, 1),
+        ("--source-eval-every", cfg.source_eval_every, 1),
         ("--seeds", cfg.seeds, 1),
     ]:
         if value < least:
             raise HarnessError(f"{flag} must be at least {least}, not {value}")
     if cfg.limit is not None and cfg.limit < 1:
-        raise HarnessError("--limit must be at least 1")
+        raise HarnessError(f"--limit must be at least 1, not {cfg.limit}")
     if cfg.target_lr is not None and not cfg.target_lr > 0:
         raise HarnessError(f"--target-lr must be positive, not {cfg.target_lr}")
     check_overrides(cfg.overrides)
@@ -180,10 +195,17 @@ def _variant(cfg: TransferConfig, preset: dict) -> str:
 
 
 def run_transfer(cfg: TransferConfig, console: Console, command: str) -> Path:
+    """Run cfg's transfer units into cfg.out, then render its report; returns the report's path. A store has one
+    writer: while another live run holds cfg.out, this one is refused (HarnessError)."""
+    validate(cfg)
+    with writer_lock(cfg.out):
+        return _run_transfer(cfg, console, command)
+
+
+def _run_transfer(cfg: TransferConfig, console: Console, command: str) -> Path:
     from harness.models import load_model
     from harness.report_transfer import render
 
-    validate(cfg)
     preset = load_preset(cfg.method, cfg.presets_dir, cfg.overrides)
     tasks, data = plan(cfg, preset)
     store = Store(cfg.out)
@@ -248,19 +270,15 @@ class Runner:
             return
         if len(todo) < len(units):
             console.print(f"{self.name}: resuming, {len(units) - len(todo)} of {len(units)} units already stored")
-        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("units")]
-        columns += [TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
-        disable = os.environ.get("HARNESS_NO_PROGRESS") == "1"
-        done = len(units) - len(todo)
-        with Progress(*columns, console=console, transient=False, disable=disable) as bar:
+        with progress(console, "units") as bar:
             job = bar.add_task(self.name, total=len(todo))
             try:
                 for unit in todo:
                     bar.update(job, description=f"{self.name} · {unit.target} · {unit.variant} s{unit.seed}")
                     self.run_unit(unit)
                     bar.advance(job)
-                    done += 1
-            except KeyboardInterrupt:
+            except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (harness.errors.Terminated): the unit in flight is dropped
+                done = sum(self.store.has_unit(u.key(self.name, self.cfg)) for u in units)  # exact, from the store
                 raise Interrupted(
                     f"{done} of {len(units)} transfer units of {self.name} are stored in {self.store.path}; "
                     "rerun the same command to resume"

@@ -130,7 +130,7 @@ main()
 """
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda sig: sig.name)
 def test_interrupted_run_resumes_to_the_same_results(tiny_dir, env, tmp_path, sig):
     reference = tmp_path / "reference"
     assert harness(*BASE, "--model", str(tiny_dir), "--out", str(reference), env=env).returncode == 0
@@ -158,11 +158,19 @@ def test_interrupted_run_resumes_to_the_same_results(tiny_dir, env, tmp_path, si
     proc.send_signal(sig)
     # generous: on a loaded 2-core machine the child can take over a minute to reach the handler
     _, stderr = proc.communicate(timeout=300)
-    if sig == signal.SIGINT:
-        assert proc.returncode == 130
-        assert "interrupted" in stderr and "Traceback" not in stderr
-    stored = _count(out / "results.db", "units")
-    assert 3 <= stored < _count(reference / "results.db", "units")
+    stored, total = _count(out / "results.db", "units"), _count(reference / "results.db", "units")
+    assert 3 <= stored < total
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    else:  # Ctrl-C, or SIGTERM as Slurm, Kubernetes and `timeout` send it: one line, no traceback, 128 + signal
+        label = "interrupted" if sig == signal.SIGINT else "terminated"
+        assert proc.returncode == 128 + sig, stderr
+        assert "Traceback" not in stderr
+        last = " ".join(stderr.strip().splitlines()[-1].split())
+        assert last == (
+            f"{label}: {stored} of {total} units of {tiny_dir} are stored in {out / 'results.db'}; "
+            "rerun the same command to resume"
+        ), stderr
 
     resumed = harness(*BASE, "--model", str(tiny_dir), "--out", str(out), env=env)
     assert resumed.returncode == 0, resumed.stderr
@@ -186,6 +194,24 @@ def _bad_data(tmp_path: Path, superglue_dir: Path) -> Path:
     return folder
 
 
+def _data_variant(tmp_path: Path, superglue_dir: Path, name: str) -> Path:
+    """RTE data with one fault: a non-UTF-8 byte, a row without its hypothesis, or a folder for val.jsonl."""
+    folder = tmp_path / name
+    (folder / "RTE").mkdir(parents=True)
+    val = folder / "RTE" / "val.jsonl"
+    lines = (superglue_dir / "RTE" / "val.jsonl").read_text().splitlines()[:5]
+    if name == "latin1":
+        val.write_bytes("\n".join(lines).encode() + b'\n{"premise": "caf\xe9"}\n')
+    elif name == "no_field":
+        row = json.loads(lines[3])
+        del row["hypothesis"]
+        lines[3] = json.dumps(row)
+        val.write_text("\n".join(lines) + "\n")
+    else:
+        val.mkdir()
+    return folder
+
+
 BAD_INPUTS = {
     "unknown task": (["--tasks", "rtee"], "unknown task 'rtee'"),
     "unknown method": (["--methods", "magic"], "unknown method 'magic'"),
@@ -194,6 +220,13 @@ BAD_INPUTS = {
     "missing data folder": (["--data-dir", "/nonexistent/superglue"], "data folder not found: /nonexistent/superglue"),
     "missing split": (["--data-dir", "{empty}", "--tasks", "cb"], "cb: no val split"),
     "malformed jsonl": (["--data-dir", "{bad_data}"], "val.jsonl:3: malformed JSON line"),
+    "non-UTF-8 data": (["--data-dir", "{latin1}"], "RTE/val.jsonl: not UTF-8 text (byte "),
+    "row missing a field": (
+        ["--data-dir", "{no_field}"],
+        "undefined field ('hypothesis' is undefined) on example 3 ({no_field}/RTE/val.jsonl:4)",
+    ),
+    "folder for a file": (["--data-dir", "{dir_for_file}"], "RTE/val.jsonl: a folder where a file was expected"),
+    "suite not a mapping": (["--suite", "{list_suite}"], "list.yaml: a suite needs a 'tasks' list"),
     "template syntax": (["--prompts-dir", "{syntax}"], "rte.yaml: template 'mine' (text): syntax error on line 1"),
     "undefined field": (["--prompts-dir", "{undefined}"], "template 'mine': undefined field ('premis' is undefined)"),
     "empty choices": (["--prompts-dir", "{empty_choices}"], "template 'mine': empty answer choices"),
@@ -221,20 +254,23 @@ def test_bad_input_is_one_line_exit_2(case, tiny_dir, env, tmp_path, superglue_d
     records_before = _count(out / "results.db", "records")
 
     (tmp_path / "a-file").write_text("")
+    (tmp_path / "list.yaml").write_text("- rte\n")
     (tmp_path / "empty").mkdir()
     places = {
         "empty": tmp_path / "empty",
         "bad_data": _bad_data(tmp_path, superglue_dir),
+        **{name: _data_variant(tmp_path, superglue_dir, name) for name in ("latin1", "no_field", "dir_for_file")},
+        "list_suite": tmp_path / "list.yaml",
         "syntax": _bad_prompts(tmp_path / "s", "{{ premise "),
         "undefined": _bad_prompts(tmp_path / "u", "{{ premis }}"),
         "empty_choices": _bad_prompts(tmp_path / "e", "{{ premise }}", "[]"),
         "file": tmp_path / "a-file",
     }
     args, message = BAD_INPUTS[case]
-    args = [a.format(**places) for a in args]
+    args, message = [a.format(**places) for a in args], message.format(**places)
     if "--model" not in args:
         args += ["--model", str(tiny_dir)]
-    if "--tasks" not in args:
+    if "--tasks" not in args and "--suite" not in args:
         args += ["--tasks", "rte"]
     if "--out" not in args:
         args += ["--out", str(out)]
@@ -245,6 +281,39 @@ def test_bad_input_is_one_line_exit_2(case, tiny_dir, env, tmp_path, superglue_d
     assert message in " ".join(lines[0].split()), lines[0]
     assert "Traceback" not in result.stderr
     assert _count(out / "results.db", "records") == records_before
+
+
+STORE_FAULTS = {
+    "corrupt record": ("UPDATE records SET payload = '{not json' WHERE rowid = 1", "corrupt stored data in record "),
+    "newer schema": (
+        "INSERT OR REPLACE INTO meta VALUES ('schema_version', '99')",
+        "was written by a newer harness (store schema 99; this version reads up to 1)",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", ["report", "eval"])
+@pytest.mark.parametrize("fault", sorted(STORE_FAULTS))
+def test_bad_store_is_one_line_exit_2_and_left_as_it_was(fault, command, tiny_dir, env, tmp_path, stored_run):
+    out = tmp_path / "run"
+    shutil.copytree(stored_run, out)
+    statement, message = STORE_FAULTS[fault]
+    with sqlite3.connect(out / "results.db") as conn:
+        conn.execute(statement)
+    conn.close()
+    before = (out / "results.db").read_bytes()
+    args = ["report", str(out)]
+    if command == "eval":  # the same command as the stored run: it resumes, and renders the report at the end
+        args = ["eval", "--model", str(tiny_dir), "--tasks", "rte", "--limit", "4", "--shots", "0"]
+        args += ["--templates", "lm-eval", "--out", str(out)]
+    result = harness(*args, env=env)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    # eval may first say that every unit is stored (the corrupt record is met when the report reads it)
+    lines = [" ".join(line.split()) for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0] and str(out / "results.db") in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    if fault == "newer schema" or command == "report":  # refused before anything is written
+        assert (out / "results.db").read_bytes() == before
 
 
 def test_report_without_store_and_other_commands(env, tmp_path):

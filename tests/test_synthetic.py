@@ -15,7 +15,7 @@ from harness.metrics import Resampler, baselines, generated_correct, main_metric
 from harness.store import Record
 from harness.synthetic import GPT3_TRAIN, generate_split, gpt3_tasks, load_gpt3_split, random_answer_fields
 from harness.tasks import DataSource, get_task
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, require
 
 GPT3 = SHARED_DATA / "gpt3-arithmetic"
 
@@ -68,8 +68,8 @@ def test_random_answers_keep_the_form_and_are_wrong():
                 assert wrong["answer"].startswith("-") == ex.fields["answer"].startswith("-")
 
 
-@pytest.mark.skipif(not GPT3.is_dir(), reason="../shared/data/gpt3-arithmetic is not here")
 def test_gpt3_files_split_into_disjoint_train_and_val():
+    require(GPT3.is_dir(), str(GPT3))
     assert "gpt3-two-digit-addition" in gpt3_tasks(GPT3)
     spec = get_task("gpt3-two-digit-addition")
     val, train = load_gpt3_split(spec, GPT3, "val"), load_gpt3_split(spec, GPT3, "train")
@@ -118,8 +118,8 @@ def test_greedy_generation_stops_at_newline_and_matches_plain_decoding(tiny_lm):
 PRESIDENTS = SHARED_DATA / "presidents" / "presidents.json"
 
 
-@pytest.mark.skipif(not PRESIDENTS.is_file(), reason="../shared/data/presidents is not here")
 def test_presidents_ranks_match_a_plain_forward_pass_on_a_real_model(smollm2):
+    require(PRESIDENTS.is_file(), str(PRESIDENTS))
     from harness.presidents import load_presidents, read_list
 
     examples = load_presidents(PRESIDENTS)
