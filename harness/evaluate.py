@@ -105,9 +105,11 @@ def random_label_shots(cfg: EvalConfig) -> list[int]:
     return [max(cfg.shots)]  # validate() has rejected an empty --shots
 
 
-def check_given(options: list[tuple[str, str | None]]) -> None:
-    """Fail on a text option given as an empty string (`--out ""`): it would silently mean the current folder or
-    the default. `options` holds (flag, value) pairs; None means not given."""
+def check_given(models: list[str], options: list[tuple[str, str | None]]) -> None:
+    """Fail on no or an empty --model, and on a text option given as an empty string (`--out ""`): it would silently
+    mean the current folder or the default. `options` holds (flag, value) pairs; None means not given."""
+    if not models or any(not m.strip() for m in models):
+        raise HarnessError("--model is empty: give a short name (see `harness models`), a Hub id or a local path")
     for flag, value in options:
         if value is not None and not value.strip():
             raise HarnessError(f"{flag} is empty: give a value or leave the option out")
@@ -115,9 +117,8 @@ def check_given(options: list[tuple[str, str | None]]) -> None:
 
 def validate(cfg: EvalConfig) -> None:
     """Check the options before any data, model or store is touched; each message names its flag."""
-    if not cfg.models or any(not m.strip() for m in cfg.models):
-        raise HarnessError("--model is empty: give a short name (see `harness models`), a Hub id or a local path")
     check_given(
+        cfg.models,
         [
             ("--suite", cfg.suite),
             ("--device", cfg.device),
@@ -128,7 +129,7 @@ def validate(cfg: EvalConfig) -> None:
             ("--fewglue-dir", cfg.fewglue_dir),
             ("--prompts-dir", cfg.prompts_dir),
             ("--presets-dir", cfg.presets_dir),
-        ]
+        ],
     )
     if cfg.tasks is not None and not cfg.tasks:
         raise HarnessError("--tasks is empty: give comma-separated task names (see `harness tasks`)")

@@ -106,9 +106,8 @@ class TransferUnit:
 
 def validate(cfg: TransferConfig) -> None:
     """Check the options before any data, model or store is touched; each message names its flag."""
-    if not cfg.models or any(not m.strip() for m in cfg.models):
-        raise HarnessError("--model is empty: give a short name (see `harness models`), a Hub id or a local path")
     check_given(
+        cfg.models,
         [
             ("--device", cfg.device),
             ("--dtype", cfg.dtype),
@@ -117,7 +116,7 @@ def validate(cfg: TransferConfig) -> None:
             ("--train-set", cfg.train_set),
             ("--prompts-dir", cfg.prompts_dir),
             ("--presets-dir", cfg.presets_dir),
-        ]
+        ],
     )
     if cfg.method not in ("bitfit", "ptune"):
         raise HarnessError(f"unknown method '{cfg.method}' (--method): transfer trains bitfit or ptune")
