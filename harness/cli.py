@@ -178,6 +178,13 @@ def eval_command(
             "<variant>-random-init), the baseline of their selectivity: comma-separated, or 'none'."
         ),
     ] = "probe",
+    permuted_label_check: Annotated[
+        str,
+        typer.Option(
+            help="Trained methods that also train and score with permuted labels (variant <variant>-control): a "
+            "sanity check that should sit at chance, one more unit per trained unit. Comma-separated, or 'none'."
+        ),
+    ] = "ptune,bitfit,probe",
 ) -> None:
     """Evaluate models on a suite; writes OUT/results.db, OUT/summary.csv, OUT/report.md."""
     from harness.evaluate import EvalConfig, run_eval
@@ -206,6 +213,7 @@ def eval_command(
         overrides=list(set_ or []),
         presets_dir=presets_dir,
         random_init_baseline=_methods_or_none(random_init_baseline, "--random-init-baseline"),
+        permuted_label_check=_methods_or_none(permuted_label_check, "--permuted-label-check"),
         prompts_dir=prompts_dir,
         trust_remote_code=trust_remote_code,
     )

@@ -70,6 +70,8 @@ class EvalConfig:
     # trained methods also run on a re-initialised copy of the model (variant `<variant>-random-init`): the
     # baseline that selectivity is measured against
     random_init_baseline: list[str] = field(default_factory=lambda: ["probe"])
+    # trained methods that also run with permuted labels: a sanity check that should sit at chance
+    permuted_label_check: list[str] = field(default_factory=lambda: list(TRAINED_METHODS))
 
 
 @dataclass
@@ -161,11 +163,13 @@ def validate(cfg: EvalConfig) -> None:
     for n in cfg.train_sizes or []:
         if n != "all" and (isinstance(n, bool) or not isinstance(n, int) or n < 2):
             raise HarnessError(f"--train-sizes must be integers of at least 2 or 'all', not {n}")
-    for m in cfg.random_init_baseline:
-        if m not in TRAINED_METHODS:
-            raise HarnessError(
-                f"unknown method '{m}' (--random-init-baseline): trained methods are {', '.join(TRAINED_METHODS)}"
-            )
+    for flag, methods in (
+        ("--random-init-baseline", cfg.random_init_baseline),
+        ("--permuted-label-check", cfg.permuted_label_check),
+    ):
+        for m in methods:
+            if m not in TRAINED_METHODS:
+                raise HarnessError(f"unknown method '{m}' ({flag}): trained methods are {', '.join(TRAINED_METHODS)}")
     check_overrides(cfg.overrides)
 
 
@@ -215,8 +219,9 @@ def plan_trained(
         for variant in variants:
             for n in sizes:
                 for seed in range(cfg.seeds):
-                    for control in (False, True):
-                        units.append(TrainedUnit(method, variant, template.name, n, seed, control))
+                    units.append(TrainedUnit(method, variant, template.name, n, seed))
+                    if method in cfg.permuted_label_check:
+                        units.append(TrainedUnit(method, variant, template.name, n, seed, True))
                     if method in cfg.random_init_baseline:
                         units.append(TrainedUnit(method, variant + RANDOM_INIT_SUFFIX, template.name, n, seed))
     return units, notes

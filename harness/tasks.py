@@ -131,16 +131,25 @@ _LABEL_IDS = {
 }
 
 
+class LabelError(ValueError):
+    """A row's label is not one of its task's labels."""
+
+
 def _label_id(task: str, value) -> int:
+    labels = TASKS[task].labels if task in TASKS else ()
     if task in _LABEL_IDS:
-        return _LABEL_IDS[task][value]
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return int(value.lower() == "true")
-    raise KeyError(value)
+        found = _LABEL_IDS[task].get(value) if isinstance(value, str) else None
+    elif isinstance(value, bool):
+        found = int(value)
+    elif isinstance(value, int):
+        found = value if value < 0 or not labels or value < len(labels) else None  # < 0: an unlabelled test row
+    elif isinstance(value, str) and value.lower() in ("true", "false"):
+        found = int(value.lower() == "true")
+    else:
+        found = None
+    if found is None:
+        raise LabelError(f"label {value!r} is not one of {task}'s labels ({', '.join(labels) or 'none'})")
+    return found
 
 
 def _from_original(task: str, row: dict, n: int) -> list[Example]:
@@ -197,6 +206,8 @@ def load_jsonl_split(task: TaskSpec, path: Path) -> list[Example]:
             raise HarnessError(f"{path}:{lineno}: malformed JSON line ({err.msg})") from None
         try:
             examples.extend(replace(ex, source=f"{path}:{lineno}") for ex in _from_original(task.name, row, lineno - 1))
+        except LabelError as err:
+            raise HarnessError(f"{path}:{lineno}: {err}") from None
         except (KeyError, TypeError, AttributeError, IndexError) as err:
             raise HarnessError(f"{path}:{lineno}: missing or invalid field {err} for task {task.name}") from None
     return examples

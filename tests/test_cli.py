@@ -195,7 +195,8 @@ def _bad_data(tmp_path: Path, superglue_dir: Path) -> Path:
 
 
 def _data_variant(tmp_path: Path, superglue_dir: Path, name: str) -> Path:
-    """RTE data with one fault: a non-UTF-8 byte, a row without its hypothesis, or a folder for val.jsonl."""
+    """RTE data with one fault: a non-UTF-8 byte, a row without its hypothesis, a label outside RTE's, an empty
+    val.jsonl, or a folder for it."""
     folder = tmp_path / name
     (folder / "RTE").mkdir(parents=True)
     val = folder / "RTE" / "val.jsonl"
@@ -207,6 +208,13 @@ def _data_variant(tmp_path: Path, superglue_dir: Path, name: str) -> Path:
         del row["hypothesis"]
         lines[3] = json.dumps(row)
         val.write_text("\n".join(lines) + "\n")
+    elif name == "bad_label":
+        row = json.loads(lines[1])
+        row["label"] = "maybe"
+        lines[1] = json.dumps(row)
+        val.write_text("\n".join(lines) + "\n")
+    elif name == "empty_split":
+        val.write_text("\n")
     else:
         val.mkdir()
     return folder
@@ -225,6 +233,11 @@ BAD_INPUTS = {
         ["--data-dir", "{no_field}"],
         "undefined field ('hypothesis' is undefined) on example 3 ({no_field}/RTE/val.jsonl:4)",
     ),
+    "label outside the set": (
+        ["--data-dir", "{bad_label}"],
+        "RTE/val.jsonl:2: label 'maybe' is not one of rte's labels (entailment, not_entailment)",
+    ),
+    "empty split": (["--data-dir", "{empty_split}"], "rte: the val split is empty"),
     "folder for a file": (["--data-dir", "{dir_for_file}"], "RTE/val.jsonl: a folder where a file was expected"),
     "suite not a mapping": (["--suite", "{list_suite}"], "list.yaml: a suite needs a 'tasks' list"),
     "template syntax": (["--prompts-dir", "{syntax}"], "rte.yaml: template 'mine' (text): syntax error on line 1"),
@@ -259,7 +272,10 @@ def test_bad_input_is_one_line_exit_2(case, tiny_dir, env, tmp_path, superglue_d
     places = {
         "empty": tmp_path / "empty",
         "bad_data": _bad_data(tmp_path, superglue_dir),
-        **{name: _data_variant(tmp_path, superglue_dir, name) for name in ("latin1", "no_field", "dir_for_file")},
+        **{
+            name: _data_variant(tmp_path, superglue_dir, name)
+            for name in ("latin1", "no_field", "bad_label", "empty_split", "dir_for_file")
+        },
         "list_suite": tmp_path / "list.yaml",
         "syntax": _bad_prompts(tmp_path / "s", "{{ premise "),
         "undefined": _bad_prompts(tmp_path / "u", "{{ premis }}"),

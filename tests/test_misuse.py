@@ -85,6 +85,12 @@ EVAL_MISUSE = {
     "random-label-shots empty": (["--random-label-shots", ""], "--random-label-shots", "is empty"),
     "random-label-shots not integers": (["--random-label-shots", "x"], "--random-label-shots", "got 'x'"),
     "random-init-baseline empty": (["--random-init-baseline", ","], "--random-init-baseline", "is empty"),
+    "permuted-label-check unknown": (
+        ["--permuted-label-check", "prompt"],
+        "--permuted-label-check",
+        "unknown method 'prompt' (--permuted-label-check)",
+    ),
+    "permuted-label-check empty": (["--permuted-label-check", ","], "--permuted-label-check", "is empty"),
     # click: options, values, types
     "option typo": (["--task", "rte"], "--task", "no option --task for `harness eval`; did you mean --tasks?"),
     "option typo with value": (["--tasks-dir", "x"], "--tasks-dir", "no option --tasks-dir for `harness eval`"),

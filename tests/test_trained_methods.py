@@ -396,6 +396,28 @@ def test_train_sizes_all_resolves_to_the_whole_train_split(category):
     assert {u.train_size for u in units} == {32}  # the default stays FewGLUE's 32
 
 
+def test_permuted_label_check_runs_only_for_the_methods_asked(category):
+    from dataclasses import replace
+
+    from harness.evaluate import EvalConfig, plan_trained
+
+    prompts, train_examples, _ = category
+    presets = {"bitfit": load_preset("bitfit"), "probe": load_preset("probe")}
+    cfg = EvalConfig(models=["tiny"], methods=["bitfit", "probe"], train_sizes=[8, 16], seeds=1)
+    everything, _ = plan_trained(cfg, CATEGORY, prompts, train_examples, "test", presets)
+    # by default every trained unit has its permuted-label twin (the probe also its random-init baseline)
+    assert sorted((u.method, u.control) for u in everything).count(("bitfit", True)) == 2
+    only_probe, _ = plan_trained(
+        replace(cfg, permuted_label_check=["probe"]), CATEGORY, prompts, train_examples, "t", presets
+    )
+    assert [(u.method, u.train_size) for u in only_probe if u.control] == [("probe", 8), ("probe", 16)]
+    assert {(u.method, u.variant, u.train_size) for u in only_probe if not u.control} == {
+        (u.method, u.variant, u.train_size) for u in everything if not u.control
+    }
+    none, _ = plan_trained(replace(cfg, permuted_label_check=[]), CATEGORY, prompts, train_examples, "t", presets)
+    assert not any(u.control for u in none) and len(none) == len(everything) - 4
+
+
 def replace_sizes(cfg, sizes):
     from dataclasses import replace
 
