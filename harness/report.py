@@ -21,6 +21,7 @@ from harness.analysis import (
     is_control_task,
     is_random_init,
 )
+from harness.decompose import TRAINED
 from harness.markdown import fmt, params_text, table
 from harness.metrics import Estimate, main_metric
 from harness.report_curves import plot_learning_curves
@@ -97,9 +98,6 @@ def task_rows(result: TaskResult) -> tuple[list[str], list[str]]:
         fmt(_get(result, "prompt", "gold", few, "spread", metric), ci=False) if few else "–",
     ]
     return scores, diagnostics
-
-
-TRAINED = ("ptune", "bitfit", "probe")
 
 
 def _trained_variants(result: TaskResult) -> list[tuple[str, str, int]]:

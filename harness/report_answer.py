@@ -10,6 +10,7 @@ from harness.analysis import TaskResult
 from harness.decompose import Decomposition, decompose, inconclusive_reason, p_value, verdicts
 from harness.markdown import fmt, p_text, table
 from harness.report_decomposition import signed
+from harness.resources import read_text
 
 ABOUT = "about.md"  # written by whoever ran the store: what the report supports and how strongly
 VERDICT_TEXT = {
@@ -24,7 +25,7 @@ def about(out: Path) -> list[str]:
     path = out / ABOUT
     if not path.is_file():
         return []
-    return [path.read_text(encoding="utf-8").strip(), ""]
+    return [read_text(path).strip(), ""]  # a non-UTF-8 file is a one-line error naming it
 
 
 def _choice(d: Decomposition, which: str) -> str:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.analysis import ALL, RANDOM_INIT_SUFFIX, TaskResult, is_control_task, is_random_init
+from harness.decompose import TRAINED
 from harness.metrics import main_metric
-
-TRAINED = ("ptune", "bitfit", "probe")
 
 
 def curves(result: TaskResult) -> dict[tuple[str, str], list[tuple[int, float, float, float]]]:
