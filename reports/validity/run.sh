@@ -16,9 +16,9 @@ fi
 COMMON="--tasks cb,copa,rte,wsc --train-set superglue --seeds 1 --out $OUT"
 part() { echo "== $1 start $(date -u +%FT%TZ)"; shift; "$@"; echo "== end rc=$? $(date -u +%FT%TZ)"; }
 part smollm2-prompt-probe harness eval --model smollm2-135m --methods prompt,probe --shots 0,4 --train-sizes 8,32,128,all $COMMON
-part gemma3-prompt-probe harness eval --model gemma3-270m --methods prompt,probe --shots 0,4 --train-sizes 8,32,128,all $COMMON
 # the permuted-label sanity check runs for the probe above; for tuning it would double the part's hours
 part smollm2-bitfit-ptune harness eval --model smollm2-135m --methods bitfit,ptune --shots 0,4 --train-sizes 32,128 --permuted-label-check none $COMMON
+part gemma3-prompt-probe harness eval --model gemma3-270m --methods prompt,probe --shots 0,4 --train-sizes 8,32,128,all $COMMON
 # the committed copy: a consistent snapshot of the store, and the report rendered from it
 python3 -c "import sqlite3; s = sqlite3.connect('$OUT/results.db'); d = sqlite3.connect('reports/validity/results.db'); s.backup(d); d.close()"
 harness report reports/validity
