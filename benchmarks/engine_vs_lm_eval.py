@@ -40,9 +40,10 @@ LM_EVAL_BATCH_SIZE = 1
 
 # ---------------------------------------------------------------- data both sides read
 def _train_examples(task_name: str, data: Path, fewglue: Path):
-    from harness.tasks import TASKS, DataSource, load_jsonl_split
+    from harness.catalog import get_task
+    from harness.loaders import DataSource, load_jsonl_split
 
-    task = TASKS[task_name]
+    task = get_task(task_name)
     source = DataSource(data)
     if source.has_split(task, "train"):
         return source.load(task, "train")
@@ -50,9 +51,10 @@ def _train_examples(task_name: str, data: Path, fewglue: Path):
 
 
 def _examples(task_name: str, data: Path, fewglue: Path, limit: int):
-    from harness.tasks import TASKS, DataSource
+    from harness.catalog import get_task
+    from harness.loaders import DataSource
 
-    return DataSource(data).load(TASKS[task_name], "val")[:limit], _train_examples(task_name, data, fewglue)
+    return DataSource(data).load(get_task(task_name), "val")[:limit], _train_examples(task_name, data, fewglue)
 
 
 def _hub_row(ex) -> dict:
@@ -64,11 +66,11 @@ def _hub_row(ex) -> dict:
 def run_harness(task_name: str, shots: int, args) -> dict:
     import torch
 
+    from harness.catalog import get_task
     from harness.engine import Engine
     from harness.methods.prompt import PromptUnit, run_unit
     from harness.models import load_model
     from harness.prompts import load_prompts
-    from harness.tasks import TASKS
 
     torch.manual_seed(0)
     examples, train = _examples(task_name, args.data, args.fewglue, args.limit)
@@ -76,7 +78,7 @@ def run_harness(task_name: str, shots: int, args) -> dict:
     engine = Engine(loaded.model, loaded.tokenizer)
     prompts = load_prompts(task_name)
     started = time.perf_counter()
-    variants = run_unit(PromptUnit("lm-eval", shots, 0), TASKS[task_name], prompts, engine, examples, train, "first")
+    variants = run_unit(PromptUnit("lm-eval", shots, 0), get_task(task_name), prompts, engine, examples, train, "first")
     scoring = time.perf_counter() - started
     gold = next(v for v in variants if v.variant == "gold")
     return {

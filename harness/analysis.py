@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from harness.catalog import find_task, remember
 from harness.metrics import Estimate, Resampler, baselines, unit_metrics
 from harness.store import Record, Store
-from harness.tasks import find_task
+from harness.tasks import TaskSpec
 
 COLUMNS = [
     "model",
@@ -107,6 +108,8 @@ def _mean_over_seeds(estimates: list[Estimate]) -> Estimate:
 
 def analyse_task(store: Store, model: str, params: int, task: str) -> TaskResult | None:
     info = store.task_info(model, task) or {}
+    if "task" in info:  # the spec as it was run (older stores: the task files of today)
+        remember(TaskSpec.from_info(task, info["task"]))
     units = store.records(model, task)
     if not units:
         return TaskResult(model, task, info, [], {})

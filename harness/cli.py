@@ -34,6 +34,17 @@ console = Console(stderr=True)
 out_console = Console()
 
 
+# --tasks-dir, written once for every command that reads tasks
+TasksDir = Annotated[
+    list[str],
+    typer.Option(
+        "--tasks-dir",
+        help="Folder of task files (harness tasks/<name>.yaml shape, or lm-evaluation-harness task YAMLs); "
+        "repeatable; also $HARNESS_TASKS_DIR. Its tasks take precedence over shipped ones of the same name.",
+    ),
+]
+
+
 def _split(value: str | None) -> list[str] | None:
     """Comma-separated items, stripped: None when the option was not given, [] when it was given empty (`--tasks ,`),
     which validate() refuses rather than falling back to the default."""
@@ -148,8 +159,9 @@ def eval_command(
         str, typer.Option(help="random (seeded, one demo set per k and seed) or first (the first k train examples).")
     ] = "random",
     prompts_dir: Annotated[
-        str, typer.Option(help="Folder of <task>.yaml prompt files to use instead of the shipped ones.")
+        str, typer.Option(help="Folder of <task>.yaml prompt files to use instead of the task files' templates.")
     ] = None,
+    tasks_dir: TasksDir = None,
     trust_remote_code: Annotated[
         bool, typer.Option(help="Allow model code from the Hub to run (off by default).")
     ] = False,
@@ -215,6 +227,7 @@ def eval_command(
         random_init_baseline=_methods_or_none(random_init_baseline, "--random-init-baseline"),
         permuted_label_check=_methods_or_none(permuted_label_check, "--permuted-label-check"),
         prompts_dir=prompts_dir,
+        tasks_dirs=list(tasks_dir or []),
         trust_remote_code=trust_remote_code,
     )
     command = "harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -266,6 +279,7 @@ def transfer_command(
     ] = None,
     presets_dir: Annotated[str, typer.Option(help="Folder of <method>.yaml presets.")] = None,
     prompts_dir: Annotated[str, typer.Option(help="Folder of <task>.yaml prompt files.")] = None,
+    tasks_dir: TasksDir = None,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from the Hub to run.")] = False,
 ) -> None:
     """Train on task A, then briefly on B, and compare B's score with training on B alone, for every ordered
@@ -292,6 +306,7 @@ def transfer_command(
         data_dir=data_dir,
         train_set=train_set,
         prompts_dir=prompts_dir,
+        tasks_dirs=list(tasks_dir or []),
         presets_dir=presets_dir,
         overrides=list(set_ or []),
         trust_remote_code=trust_remote_code,
@@ -319,30 +334,31 @@ def report_command(
 @app.command("tasks")
 def tasks_command(
     prompts_dir: Annotated[str, typer.Option(help="Folder of <task>.yaml prompt files.")] = None,
+    tasks_dir: TasksDir = None,
 ) -> None:
-    """List tasks, their metrics and their templates. Generated-answer tasks take their settings from the name:
-    add-Nd, sub-Nd, mul-Nd, div-Nd, mixed-Nd (N digits), their -parity variants (add-2d-parity), sort-N (N
-    numbers), gpt3-<file of a gpt3-arithmetic folder>."""
+    """List tasks (one YAML file each), their labels, metrics and templates, and the file each came from. A family
+    file serves every name its pattern matches: add-Nd, sub-Nd, mul-Nd, div-Nd, mixed-Nd (N digits), their -parity
+    variants (add-2d-parity), sort-N (N numbers), gpt3-<file of a gpt3-arithmetic folder>."""
+    from harness.catalog import listing, spec_of, use_task_dirs
     from harness.prompts import load_prompts
-    from harness.tasks import TASKS, get_task
+    from harness.tasks import TaskSpec
 
-    table = Table("task", "labels", "metrics", "templates", "controls")
-    generated = ["add-Nd", "sub-Nd", "mul-Nd", "div-Nd", "mixed-Nd", "<arithmetic>-parity", "sort-N", "gpt3-<file>"]
-    examples = {"add-Nd": "add-2d", "sub-Nd": "sub-2d", "mul-Nd": "mul-2d", "div-Nd": "div-2d"}
-    examples |= {"mixed-Nd": "mixed-1d", "sort-N": "sort-5", "gpt3-<file>": "gpt3-two-digit-addition"}
-    examples["<arithmetic>-parity"] = "add-2d-parity"
-    for name in list(TASKS) + generated:
-        spec = get_task(examples.get(name, name))
+    use_task_dirs(list(tasks_dir or []))
+    table = Table("task", "labels", "metrics", "templates", "controls", "file")
+    for name, entry in listing():
+        spec: TaskSpec = spec_of(entry, entry.name or entry.example)
+        where = entry.path.name if entry.origin == "shipped" else str(entry.path)
         if spec.answer == "read":
-            table.add_row(name, "(a list, read line by line)", ", ".join(spec.metrics), "–", "–")
+            table.add_row(name, "(a list, read line by line)", ", ".join(spec.metrics), "–", "–", where)
             continue
-        prompts = load_prompts(spec.prompts_name, prompts_dir)
+        prompts = load_prompts(spec, prompts_dir)
         table.add_row(
             name,
             "(generated answer)" if spec.generates else ", ".join(spec.labels) or "(entities)",
             ", ".join(spec.metrics),
             ", ".join(t.name for t in prompts.templates),
             ", ".join(t.name for t in prompts.controls),
+            where,
         )
     out_console.print(table)
 
@@ -355,13 +371,16 @@ def prompts_command(
     ] = None,
     example: Annotated[int, typer.Option(help="Index of the val example to render.")] = 0,
     prompts_dir: Annotated[str, typer.Option(help="Folder of <task>.yaml prompt files.")] = None,
+    tasks_dir: TasksDir = None,
 ) -> None:
     """Render every template of TASK on a real val example, with its answer choices."""
+    from harness.catalog import get_task, use_task_dirs
+    from harness.loaders import DataSource
     from harness.prompts import load_prompts
-    from harness.tasks import DataSource, get_task
 
+    use_task_dirs(list(tasks_dir or []))
     spec = get_task(task)
-    prompts = load_prompts(spec.prompts_name, prompts_dir)
+    prompts = load_prompts(spec, prompts_dir)
     examples = DataSource.from_option(data_dir).load(spec, "val")
     if not 0 <= example < len(examples):
         raise HarnessError(f"--example {example} is out of range (0..{len(examples) - 1})")

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from harness.catalog import get_task, use_task_dirs
 from harness.errors import HarnessError, Interrupted
 from harness.features import FeatureCache, n_states
+from harness.loaders import GPT3_HINT, DataSource, load_train, resolve_train_source
 from harness.lock import writer_lock
 from harness.methods import prompt as prompt_method
 from harness.methods.presets import check_overrides, load_preset
@@ -20,16 +22,7 @@ from harness.prompts import PromptSet, load_prompts
 from harness.resources import read_yaml, resource_dir
 from harness.store import Store, UnitKey, VariantRecords
 from harness.synthetic import gpt3_folder, gpt3_tasks
-from harness.tasks import (
-    GPT3_HINT,
-    DataSource,
-    Example,
-    TaskSpec,
-    get_task,
-    load_train,
-    resolve_train_source,
-    stratified_subset,
-)
+from harness.tasks import Example, TaskSpec, stratified_subset
 
 METHODS = {
     "prompt": "many templates, k-shot demos, random-label demos, calibration, control prompts",
@@ -63,6 +56,7 @@ class EvalConfig:
     fewglue_dir: str | None = None
     demo_selection: str = "random"
     prompts_dir: str | None = None
+    tasks_dirs: list[str] = field(default_factory=list)  # --tasks-dir: the user's task files
     trust_remote_code: bool = False
     train_sizes: list[int | str] | None = None  # trained methods; "all": the whole train split; None: 32 (FewGLUE)
     overrides: list[str] = field(default_factory=list)  # --set method.key=value
@@ -131,8 +125,10 @@ def validate(cfg: EvalConfig) -> None:
             ("--fewglue-dir", cfg.fewglue_dir),
             ("--prompts-dir", cfg.prompts_dir),
             ("--presets-dir", cfg.presets_dir),
+            *(("--tasks-dir", d) for d in cfg.tasks_dirs),
         ],
     )
+    use_task_dirs(cfg.tasks_dirs)
     if cfg.tasks is not None and not cfg.tasks:
         raise HarnessError("--tasks is empty: give comma-separated task names (see `harness tasks`)")
     if cfg.templates is not None and not cfg.templates:
@@ -231,7 +227,7 @@ def _trained_template(spec: TaskSpec, prompts: PromptSet, preset: dict):
     """The preset's template (failing now, naming the file, if a SuperGLUE prompt file lacks it); the presets name
     SuperGLUE's templates, so a generated task without that name trains on its prompt file's first template."""
     names = {t.name for t in prompts.templates + prompts.controls}
-    if spec.source == "superglue" or preset["template"] in names:
+    if spec.loader == "superglue" or preset["template"] in names:
         return prompts.get(preset["template"])
     return prompts.templates[0]
 
@@ -248,8 +244,7 @@ def plan_tasks(
     for name in expand_task_names(names, data, explicit, console, skipped):
         spec = get_task(name)
         if not data.has_split(spec, "val"):
-            where = f"the Hub's {spec.hub_config} has it online" if spec.source == "superglue" else GPT3_HINT
-            reason = f"no val split: {data.split_path(spec, 'val')} not found ({where})"
+            reason = data.missing(spec, "val")
             if explicit:
                 raise HarnessError(f"{spec.name}: {reason}")
             console.print(f"[yellow]{spec.name}: not evaluated, {reason}[/yellow]")
@@ -258,7 +253,7 @@ def plan_tasks(
         if spec.answer == "read":
             plans.append(_plan_list_probe(cfg, spec, data))
             continue
-        prompts = load_prompts(spec.prompts_name, cfg.prompts_dir)
+        prompts = load_prompts(spec, cfg.prompts_dir)
         val = data.load(spec, "val")
         eval_examples = stratified_subset(val, cfg.limit, cfg.limit_seed)
         if not eval_examples:
@@ -293,6 +288,7 @@ def plan_tasks(
             "train_source": source.describe(spec) if train is not None else "none",
             "n_train": len(train) if train is not None else 0,
             "prompts": str(prompts.path),
+            "task": spec.to_info(),
             "notes": notes,
             "eval_ids": [e.id for e in eval_examples],
         }

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.catalog import find_task
 from harness.store import Record
-from harness.tasks import find_task
 
 N_BOOTSTRAP = 1000
 BOOTSTRAP_SEED = 20241122
@@ -33,6 +33,28 @@ def wilson(successes: float, n: int, z: float = Z_95) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+# Metrics by name, as task files list them; the first a task lists is its headline metric. Each is computed from the
+# per-example scores over answer choices (or the generated text), whichever method produced them.
+METRICS = {
+    "acc": "accuracy: the arg-max choice is a gold one",
+    "acc_norm": "accuracy with each choice's log-likelihood divided by its length in characters (lm-eval's)",
+    "macro_f1": "the mean over labels of each label's F1",
+    "f1a": "F1 of the positive label over all answers (MultiRC's F1a)",
+    "em": "exact match: a generated answer equals the gold; a grouped task's questions with every answer right; "
+    "with f1, the SQuAD-normalised match of an answer text",
+    "f1": "SQuAD-style token F1 of the chosen answer text against the best gold (ReCoRD)",
+    "top1": "a list's next line: the correct first token ranks first",
+    "top10": "a list's next line: the correct first token is in the top 10",
+    "p_correct": "a list's next line: the probability of the correct first token",
+}
+
+
+def _text_answers(task: str) -> bool:
+    """Scored by comparing answer texts (token F1 and EM), not choice ids: ReCoRD's entities."""
+    spec = find_task(task)
+    return spec is not None and "f1" in spec.metrics
 
 
 def main_metric(task: str) -> str:
@@ -174,7 +196,9 @@ def task_metrics(
     """The official metrics of a task for one set of predictions."""
     hit = correct(records, pred)
     out: dict[str, Estimate] = {}
-    if task == "record":
+    spec = find_task(task)
+    names = spec.metrics if spec else ("acc",)
+    if "f1" in names:  # answers compared as texts (ReCoRD's entities)
         f1s, ems = [], []
         for r, p in zip(records, pred):
             predicted = r.choice_texts[p] if r.choice_texts else ""
@@ -184,10 +208,10 @@ def task_metrics(
         out["f1"], out["em"] = rs.mean(np.array(f1s)), rs.mean(np.array(ems))
         return out
     out["acc"] = rs.mean(hit)
-    if task == "cb":
+    if "macro_f1" in names:
         gold = np.array([r.gold[0] for r in records])
         out["macro_f1"] = rs.macro_f1(pred, gold, n_classes)
-    if task == "multirc":
+    if "f1a" in names:
         gold = np.array([r.gold[0] for r in records])
         out["f1a"] = rs.f1(pred, gold, positive=1)
         per_group = np.ones(len(rs.group_names))
@@ -254,7 +278,7 @@ def unit_metrics(task: str, variant: str, records: list[Record], rs: Resampler, 
         return generated_metrics(task, records, rs)
     pred = predictions(records)
     out = task_metrics(task, records, pred, rs, n_classes)
-    if variant != "calibrated" and records and records[0].n_chars and task != "record":
+    if variant != "calibrated" and records and records[0].n_chars and not _text_answers(task):
         out["acc_norm"] = rs.mean(correct(records, predictions(records, normalise=True)))
     out.update(diagnostics(records, pred, rs))
     return out
@@ -282,7 +306,7 @@ def chance_scores(task: str, records: list[Record], rs: Resampler, n_classes: in
     binomial guessing (one class's F1 with p = 1 / choices), a fixed number with no interval.
     """
     out: dict[str, Estimate] = {}
-    if task == "record":
+    if _text_answers(task):
         f1s, ems = [], []
         for r in records:
             golds = r.gold_texts or [""]
@@ -295,14 +319,15 @@ def chance_scores(task: str, records: list[Record], rs: Resampler, n_classes: in
     out["acc"] = rs.mean(hit_chance)
     fixed = lambda v: Estimate(v, np.full(rs.group_weights.shape[0], v), len(rs.group_names))  # noqa: E731
     gold = np.array([r.gold[0] for r in records])
-    if task == "cb":
+    names = find_task(task).metrics if find_task(task) else ()
+    if "macro_f1" in names:
         k = int(n_choices[0])
         out["macro_f1"] = fixed(
             float(
                 np.mean([expected_f1(int((gold == c).sum()), int((gold != c).sum()), 1 / k) for c in range(n_classes)])
             )
         )
-    if task == "multirc":
+    if "f1a" in names:
         out["f1a"] = fixed(expected_f1(int((gold == 1).sum()), int((gold != 1).sum()), 0.5))
         # a question's answers all right: the product over its answers of each one's chance
         per_group = np.ones(len(rs.group_names))
@@ -328,7 +353,7 @@ def baselines(task: str, records: list[Record], rs: Resampler, n_classes: int) -
         return {"chance": {main_metric(task): zero}}
     chance = chance_scores(task, records, rs, n_classes)
     out = {"chance": chance}
-    if task != "record":
+    if not _text_answers(task):
         labels = Counter(r.gold[0] for r in records if r.gold)
         majority = labels.most_common(1)[0][0]
         constants = {c: task_metrics(task, records, np.full(len(records), c), rs, n_classes) for c in sorted(labels)}

@@ -1,4 +1,4 @@
-"""Prompt templates: `prompts/<task>.yaml`, rendered in jinja2's sandbox (templates are user input)."""
+"""Prompt templates: a task file's `templates` and `controls`, rendered in jinja2's sandbox (templates are user input)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from jinja2.utils import Namespace
 
 from harness.errors import HarnessError
-from harness.resources import read_yaml, resource_dir
-from harness.tasks import Example
+from harness.resources import resource_dir
+from harness.tasks import Example, TaskSpec
 
 # ------------------------------------------------------------------------------------------------------- sandbox
 # jinja2's sandbox stops the walks to Python internals (`__class__`, `__globals__`, str.format's `{0.__class__}`).
@@ -267,6 +267,7 @@ def _render(template: jinja2.Template, fields: dict) -> str:
 
 _ENV = _PromptEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
 _TEMPLATE_KEYS = {"name", "text", "choices", "target_delimiter", "note"}
+_TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
 @dataclass
@@ -343,6 +344,11 @@ def _template(entry: object, path: Path, control: bool, position: int) -> Templa
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         raise HarnessError(f"{path}: entry {position} needs a string field 'name'")
     name = entry["name"]
+    if not _TEMPLATE_NAME.fullmatch(name):
+        raise HarnessError(
+            f"{path}: template name {name!r} (entry {position}): use letters, digits, '-', '_', '.' or '+' "
+            "(names are keys in stores and reports)"
+        )
     unknown = set(entry) - _TEMPLATE_KEYS
     if unknown:
         raise HarnessError(f"{path}: template '{name}': unknown field(s) {', '.join(sorted(unknown))}")
@@ -374,11 +380,33 @@ def _template(entry: object, path: Path, control: bool, position: int) -> Templa
     )
 
 
-def load_prompts(task: str, prompts_dir: str | Path | None = None) -> PromptSet:
-    """Read and compile `<prompts_dir>/<task>.yaml` (default: the prompts shipped with harness)."""
-    folder = Path(prompts_dir) if prompts_dir else resource_dir("prompts")
-    path = folder / f"{task}.yaml"
-    data = read_yaml(path, f"prompt file for task {task}")
+def load_prompts(task: str | TaskSpec, prompts_dir: str | Path | None = None) -> PromptSet:
+    """Read and compile a task's templates: from `<prompts_dir>/<name>.yaml` when a folder is given (a file of the
+    same shape), else from the task's own file (`tasks/<name>.yaml`, or the user's, or an lm-eval task's)."""
+    spec = task if isinstance(task, TaskSpec) else None
+    name = spec.prompts_name if spec else task
+    if spec is not None and spec.loader == "lm-eval" and not prompts_dir:
+        from harness.lm_eval_tasks import prompts_from_lm_eval
+
+        return prompts_from_lm_eval(spec)
+    if prompts_dir:
+        path = Path(prompts_dir) / f"{name}.yaml"
+    elif spec is not None and spec.path is not None:
+        path = spec.path
+    else:
+        from harness.catalog import file_of
+
+        path = file_of(name) or resource_dir("tasks") / f"{name}.yaml"
+    from harness.catalog import read_task_yaml
+
+    if not path.is_file():
+        raise HarnessError(f"no prompt file for task {name}: {path} not found")
+    data = read_task_yaml(path)
+    return prompt_set(data, path, spec.name if spec else name)
+
+
+def prompt_set(data: object, path: Path, task: str) -> PromptSet:
+    """A file's `templates`, `controls`, `content_free` and `fewshot_delimiter`, compiled and checked."""
     if not isinstance(data, dict) or not isinstance(data.get("templates"), list):
         raise HarnessError(f"{path}: expected a mapping with a 'templates' list")
     templates = [_template(e, path, False, i) for i, e in enumerate(data["templates"])]

@@ -1,4 +1,4 @@
-"""Where the data-like files shipped with harness live: prompts/, suites/, probes/."""
+"""Where the data-like files shipped with harness live: tasks/, suites/, probes/."""
 
 from __future__ import annotations
 

@@ -35,35 +35,17 @@ _CODE_OPS = {"+": "+", "-": "-", "×": "*", "÷": "//"}
 _ARITHMETIC = re.compile(r"^(add|sub|mul|div|mixed)-([1-9])d$")
 _PARITY = re.compile(r"^((add|sub|mul|div|mixed)-[1-9]d)-parity$")
 _SORTING = re.compile(r"^sort-([2-9]|1[0-9]|20)$")
-_GPT3 = re.compile(r"^gpt3-([a-z0-9-]+)$")
 ANSWER_FIELDS = ("answer", "sorted_list", "sorted_items")  # what a control task permutes between examples
-NUMBER = r"-?\d+"
-NUMBER_LIST = r"\[?\s*-?\d+(\s*,\s*-?\d+)*\s*\]?"
 
 
-def synthetic_spec(name: str) -> TaskSpec | None:
-    """The spec of a generated-answer task named `name`, or None when the name is not one."""
-    if m := _ARITHMETIC.match(name):
-        op, digits = m.group(1), int(m.group(2))
-        answer_digits = 2 * digits + 1 if op in ("mul", "mixed") else digits + 1
-        return TaskSpec(
-            name, "", "", (), ("em",), answer="generate", prompt_file="arithmetic", source="generated",
-            max_new_tokens=answer_digits + 4, answer_pattern=NUMBER,
-        )  # fmt: skip
-    if m := _PARITY.match(name):  # a class label of the same problems: what a probe can be trained to read
-        return TaskSpec(name, "", "", ("even", "odd"), ("acc",), prompt_file="parity", source="generated")
-    if m := _SORTING.match(name):
-        length = int(m.group(1))
-        return TaskSpec(
-            name, "", "", (), ("em",), answer="generate", prompt_file="sorting", source="generated",
-            max_new_tokens=4 * length + 8, answer_pattern=NUMBER_LIST,
-        )  # fmt: skip
-    if m := _GPT3.match(name):
-        return TaskSpec(
-            name, m.group(1).replace("-", "_") + ".jsonl", "", (), ("em",), answer="generate",
-            prompt_file="gpt3-arithmetic", source="gpt3", max_new_tokens=12, answer_pattern=NUMBER,
-        )  # fmt: skip
-    return None
+def arithmetic_max_new_tokens(name: str) -> int:
+    """Tokens to decode for an arithmetic task's answer: its most digits, and a few to spare."""
+    op, digits = _ARITHMETIC.match(name).groups()
+    return (2 * int(digits) + 1 if op in ("mul", "mixed") else int(digits) + 1) + 4
+
+
+def sorting_max_new_tokens(name: str) -> int:
+    return 4 * int(_SORTING.match(name).group(1)) + 8
 
 
 # ---------------------------------------------------------------- generators
@@ -110,22 +92,22 @@ def _sorting_fields(length: int, rng: random.Random) -> dict:
     }
 
 
-def _fields(spec: TaskSpec, rng: random.Random) -> dict:
-    if m := _ARITHMETIC.match(spec.name):
+def _fields(name: str, rng: random.Random) -> dict:
+    if m := _ARITHMETIC.match(name):
         return _arithmetic_fields(m.group(1), int(m.group(2)), rng)
-    return _sorting_fields(int(_SORTING.match(spec.name).group(1)), rng)
+    return _sorting_fields(int(_SORTING.match(name).group(1)), rng)
 
 
 @functools.lru_cache(maxsize=64)
-def _pool(spec: TaskSpec) -> tuple[str, ...]:
-    """Distinct problems (as JSON) in a seeded order: enough for both splits, or all there are."""
-    rng = random.Random(f"{spec.name}/pool")
+def _pool(name: str) -> tuple[str, ...]:
+    """Distinct problems (as JSON) of task `name` in a seeded order: enough for both splits, or all there are."""
+    rng = random.Random(f"{name}/pool")
     size = VAL_POOL + TRAIN_POOL
     seen: dict[str, None] = {}
     for _ in range(size * 50):  # small digit counts have few distinct problems: stop at what exists
         if len(seen) == size:
             break
-        seen.setdefault(json.dumps(_fields(spec, rng), sort_keys=True))
+        seen.setdefault(json.dumps(_fields(name, rng), sort_keys=True))
     return tuple(seen)
 
 
@@ -133,7 +115,7 @@ def generate_split(spec: TaskSpec, split: str) -> list[Example]:
     """The val or train pool of a generated task, deterministic in the task's name alone. Train takes the first
     TRAIN_POOL problems (at most half of a small problem space), val the next VAL_POOL: no problem is in both."""
     parity = _PARITY.match(spec.name)
-    pool = _pool(synthetic_spec(parity.group(1)) if parity else spec)
+    pool = _pool(parity.group(1) if parity else spec.name)
     n_train = TRAIN_POOL if len(pool) == VAL_POOL + TRAIN_POOL else len(pool) // 2  # a small space: half each
     chosen = [json.loads(f) for f in (pool[:n_train] if split == "train" else pool[n_train : n_train + VAL_POOL])]
     # a parity task's label: 0 = the answer is even, 1 = odd; a generated answer's one "choice" is index 0

@@ -20,8 +20,10 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from harness.catalog import get_task, use_task_dirs
 from harness.errors import HarnessError, Interrupted
 from harness.evaluate import _trained_template, check_given
+from harness.loaders import DataSource, load_train, resolve_train_source
 from harness.lock import writer_lock
 from harness.methods.presets import check_overrides, load_preset
 from harness.methods.training import (
@@ -36,7 +38,7 @@ from harness.methods.training import (
 from harness.progress import progress
 from harness.prompts import Template, load_prompts
 from harness.store import Record, Store, UnitKey, VariantRecords
-from harness.tasks import DataSource, Example, TaskSpec, get_task, load_train, resolve_train_source, stratified_subset
+from harness.tasks import Example, TaskSpec, stratified_subset
 
 METHOD = "transfer"  # the store's method column; the trained method is in meta["transfer"]
 KIND = "transfer"  # meta["kind"]: `harness report` renders a transfer report for such a store
@@ -63,6 +65,7 @@ class TransferConfig:
     train_set: str = "superglue"  # FewGLUE's 32 examples are too few for source_n = 200
     fewglue_dir: str | None = None
     prompts_dir: str | None = None
+    tasks_dirs: list[str] = field(default_factory=list)  # --tasks-dir: the user's task files
     presets_dir: str | None = None
     overrides: list[str] = field(default_factory=list)
     trust_remote_code: bool = False
@@ -115,9 +118,11 @@ def validate(cfg: TransferConfig) -> None:
             ("--data-dir", cfg.data_dir),
             ("--train-set", cfg.train_set),
             ("--prompts-dir", cfg.prompts_dir),
+            *(("--tasks-dir", d) for d in cfg.tasks_dirs),
             ("--presets-dir", cfg.presets_dir),
         ],
     )
+    use_task_dirs(cfg.tasks_dirs)
     if cfg.method not in ("bitfit", "ptune"):
         raise HarnessError(f"unknown method '{cfg.method}' (--method): transfer trains bitfit or ptune")
     if len(cfg.tasks) < 2:
@@ -162,7 +167,7 @@ def plan(cfg: TransferConfig, preset: dict) -> tuple[list[TransferTask], DataSou
                 f"{spec.name}: --source-n {cfg.source_n} + --target-n {cfg.target_n} needs that many train "
                 f"examples (the samples are disjoint); {task_source.describe(spec)} has {available}"
             )
-        prompts = load_prompts(spec.prompts_name, cfg.prompts_dir)
+        prompts = load_prompts(spec, cfg.prompts_dir)
         template = _trained_template(spec, prompts, preset)
         eval_examples = stratified_subset(data.load(spec, "val"), cfg.limit, cfg.limit_seed)
         template.render(eval_examples[0])  # a bad template fails now, naming its file, before the model loads

@@ -5,18 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from harness.catalog import get_task
 from harness.engine import Engine
+from harness.loaders import DataSource, load_train, resolve_train_source
 from harness.methods.prompt import PromptUnit, run_unit
 from harness.metrics import Resampler, diagnostics, predictions, task_metrics
 from harness.prompts import load_prompts
-from harness.tasks import TASKS, DataSource, load_train, resolve_train_source
 
 pytestmark = pytest.mark.slow
 
 
 def _score(smollm2, superglue_dir, task, unit, n=None):
     data = DataSource(superglue_dir)
-    spec = TASKS[task]
+    spec = get_task(task)
     examples = data.load(spec, "val")[:n]
     train = load_train(spec, resolve_train_source("auto", data), data)
     engine = Engine(smollm2.model, smollm2.tokenizer)
@@ -35,7 +36,7 @@ def test_copa_zero_shot_is_above_chance(smollm2, superglue_dir):
 
 def test_content_free_control_predicts_one_answer_for_all(smollm2, superglue_dir):
     metrics, _ = _score(smollm2, superglue_dir, "rte", PromptUnit("content-free", 0, 0, kind="control"), n=60)
-    labels = [e.label for e in DataSource(superglue_dir).load(TASKS["rte"], "val")[:60]]
+    labels = [e.label for e in DataSource(superglue_dir).load(get_task("rte"), "val")[:60]]
     share = np.bincount(labels, minlength=2) / 60
     # a constant prediction scores exactly one label's share
     assert min(abs(metrics["acc"].value - x) for x in share) < 1e-9

@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.catalog import get_task
 from harness.engine import Engine
+from harness.loaders import DataSource
 from harness.methods.prompt import PromptUnit, build_prefix, draw_demos, run_unit
 from harness.prompts import load_prompts
-from harness.tasks import TASKS, DataSource
 from tests.conftest import require
 
 try:
@@ -164,7 +165,7 @@ def _argmax(values: list[float]) -> int:
 @pytest.mark.slow
 @pytest.mark.parametrize(("task_name", "shots"), list(CASES), ids=[f"{t}-{k}shot" for t, k in CASES])
 def test_lm_eval_template_matches_lm_evaluation_harness(smollm2, superglue_dir, lm_eval_samples, task_name, shots):
-    task = TASKS[task_name]
+    task = get_task(task_name)
     samples = lm_eval_samples[CASES[task_name, shots]]
     data = DataSource(superglue_dir)
     examples = data.load(task, "val")[:N_DOCS]

@@ -6,8 +6,10 @@ import math
 
 import pytest
 
+from harness.catalog import get_task
 from harness.engine import Engine
 from harness.errors import HarnessError
+from harness.loaders import DataSource, load_train, resolve_train_source
 from harness.methods.prompt import (
     PromptUnit,
     build_prefix,
@@ -21,13 +23,13 @@ from harness.methods.prompt import (
 )
 from harness.prompts import load_prompts
 from harness.store import Record
-from harness.tasks import TASKS, DataSource, load_train, resolve_train_source, stratified_subset
+from harness.tasks import stratified_subset
 
 
 @pytest.fixture(scope="module")
 def rte(superglue_dir):
     data = DataSource(superglue_dir)
-    spec = TASKS["rte"]
+    spec = get_task("rte")
     train = load_train(spec, resolve_train_source("auto", data), data)
     return spec, load_prompts("rte"), stratified_subset(data.load(spec, "val"), 8, 0), train
 

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from harness.catalog import get_task
 from harness.engine import Engine
 from harness.errors import HarnessError
+from harness.loaders import DataSource
 from harness.metrics import Resampler, baselines, generated_correct, main_metric, unit_metrics
 from harness.store import Record
 from harness.synthetic import GPT3_TRAIN, generate_split, gpt3_tasks, load_gpt3_split, random_answer_fields
-from harness.tasks import DataSource, get_task
 from tests.conftest import SHARED_DATA, require
 
 GPT3 = SHARED_DATA / "gpt3-arithmetic"

@@ -40,7 +40,7 @@ FRUITS = (
 )
 TRAIN_FRAMES = ["I saw a picture of the {}", "My friend talked about the {}"]
 EVAL_FRAMES = ["Yesterday we looked at the {}", "There is a short story about the {}", "She pointed at the {}"]
-CATEGORY = TaskSpec("category", "Category", "category", ("animal", "fruit"), ("acc",))
+CATEGORY = TaskSpec("category", ("animal", "fruit"), ("acc",))
 PROMPTS = """task: category
 templates:
   - name: lm-eval

@@ -223,7 +223,7 @@ def run_unit(
     """
     template = prompts.get(unit.template)
     demos = draw_demos(train or [], unit.shots, unit.seed, demo_selection, task.name)
-    keep_texts = task.name == "record"
+    keep_texts = "f1" in task.metrics  # answers compared as texts (ReCoRD)
 
     if unit.kind == "random_labels":
         prefix = build_prefix(template, prompts, demos, random_label_seed(task.name, unit.shots, unit.seed), task)
