@@ -201,3 +201,23 @@ def test_a_label_outside_the_set_names_the_row(user_tasks):
     use_task_dirs([str(user_tasks)])
     with pytest.raises(HarnessError, match=r"val.jsonl:3: label 'neutral' is not one of sentiment's labels"):
         DataSource(None).load(get_task("sentiment"), "val")
+
+
+def test_the_readme_example_task_file_is_the_one_tested_here(user_tasks):
+    """README's complete example (a `# my-tasks/sentiment.yaml` block) loads and renders like this file's."""
+    import re
+
+    import yaml
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = re.search(r"```yaml\n# my-tasks/sentiment.yaml\n(.*?)```", readme, re.S).group(1)
+    documented, tested = yaml.safe_load(block), yaml.safe_load(SENTIMENT_YAML)
+    assert documented == tested
+    (user_tasks / "sentiment.yaml").write_text(block, encoding="utf-8")
+    use_task_dirs([str(user_tasks)])
+    spec = get_task("sentiment")
+    example = DataSource(None).load(spec, "val")[0]
+    assert load_prompts(spec).get("stars").render(example) == (
+        f"{example.fields['review']} Stars (1 or 5):",
+        ["1", "5"],
+    )
