@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from harness.catalog import find_task, remember
+from harness.methods import RANDOM_INIT_SUFFIX, is_control_task, is_random_init
 from harness.metrics import Estimate, Resampler, baselines, unit_metrics
 from harness.store import Record, Store
 from harness.tasks import TaskSpec
@@ -34,17 +35,7 @@ COLUMNS = [
 ]
 ALL = "all"  # template/seed value of rows aggregated over templates or seeds
 AGGREGATES = ("mean", "min", "max", "spread")  # template values of rows aggregated over templates
-CONTROL_SUFFIX = "-control"  # variant of a trained method's control task (labels permuted): a sanity check only
-RANDOM_INIT_SUFFIX = "-random-init"  # variant of a trained method run on the re-initialised model
 SEED_RESAMPLE_SEED = 7  # seeds drawn with replacement in each bootstrap replicate: intervals cover seeds too
-
-
-def is_control_task(variant: str) -> bool:
-    return variant.endswith(CONTROL_SUFFIX)
-
-
-def is_random_init(variant: str) -> bool:
-    return variant.endswith(RANDOM_INIT_SUFFIX)
 
 
 @dataclass

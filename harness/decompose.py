@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.analysis import ALL, TaskResult, is_control_task, is_random_init
+from harness.analysis import ALL, TaskResult
+from harness.methods import TRAINED_METHODS, is_control_task, is_random_init
 from harness.metrics import TIE_TOLERANCE, Estimate, main_metric
 
-TRAINED = ("ptune", "bitfit", "probe")
 # A ratio is undefined, not a huge number, when its denominator is under 2 points or its interval holds 0.
 MIN_DENOMINATOR = 0.02
 MAX_UNDEFINED_REPLICATES = 0.05  # a ratio's interval needs its denominator defined in 95% of the resamples
@@ -218,7 +218,7 @@ def _trained_train_scores(result: TaskResult) -> dict[tuple[str, str, int], floa
     cross-validated accuracy at the chosen layer of a probe."""
     sums: dict[tuple[str, str, int], list[float]] = {}
     for (method, key), info in result.unit_infos.items():
-        if method not in TRAINED:
+        if method not in TRAINED_METHODS:
             continue
         variant, _template, n, _seed = key.split("/")
         if is_control_task(variant) or is_random_init(variant):

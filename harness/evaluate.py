@@ -13,6 +13,7 @@ from harness.errors import HarnessError, Interrupted
 from harness.features import FeatureCache, n_states
 from harness.loaders import GPT3_HINT, DataSource, load_train, resolve_train_source
 from harness.lock import writer_lock
+from harness.methods import RANDOM_INIT_SUFFIX, TRAINED_METHODS
 from harness.methods import prompt as prompt_method
 from harness.methods.presets import check_overrides, load_preset
 from harness.methods.training import TrainedUnit
@@ -30,8 +31,6 @@ METHODS = {
     "bitfit": "bias-only tuning (zero-init biases added where the model has none)",
     "probe": "logistic-regression probes on every layer's hidden states, layer chosen by CV on train",
 }
-TRAINED_METHODS = ("ptune", "bitfit", "probe")
-RANDOM_INIT_SUFFIX = "-random-init"  # the variant of a trained method run on the re-initialised model
 DEFAULT_TRAIN_SIZE = 32  # FewGLUE's size
 
 

@@ -11,18 +11,9 @@ from harness import report_answer as answer
 from harness import report_decomposition as decomposition
 from harness import report_presidents as presidents
 from harness import report_scaling as scaling
-from harness.analysis import (
-    AGGREGATES,
-    ALL,
-    CONTROL_SUFFIX,
-    RANDOM_INIT_SUFFIX,
-    TaskResult,
-    analyse,
-    is_control_task,
-    is_random_init,
-)
-from harness.decompose import TRAINED
+from harness.analysis import AGGREGATES, ALL, TaskResult, analyse
 from harness.markdown import fmt, params_text, table
+from harness.methods import CONTROL_SUFFIX, RANDOM_INIT_SUFFIX, TRAINED_METHODS, is_control_task, is_random_init
 from harness.metrics import Estimate, main_metric
 from harness.report_curves import plot_learning_curves
 from harness.store import Store
@@ -105,9 +96,9 @@ def _trained_variants(result: TaskResult) -> list[tuple[str, str, int]]:
     found = {
         (k[0], k[1], k[2])
         for k in result.estimates
-        if k[0] in TRAINED and not is_control_task(k[1]) and not is_random_init(k[1]) and k[3] == "mean"
+        if k[0] in TRAINED_METHODS and not is_control_task(k[1]) and not is_random_init(k[1]) and k[3] == "mean"
     }
-    return sorted(found, key=lambda x: (TRAINED.index(x[0]), x[1], x[2]))
+    return sorted(found, key=lambda x: (TRAINED_METHODS.index(x[0]), x[1], x[2]))
 
 
 def _unit_infos(result: TaskResult, method: str, variant: str, shots: int, control: bool = False) -> list[dict]:

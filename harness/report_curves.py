@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.analysis import ALL, RANDOM_INIT_SUFFIX, TaskResult, is_control_task, is_random_init
-from harness.decompose import TRAINED
+from harness.analysis import ALL, TaskResult
+from harness.methods import RANDOM_INIT_SUFFIX, TRAINED_METHODS, is_control_task, is_random_init
 from harness.metrics import main_metric
 
 
@@ -15,7 +15,13 @@ def curves(result: TaskResult) -> dict[tuple[str, str], list[tuple[int, float, f
     metric = main_metric(result.task)
     out: dict[tuple[str, str], list] = {}
     for (method, variant, n, template, seed, m), e in result.estimates.items():
-        if method in TRAINED and template == "mean" and seed == ALL and m == metric and not is_control_task(variant):
+        if (
+            method in TRAINED_METHODS
+            and template == "mean"
+            and seed == ALL
+            and m == metric
+            and not is_control_task(variant)
+        ):
             lo, hi = e.ci
             out.setdefault((method, variant), []).append((n, e.value * 100, lo * 100, hi * 100))
     return {k: sorted(v) for k, v in sorted(out.items())}

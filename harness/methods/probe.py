@@ -29,6 +29,7 @@ from sklearn.preprocessing import StandardScaler
 from harness.engine import Engine
 from harness.errors import HarnessError
 from harness.features import FeatureCache, last_token_features, mean_pooled_features
+from harness.methods import is_random_init
 from harness.methods.training import TrainedUnit, control_examples, train_sample
 from harness.prompts import PromptSet, Template
 from harness.store import Record, VariantRecords
@@ -102,9 +103,6 @@ def cv_accuracy(preset: dict, x: np.ndarray, y: np.ndarray, groups: list[str], s
         pred = _fit_predict(preset, x[train_idx], y[train_idx], x[test_idx], n_classes).argmax(1)
         correct += int((pred == y[test_idx]).sum())
     return correct / len(y)
-
-
-RANDOM_INIT_SUFFIX = "-random-init"  # variant of a trained method run on the re-initialised model
 
 
 def mdl_blocks(n: int) -> list[int]:
@@ -195,7 +193,7 @@ def run_probe_unit(
         "eval_curve": eval_curve,
         "trained_params": (width + 1) * (n_classes if n_classes > 2 else 1),
         **online_codelength(preset, x_train[:, best], y, n_classes, unit.seed),
-        "random_init": unit.variant.endswith(RANDOM_INIT_SUFFIX),
+        "random_init": is_random_init(unit.variant),
         "n_fit": len(sample),
         "features_computed": bool(computed_train or computed_eval),
         "seconds": round(time.perf_counter() - started, 1),

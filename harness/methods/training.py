@@ -19,6 +19,7 @@ import torch
 
 from harness.engine import Engine, slot_diagnostics
 from harness.errors import HarnessError
+from harness.methods import CONTROL_SUFFIX
 from harness.methods.prompt import gold_indices
 from harness.prompts import Template
 from harness.store import Record
@@ -44,7 +45,7 @@ class TrainedUnit:
 
     @property
     def stored_variant(self) -> str:
-        return f"{self.variant}-control" if self.control else self.variant
+        return self.variant + CONTROL_SUFFIX if self.control else self.variant
 
     @property
     def key(self) -> str:
