@@ -14,7 +14,7 @@ import pandas as pd
 
 from harness.catalog import find_task, remember
 from harness.methods import RANDOM_INIT_SUFFIX, is_control_task, is_random_init
-from harness.metrics import Estimate, Resampler, baselines, unit_metrics
+from harness.metrics import Estimate, Resampler, baselines, difference, mean_estimate, unit_metrics
 from harness.store import Record, Store
 from harness.tasks import TaskSpec
 
@@ -69,25 +69,12 @@ def _row(model, params, task, method, variant, shots, template, seed, metric, es
     )
 
 
-def _mean(estimates: list[Estimate]) -> Estimate:
-    """Mean over units, skipping those where the metric is undefined (accuracy when attempted, with no attempt)."""
-    if len(estimates) == 1:
-        return estimates[0]  # a mean of one unit is that unit's score (a single proportion keeps its Wilson interval)
-    values = np.array([e.value for e in estimates])
-    samples = np.stack([e.samples for e in estimates])
-    if np.isnan(values).all():
-        return Estimate(float("nan"), np.full(samples.shape[1], np.nan), estimates[0].n)
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN resample columns stay NaN
-        return Estimate(float(np.nanmean(values)), np.nanmean(samples, axis=0), estimates[0].n)
-
-
 def _mean_over_seeds(estimates: list[Estimate]) -> Estimate:
     """Mean over seeds whose interval covers seeds as well as examples: each bootstrap replicate averages a
     draw of the seeds with replacement, each seed's replicate being the same example resample."""
     if len(estimates) == 1:
         return estimates[0]
-    plain = _mean(estimates)
+    plain = mean_estimate(estimates)
     samples = np.stack([e.samples for e in estimates])  # (seeds, B)
     rng = np.random.default_rng(SEED_RESAMPLE_SEED)
     draws = rng.integers(0, len(estimates), size=(len(estimates), samples.shape[1]))
@@ -148,7 +135,7 @@ def analyse_task(store: Store, model: str, params: int, task: str) -> TaskResult
             for t, metrics in template_means.items():
                 add(method, variant, shots, t, ALL, metrics)
         names = set.intersection(*(set(m) for m in template_means.values()))
-        mean = {m: _mean([tm[m] for tm in template_means.values()]) for m in sorted(names)}
+        mean = {m: mean_estimate([tm[m] for tm in template_means.values()]) for m in sorted(names)}
         add(method, variant, shots, "mean", ALL, mean)
         if len(template_means) > 1:
             # Extremes over templates, for the official metrics only. No interval: a percentile bootstrap
@@ -178,8 +165,7 @@ def analyse_task(store: Store, model: str, params: int, task: str) -> TaskResult
             continue
         base = est.get((method, variant + RANDOM_INIT_SUFFIX, shots, template, seed, metric))
         if template == "mean" and metric in official and base is not None:
-            diff = Estimate(e.value - base.value, e.samples - base.samples, e.n)
-            add(method, variant, shots, template, seed, {f"selectivity_{metric}": diff})
+            add(method, variant, shots, template, seed, {f"selectivity_{metric}": difference(e, base)})
     return TaskResult(model, task, info, rows, est, store.unit_infos(model, task))
 
 

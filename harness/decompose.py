@@ -15,7 +15,7 @@ import numpy as np
 
 from harness.analysis import ALL, TaskResult
 from harness.methods import TRAINED_METHODS, is_control_task, is_random_init
-from harness.metrics import TIE_TOLERANCE, Estimate, main_metric
+from harness.metrics import Estimate, difference, main_metric, p_value
 
 # A ratio is undefined, not a huge number, when its denominator is under 2 points or its interval holds 0.
 MIN_DENOMINATOR = 0.02
@@ -140,13 +140,6 @@ def verdicts(decompositions: list[Decomposition]) -> dict[str, str]:
     return out
 
 
-def difference(a: Estimate | None, b: Estimate | None) -> Estimate | None:
-    """a - b, paired: both are computed on the same bootstrap resamples of the same examples."""
-    if a is None or b is None:
-        return None
-    return Estimate(a.value - b.value, a.samples - b.samples, a.n)
-
-
 def ratio(num: Estimate | None, den: Estimate | None, den_name: str) -> Ratio | None:
     if num is None or den is None:
         return None
@@ -162,26 +155,14 @@ def ratio(num: Estimate | None, den: Estimate | None, den_name: str) -> Ratio | 
     return Ratio(Estimate(num.value / den.value, samples, num.n), interval=interval)
 
 
-def p_value(d: Estimate) -> float:
-    """Two-sided paired bootstrap p-value of a difference: how often the resampled difference reaches zero.
-
-    A resample within TIE_TOLERANCE of zero is a tie and counts on both sides, so the p-value does not depend on
-    float summation order (the same on any machine)."""
-    s = d.samples[~np.isnan(d.samples)]
-    if not len(s):
-        return float("nan")
-    tie = np.abs(s) <= TIE_TOLERANCE
-    below, above = ((s < 0) | tie).mean(), ((s > 0) | tie).mean()
-    return float(min(1.0, 2 * min(below, above)))
-
-
 def _template_estimate(result: TaskResult, variant: str, k: int, template: str, metric: str) -> Estimate | None:
     """A template's score, averaged over demo seeds where there are several."""
     e = result.estimates.get(("prompt", variant, k, template, ALL, metric))
     return e if e is not None else result.estimates.get(("prompt", variant, k, template, 0, metric))
 
 
-def _mean_estimate(result: TaskResult, variant: str, k: int, metric: str) -> Estimate | None:
+def _template_mean(result: TaskResult, variant: str, k: int, metric: str) -> Estimate | None:
+    """The analysis's mean over templates (and seeds) of a prompt variant at k."""
     return result.estimates.get(("prompt", variant, k, "mean", ALL, metric))
 
 
@@ -267,13 +248,13 @@ def decompose(result: TaskResult) -> Decomposition:
     d.chance = result.estimates.get(("baseline", "chance", 0, "-", "-", metric))
     d.majority = result.estimates.get(("baseline", "majority", 0, "-", "-", metric))
     d.constant = result.estimates.get(("baseline", "constant", 0, "-", "-", metric))
-    d.control = _mean_estimate(result, "control", 0, metric)
-    d.zero_mean = _mean_estimate(result, "gold", 0, metric)
-    d.calibrated_zero = _mean_estimate(result, "calibrated", 0, metric)
+    d.control = _template_mean(result, "control", 0, metric)
+    d.zero_mean = _template_mean(result, "gold", 0, metric)
+    d.calibrated_zero = _template_mean(result, "calibrated", 0, metric)
     if few is not None:
-        d.few_mean = _mean_estimate(result, "gold", few, metric)
-        d.calibrated_few = _mean_estimate(result, "calibrated", few, metric)
-        d.random_labels_few = _mean_estimate(result, "random_labels", few, metric)
+        d.few_mean = _template_mean(result, "gold", few, metric)
+        d.calibrated_few = _template_mean(result, "calibrated", few, metric)
+        d.random_labels_few = _template_mean(result, "random_labels", few, metric)
 
     scores = _prompt_train_scores(result)
     d.zero_selected = _select_prompt(result, metric, scores, ("gold",), {0})
@@ -301,9 +282,9 @@ def decompose(result: TaskResult) -> Decomposition:
     if few is not None:
         variants += [(f"k={few}", "gold", few), (f"random labels k={few}", "random_labels", few)]
     for name, variant, k in variants:
-        rate = _mean_estimate(result, variant, k, "attempt_rate")
+        rate = _template_mean(result, variant, k, "attempt_rate")
         if rate is not None:
-            d.attempts[name] = (rate, _mean_estimate(result, variant, k, "acc_when_attempted"))
+            d.attempts[name] = (rate, _template_mean(result, variant, k, "acc_when_attempted"))
     if d.ecological is not None:  # a tuned method scores the same verbalizer, so it has an attempt rate too
         method, variant, n = d.ecological.key
         rate = result.estimates.get((method, variant, n, "mean", ALL, "attempt_rate"))

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import re
 import string
+import warnings
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 
@@ -87,6 +90,50 @@ class Estimate:
         return float(lo), float(hi)
 
 
+@overload
+def difference(a: Estimate, b: Estimate) -> Estimate: ...
+@overload
+def difference(a: Estimate | None, b: Estimate | None) -> Estimate | None: ...
+def difference(a: Estimate | None, b: Estimate | None) -> Estimate | None:
+    """a - b, replicate by replicate; None when either is missing. Paired when both were computed on the same
+    bootstrap resamples of the same examples; n is the smaller of the two."""
+    if a is None or b is None:
+        return None
+    return Estimate(a.value - b.value, a.samples - b.samples, min(a.n, b.n))
+
+
+def mean_estimate(estimates: Sequence[Estimate], same_examples: bool = True) -> Estimate:
+    """The mean of estimates, replicate by replicate: replicate b averages every estimate's replicate b.
+
+    A NaN value or replicate (a metric undefined there: accuracy when attempted, with no attempt) is left out of
+    its mean. `same_examples`: all were scored on one example set, so n is theirs; False (tasks, pairs of tasks):
+    n is their total. The mean of one estimate is that estimate (a single proportion keeps its Wilson interval).
+    """
+    if not estimates:
+        raise ValueError("a mean of no estimates")
+    if len(estimates) == 1:
+        return estimates[0]
+    values = np.array([e.value for e in estimates])
+    samples = np.stack([e.samples for e in estimates])
+    n = estimates[0].n if same_examples else sum(e.n for e in estimates)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a replicate undefined in every estimate stays NaN
+        return Estimate(float(np.nanmean(values)), np.nanmean(samples, axis=0), n)
+
+
+def p_value(d: Estimate, tie_tolerance: float = TIE_TOLERANCE) -> float:
+    """Two-sided bootstrap p-value of a difference: twice the smaller share of its replicates on one side of 0.
+
+    A replicate within `tie_tolerance` of zero is a tie and counts on both sides, so the p-value does not depend
+    on float summation order (the same on any machine); 0.0 counts exact zeros only."""
+    s = d.samples[~np.isnan(d.samples)]
+    if not len(s):
+        return float("nan")
+    tie = np.abs(s) <= tie_tolerance
+    below, above = ((s < 0) | tie).mean(), ((s > 0) | tie).mean()
+    return float(min(1.0, 2 * min(below, above)))
+
+
 class Resampler:
     """Bootstrap weights over the metric groups of one example set."""
 
@@ -132,10 +179,7 @@ class Resampler:
         return Estimate(value, samples, len(self.group_names))
 
     def macro_f1(self, pred: np.ndarray, gold: np.ndarray, classes: int) -> Estimate:
-        parts = [self.f1(pred, gold, c) for c in range(classes)]
-        return Estimate(
-            float(np.mean([p.value for p in parts])), np.mean([p.samples for p in parts], axis=0), parts[0].n
-        )
+        return mean_estimate([self.f1(pred, gold, c) for c in range(classes)])
 
     def median(self, x: np.ndarray) -> Estimate:
         value = float(np.median(x))
@@ -188,6 +232,18 @@ def predictions(records: list[Record], normalise: bool = False) -> np.ndarray:
 
 def correct(records: list[Record], pred: np.ndarray) -> np.ndarray:
     return np.array([p in r.gold for p, r in zip(pred, records)], dtype=np.float64)
+
+
+def correct_vector(records: list[Record]) -> np.ndarray:
+    """1.0 where an example is right: exact match of a generated answer, else the arg-max choice is gold."""
+    if records and records[0].generated is not None:
+        return np.array([generated_correct(r) for r in records], dtype=np.float64)
+    return correct(records, predictions(records))
+
+
+def accuracy(records: list[Record]) -> float:
+    """The share of records that are right (`correct_vector`), without an interval: a train-side score."""
+    return float(np.mean(correct_vector(records)))
 
 
 def task_metrics(

@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.analysis import TaskResult
-from harness.decompose import Decomposition, decompose, inconclusive_reason, p_value, verdicts
+from harness.decompose import Decomposition, decompose, inconclusive_reason, verdicts
 from harness.markdown import fmt, p_text, table
+from harness.metrics import p_value
 from harness.report_decomposition import signed
 from harness.resources import read_text
 

@@ -15,11 +15,10 @@ from harness.decompose import (
     beats,
     decompose,
     inconclusive_reason,
-    p_value,
     verdicts,
 )
 from harness.markdown import count, fmt, p_text, table
-from harness.metrics import Estimate
+from harness.metrics import Estimate, p_value
 
 VERDICTS = ("understates", "overstates", "same", "inconclusive")
 
@@ -68,11 +67,6 @@ def by_verdict(measured: list[Decomposition]) -> dict[str, list[str]]:
     return {v: [d.task for d in measured if found.get(d.task) == v] for v in VERDICTS}
 
 
-def clears(score: Estimate | None, baseline: Estimate | None) -> bool:
-    """Is the score significantly above the baseline? False when either is missing."""
-    return beats(score, baseline)
-
-
 def summary(decompositions: list[Decomposition]) -> list[str]:
     """A few sentences in numbers: does prompting under- or over-state the capability, and on which tasks."""
     measured = [d for d in decompositions if d.elicitation_gap is not None]
@@ -103,7 +97,7 @@ def summary(decompositions: list[Decomposition]) -> list[str]:
         + f" The elicitation gap is {np.median(gaps):+.1f} points in the median task (from {min(gaps):+.1f} to "
         f"{max(gaps):+.1f})."
     ]
-    constant = [d.task for d in decompositions if d.best_prompt and not clears(d.best_prompt.estimate, d.floor)]
+    constant = [d.task for d in decompositions if d.best_prompt and not beats(d.best_prompt.estimate, d.floor)]
     if constant:
         parts.append(
             f" On {count(len(constant), 'task')} ({', '.join(constant)}) the best prompt does not significantly beat "

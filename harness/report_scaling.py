@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from harness.analysis import TaskResult
-from harness.decompose import Decomposition, decompose, p_value
+from harness.decompose import SIGNIFICANCE, Decomposition, beats, decompose
 from harness.markdown import count, p_text, params_text, table
+from harness.metrics import mean_estimate, p_value
 from harness.models import KNOWN_MODELS
-from harness.report_decomposition import SIGNIFICANCE, by_verdict, clears, signed
-from harness.scaling import HEADLINE, QUANTITIES, TaskScaling, family, mean_over_tasks, slope, task_scaling
+from harness.report_decomposition import by_verdict, signed
+from harness.scaling import HEADLINE, QUANTITIES, TaskScaling, family, slope, task_scaling
 
 PLOTTED = ("control", "zero-shot mean", "best prompt", "ecological")
 DERIVED = ("elicitation gap", "attempt k=0")  # their own figure: a different scale (the gap can be negative)
@@ -125,7 +126,7 @@ def verdicts(models: list[tuple[str, int, dict]], by_task: dict[str, list]) -> l
         found = [d for per_model in by_task.values() for m, _, d in per_model if m == model]
         measured = sorted((d for d in found if d.elicitation_gap is not None), key=lambda d: d.task)
         beat = {
-            rung: [d.task for d in measured if getattr(d, rung) and clears(getattr(d, rung).estimate, d.floor)]
+            rung: [d.task for d in measured if getattr(d, rung) and beats(getattr(d, rung).estimate, d.floor)]
             for rung in ("best_prompt", "ecological")
         }
         out.append(ModelVerdicts(model, params, measured, by_verdict(measured), beat))
@@ -220,20 +221,23 @@ def headline_summary(measured: list[TaskScaling]) -> str:
             "method, both significantly above the best constant answer, on at least two sizes "
             "(`--methods prompt,ptune,bitfit,probe`, several `--model`s, enough eval examples)."
         )
-    mean = mean_over_tasks([s.headline for s in measured])
-    prompt = mean_over_tasks([slope([p for p in s.points[HEADLINE[0]] if p.model in s.valid_models]) for s in measured])
-    ecological = mean_over_tasks(
-        [slope([p for p in s.points[HEADLINE[1]] if p.model in s.valid_models]) for s in measured]
+    # tasks resample independently, so these intervals treat the tasks as fixed
+    mean = mean_estimate([s.headline for s in measured], same_examples=False)
+    prompt = mean_estimate(
+        [slope([p for p in s.points[HEADLINE[0]] if p.model in s.valid_models]) for s in measured], same_examples=False
     )
-    faster = [s.task for s in measured if s.headline.value > 0 and p_value(s.headline) < 0.05]
-    slower = [s.task for s in measured if s.headline.value < 0 and p_value(s.headline) < 0.05]
+    ecological = mean_estimate(
+        [slope([p for p in s.points[HEADLINE[1]] if p.model in s.valid_models]) for s in measured], same_examples=False
+    )
+    faster = [s.task for s in measured if s.headline.value > 0 and p_value(s.headline) < SIGNIFICANCE]
+    slower = [s.task for s in measured if s.headline.value < 0 and p_value(s.headline) < SIGNIFICANCE]
     return (
         f"**Summary.** Averaged over {count(len(measured), 'task')}, the best prompt gains {prompt.value * 100:+.1f} "
         f"points per tenfold parameters and the ecological methods {ecological.value * 100:+.1f}: prompt-based "
         f"scaling is off by {signed(mean)} points per decade (tasks taken as fixed). Prompt scores grow "
         f"significantly faster than the trained ceiling on {count(len(faster), 'task')}"
         f"{' (' + ', '.join(faster) + ')' if faster else ''} and slower on {len(slower)}"
-        f"{' (' + ', '.join(slower) + ')' if slower else ''} (paired bootstrap, p < 0.05)."
+        f"{' (' + ', '.join(slower) + ')' if slower else ''} (paired bootstrap, p < {SIGNIFICANCE})."
     )
 
 

@@ -10,23 +10,17 @@ import numpy as np
 import pandas as pd
 
 from harness.markdown import fmt, p_text, params_text, table
-from harness.metrics import Estimate
+from harness.metrics import Estimate, difference, mean_estimate, p_value
 from harness.report_answer import about
 from harness.report_scaling import caveats
 from harness.store import Store
-from harness.transfer_matrix import (
-    ModelTransfer,
-    asymmetries,
-    cluster,
-    difference,
-    gain_array,
-    load,
-    mean_estimate,
-    p_two_sided,
-)
+from harness.transfer_matrix import ModelTransfer, asymmetries, cluster, gain_array, load
 
 PLOTS = "plots"
 TOP_ASYMMETRIES = 10
+# Only exact zeros count as ties in this report's p-values, as when its committed reports were rendered; the eval
+# report's TIE_TOLERANCE would move two of their p-values (0.394 -> 0.41, 0.96 -> 0.974).
+EXACT_TIES = 0.0
 
 
 def render(out_dir: str | Path) -> Path:
@@ -98,18 +92,20 @@ def _summary(results: list[ModelTransfer]) -> list[str]:
         off = r.off_diagonal()
         if not off:
             continue
-        mean_off = mean_estimate([r.gain[p] for p in off])
+        mean_off = mean_estimate([r.gain[p] for p in off], same_examples=False)
         diag = [r.gain[(t, t)] for t in r.tasks if (t, t) in r.gain]
-        skill = mean_estimate(diag) if diag else None
+        skill = mean_estimate(diag, same_examples=False) if diag else None
         positive = sum(_clear_of_zero(r.gain[p]) and r.gain[p].value > 0 for p in off)
         negative = sum(_clear_of_zero(r.gain[p]) and r.gain[p].value < 0 for p in off)
-        trained = mean_estimate([r.source[t] for t in r.tasks if t in r.source]) if r.source else None
+        trained = (
+            mean_estimate([r.source[t] for t in r.tasks if t in r.source], same_examples=False) if r.source else None
+        )
         means[r.model] = (r.params, mean_off, skill, trained)
         rows.append(
             [
                 r.model,
                 params_text(r.params),
-                fmt(mean_estimate([r.only[t] for t in r.tasks if t in r.only])),
+                fmt(mean_estimate([r.only[t] for t in r.tasks if t in r.only], same_examples=False)),
                 fmt(trained),
                 _cell(skill),
                 _cell(mean_off),
@@ -138,13 +134,11 @@ def _summary(results: list[ModelTransfer]) -> list[str]:
         d_off = difference(off1, off0)
         text = (
             f"From {small} ({params_text(p0)}) to {large} ({params_text(p1)}): mean off-diagonal transfer changes by "
-            f"{_points(d_off)} ({p_text(p_two_sided(d_off))})"
+            f"{_points(d_off)} ({p_text(p_value(d_off, EXACT_TIES))})"
         )
         if skill0 is not None and skill1 is not None:
             d_skill = difference(skill1, skill0)
-            text += (
-                f"; the diagonal (specific skill from more data) by {_points(d_skill)} ({p_text(p_two_sided(d_skill))})"
-            )
+            text += f"; the diagonal (specific skill from more data) by {_points(d_skill)} ({p_text(p_value(d_skill, EXACT_TIES))})"
         if trained0 is not None and trained1 is not None:
             d_trained = difference(trained1, trained0)
             text += f"; the trained skill itself (A after source training) by {_points(d_trained)}"
@@ -186,7 +180,7 @@ def _model_section(r: ModelTransfer) -> list[str]:
         lines.append("gain(A -> B) - gain(B -> A), in points; A -> B is the direction that gains more.")
         lines.append("")
         rows = [
-            [f"{a} -> {b}", _cell(r.gain[(a, b)]), _cell(r.gain[(b, a)]), _cell(d), p_text(p_two_sided(d))]
+            [f"{a} -> {b}", _cell(r.gain[(a, b)]), _cell(r.gain[(b, a)]), _cell(d), p_text(p_value(d, EXACT_TIES))]
             for a, b, d in asym[:TOP_ASYMMETRIES]
         ]
         lines += table(["pair", "gain A -> B", "gain B -> A", "asymmetry", "p"], rows)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import math
 import re
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from harness.decompose import Decomposition, difference, inconclusive_reason
-from harness.metrics import Estimate
+from harness.decompose import Decomposition, inconclusive_reason
+from harness.metrics import Estimate, difference
 
 # (name, how to read it off a decomposition); the order is the report's
 QUANTITIES: list[tuple[str, Callable[[Decomposition], Estimate | None]]] = [
@@ -84,14 +83,3 @@ def task_scaling(task: str, per_model: list[tuple[str, int, Decomposition]]) -> 
     if {p.model for p in prompt_points} == {p.model for p in ecological_points}:  # the same models on both sides
         headline = difference(slope(prompt_points), slope(ecological_points))
     return TaskScaling(task, points, slopes, headline, valid, len(per_model))
-
-
-def mean_over_tasks(estimates: list[Estimate]) -> Estimate | None:
-    """Mean of per-task estimates; replicate b averages every task's replicate b (tasks resample independently,
-    so this interval treats the tasks as fixed)."""
-    if not estimates:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a replicate undefined for every task stays NaN
-        samples = np.nanmean(np.stack([e.samples for e in estimates]), axis=0)
-    return Estimate(float(np.mean([e.value for e in estimates])), samples, sum(e.n for e in estimates))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.metrics import BOOTSTRAP_SEED, Estimate, Resampler, correct, generated_correct, predictions
+from harness.metrics import BOOTSTRAP_SEED, Estimate, Resampler, correct_vector, difference
 from harness.store import Record, Store
 from harness.transfer import METHOD
 
@@ -42,13 +42,6 @@ class ModelTransfer:
         return [(a, b) for (a, b) in self.gain if a != b]
 
 
-def correct_vector(records: list[Record]) -> np.ndarray:
-    """1.0 where an example is right: exact match of a generated answer, else the arg-max choice is gold."""
-    if records and records[0].generated is not None:
-        return np.array([generated_correct(r) for r in records], dtype=np.float64)
-    return correct(records, predictions(records))
-
-
 def resampler(task: str, groups: list[str]) -> Resampler:
     """Bootstrap weights of one task's eval set: seeded by its name, so every model and pair reuses them."""
     return Resampler(groups, seed=BOOTSTRAP_SEED + zlib.crc32(task.encode()))
@@ -57,27 +50,6 @@ def resampler(task: str, groups: list[str]) -> Resampler:
 def gain_estimate(after: np.ndarray, only: np.ndarray, rs: Resampler) -> Estimate:
     """Mean paired difference (after - only) over the same examples, with its bootstrap replicates."""
     return rs.mean(after - only)
-
-
-def mean_estimate(estimates: list[Estimate]) -> Estimate:
-    """Mean of several estimates, replicate by replicate (their resamples are aligned or independent)."""
-    return Estimate(
-        float(np.mean([e.value for e in estimates])),
-        np.mean([e.samples for e in estimates], axis=0),
-        int(sum(e.n for e in estimates)),
-    )
-
-
-def difference(a: Estimate, b: Estimate) -> Estimate:
-    return Estimate(a.value - b.value, a.samples - b.samples, min(a.n, b.n))
-
-
-def p_two_sided(e: Estimate) -> float:
-    """Bootstrap two-sided p-value of 'no difference': twice the smaller share of replicates on one side of 0."""
-    s = e.samples[~np.isnan(e.samples)]
-    if not len(s):
-        return float("nan")
-    return float(min(1.0, 2 * min((s <= 0).mean(), (s >= 0).mean())))
 
 
 def asymmetries(result: ModelTransfer) -> list[tuple[str, str, Estimate]]:

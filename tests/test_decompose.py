@@ -7,7 +7,8 @@ import math
 import pytest
 
 from harness.analysis import analyse
-from harness.decompose import decompose, p_value
+from harness.decompose import decompose
+from harness.metrics import p_value
 from harness.report import render
 from harness.store import Record, Store, UnitKey, VariantRecords
 

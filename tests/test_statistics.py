@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from harness.analysis import analyse
-from harness.decompose import decompose, holm, inconclusive_reason, p_value, verdicts
-from harness.metrics import Estimate, Resampler, baselines, expected_f1, wilson
+from harness.decompose import decompose, holm, inconclusive_reason, verdicts
+from harness.metrics import Estimate, Resampler, baselines, expected_f1, p_value, wilson
 from harness.report import render
 from harness.store import Record, Store, UnitKey, VariantRecords
 from tests.test_decompose import MODEL, N, _prompt, _trained

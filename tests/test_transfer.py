@@ -11,10 +11,10 @@ import pytest
 from rich.console import Console
 
 from harness.errors import Interrupted
-from harness.metrics import Estimate
+from harness.metrics import Estimate, mean_estimate
 from harness.store import Record, Store, UnitKey, VariantRecords
 from harness.transfer import KIND, METHOD, Runner, TransferConfig, run_transfer
-from harness.transfer_matrix import ModelTransfer, asymmetries, cluster, load, mean_estimate
+from harness.transfer_matrix import ModelTransfer, asymmetries, cluster, load
 
 
 def _records(hits: list[int]) -> list[Record]:
@@ -73,7 +73,9 @@ def test_asymmetries_order_direction_and_intervals():
     assert [round(d.value, 6) for _, _, d in table] == [0.25, 0.10, 0.02]
     lo, hi = table[0][2].ci
     assert lo == pytest.approx(0.25 - 0.019, abs=1e-3) and hi == pytest.approx(0.25 + 0.019, abs=1e-3)
-    assert mean_estimate([result.gain[("add", "sub")], result.gain[("sub", "add")]]).value == pytest.approx(0.175)
+    assert mean_estimate(
+        [result.gain[("add", "sub")], result.gain[("sub", "add")]], same_examples=False
+    ).value == pytest.approx(0.175)
 
 
 def test_clustering_groups_tasks_that_help_each_other():

@@ -19,7 +19,7 @@ import torch
 
 from harness.engine import Engine, Request, Scored
 from harness.errors import HarnessError
-from harness.metrics import generated_correct
+from harness.metrics import accuracy
 from harness.prompts import PromptSet, Template
 from harness.store import Record, VariantRecords
 from harness.synthetic import random_answer_fields
@@ -283,9 +283,9 @@ def score_selection(
     scored = engine.score(requests, progress=progress, content_ranks=task.generates)
     records = [_record(ex, s, c, g, False) for ex, s, c, g in zip(examples, scored, all_choices, golds)]
     _add_generated(task, engine, requests, all_choices, golds, records)
-    out = {"n": len(records), "acc": _accuracy(records)}
+    out = {"n": len(records), "acc": accuracy(records)}
     if calibrated:
-        out["calibrated_acc"] = _accuracy([calibrate(r, scored[-1].logprobs) for r in records])
+        out["calibrated_acc"] = accuracy([calibrate(r, scored[-1].logprobs) for r in records])
     return out
 
 
@@ -303,11 +303,3 @@ def _add_generated(
     outputs = engine.generate([r.context for r in requests[: len(records)]], task.max_new_tokens)
     for record, output, choices, gold in zip(records, outputs, all_choices, golds):
         record.generated, record.gold_texts = output, [choices[gold[0]]]
-
-
-def _accuracy(records: list[Record]) -> float:
-    """Accuracy of the arg-max choice, or exact match of the generated answer."""
-    if records and records[0].generated is not None:
-        return sum(map(generated_correct, records)) / len(records)
-    hits = [max(range(len(r.logprobs)), key=r.logprobs.__getitem__) in r.gold for r in records]
-    return sum(hits) / len(hits)

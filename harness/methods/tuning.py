@@ -17,7 +17,7 @@ from harness.methods.training import (
     trainable,
     trained_parameter_count,
 )
-from harness.metrics import generated_correct
+from harness.metrics import accuracy
 from harness.prompts import PromptSet
 from harness.store import VariantRecords
 from harness.synthetic import ANSWER_FIELDS
@@ -69,7 +69,7 @@ def run_tuning_unit(
         records = score_examples(scorer, template, evals, preset["batch_size"], generate)
         if task.generates:
             held_records = score_examples(scorer, template, held, preset["batch_size"], generate)
-            result.holdout_acc = sum(map(generated_correct, held_records)) / len(held_records)
+            result.holdout_acc = accuracy(held_records)
         eval_seconds = time.perf_counter() - scored
         n_params = trained_parameter_count(params)
     info = {
