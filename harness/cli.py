@@ -323,7 +323,7 @@ def report_command(
     from harness.report import render
     from harness.report_transfer import render as render_transfer
     from harness.store import Store
-    from harness.transfer import KIND
+    from harness.transfer_matrix import KIND
 
     store = Store(out, create=False)
     kind = store.get_meta("kind")

@@ -39,9 +39,7 @@ from harness.progress import progress
 from harness.prompts import Template, load_prompts
 from harness.store import Record, Store, UnitKey, VariantRecords
 from harness.tasks import Example, TaskSpec, stratified_subset
-
-METHOD = "transfer"  # the store's method column; the trained method is in meta["transfer"]
-KIND = "transfer"  # meta["kind"]: `harness report` renders a transfer report for such a store
+from harness.transfer_matrix import KIND, METHOD
 
 
 @dataclass

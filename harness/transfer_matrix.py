@@ -17,7 +17,10 @@ import numpy as np
 
 from harness.metrics import BOOTSTRAP_SEED, Estimate, Resampler, correct_vector, difference
 from harness.store import Record, Store
-from harness.transfer import METHOD
+
+# What a `harness transfer` store holds (harness/transfer.py writes it, this module reads it):
+METHOD = "transfer"  # the store's method column; the trained method is in meta["transfer"]
+KIND = "transfer"  # meta["kind"]: `harness report` renders a transfer report for such a store
 
 
 @dataclass

@@ -13,8 +13,8 @@ from rich.console import Console
 from harness.errors import Interrupted
 from harness.metrics import Estimate, mean_estimate
 from harness.store import Record, Store, UnitKey, VariantRecords
-from harness.transfer import KIND, METHOD, Runner, TransferConfig, run_transfer
-from harness.transfer_matrix import ModelTransfer, asymmetries, cluster, load
+from harness.transfer import Runner, TransferConfig, run_transfer
+from harness.transfer_matrix import KIND, METHOD, ModelTransfer, asymmetries, cluster, load
 
 
 def _records(hits: list[int]) -> list[Record]:
