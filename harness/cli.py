@@ -200,7 +200,7 @@ def eval_command(
 ) -> None:
     """Evaluate models on a suite; writes OUT/results.db, OUT/summary.csv, OUT/report.md."""
     from harness.evaluate import EvalConfig, run_eval
-    from harness.models import DEFAULT_MODEL
+    from harness.model_catalog import DEFAULT_MODEL
 
     cfg = EvalConfig(
         models=list(model) if model else [DEFAULT_MODEL],
@@ -284,7 +284,7 @@ def transfer_command(
 ) -> None:
     """Train on task A, then briefly on B, and compare B's score with training on B alone, for every ordered
     pair: the matrix of gains, its asymmetries and a clustering of tasks, per model. Resumable: rerun to resume."""
-    from harness.models import DEFAULT_MODEL
+    from harness.model_catalog import DEFAULT_MODEL
     from harness.transfer import TransferConfig, run_transfer
 
     cfg = TransferConfig(

@@ -11,7 +11,7 @@ from harness.analysis import TaskResult
 from harness.decompose import SIGNIFICANCE, Decomposition, beats, decompose
 from harness.markdown import count, p_text, params_text, table
 from harness.metrics import mean_estimate, p_value
-from harness.models import KNOWN_MODELS
+from harness.model_catalog import KNOWN_MODELS
 from harness.report_decomposition import by_verdict, signed
 from harness.scaling import HEADLINE, QUANTITIES, TaskScaling, family, slope, task_scaling
 

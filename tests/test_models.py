@@ -14,10 +14,8 @@ import torch
 
 from harness import models
 from harness.errors import HarnessError
+from harness.model_catalog import DEFAULT_MODEL, KNOWN_MODELS, KnownModel
 from harness.models import (
-    DEFAULT_MODEL,
-    KNOWN_MODELS,
-    KnownModel,
     cache_dir,
     list_models,
     load_model,
