@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness import plots
 from harness import report_answer as answer
 from harness import report_decomposition as decomposition
 from harness import report_presidents as presidents
@@ -17,8 +18,6 @@ from harness.methods import CONTROL_SUFFIX, RANDOM_INIT_SUFFIX, TRAINED_METHODS,
 from harness.metrics import Estimate, main_metric
 from harness.report_curves import plot_learning_curves
 from harness.store import Store
-
-PLOTS = "plots"
 
 
 def fmt_rank(e: Estimate | None) -> str:
@@ -166,12 +165,7 @@ def plot_probe_layers(results: list[TaskResult], path: Path, title: str) -> bool
                 curves.append((f"{r.task} (n={n})", infos))
     if not curves:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+    fig, ax = plots.subplots(figsize=(7, 4.2))
     for i, (label, infos) in enumerate(curves):
         layers = infos[0]["layers"]
         color = f"C{i % 10}"
@@ -183,10 +177,7 @@ def plot_probe_layers(results: list[TaskResult], path: Path, title: str) -> bool
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
+    plots.save(fig, path)
     return True
 
 
@@ -213,15 +204,10 @@ def template_table(result: TaskResult) -> list[str]:
 
 def plot_spread(results: list[TaskResult], path: Path, title: str) -> None:
     """Per task: each template's score at each k (mean over seeds), with chance and control marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     shown = [r for r in results if r.estimates]
     crowded = len(shown) > 8  # many tasks (the arithmetic suite): narrower columns, slanted one-line labels
     size = (0.7 * len(shown) + 2, 4.8) if crowded else (max(6, 1.6 * len(shown)), 4.2)
-    fig, ax = plt.subplots(figsize=size, dpi=100)
+    fig, ax = plots.subplots(figsize=size)
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b"]
     for x, result in enumerate(shown):
         metric = main_metric(result.task)
@@ -268,10 +254,7 @@ def plot_spread(results: list[TaskResult], path: Path, title: str) -> None:
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
+    plots.save(fig, path)
 
 
 def _slug(name: str) -> str:
@@ -312,8 +295,8 @@ def render(out_dir: str | Path) -> Path:
             "answer's first token; `spread` = best - worst template.",
             "",
         ]
-        lines += scaling.section(store.models(), scored_tasks, out, Path(PLOTS) / "scaling.png")
-        lines += presidents.section(store, results, out, Path(PLOTS) / "presidents.png")
+        lines += scaling.section(store.models(), scored_tasks, out, Path(plots.PLOTS) / "scaling.png")
+        lines += presidents.section(store, results, out, Path(plots.PLOTS) / "presidents.png")
         for model, params, info in store.models():
             # the presidents probe has its own section above; every other task is scored per model below
             model_results = [r for r in scored_tasks if r.model == model]
@@ -409,7 +392,7 @@ def render(out_dir: str | Path) -> Path:
                         }
                     )
                     lines += [""] + [f"- {d}" for d in details]
-                    curve_plot = Path(PLOTS) / f"{_slug(model)}-learning-curves.png"
+                    curve_plot = Path(plots.PLOTS) / f"{_slug(model)}-learning-curves.png"
                     if plot_learning_curves(scored, out / curve_plot, f"{model}: score against train size"):
                         lines += [
                             "",
@@ -419,11 +402,11 @@ def render(out_dir: str | Path) -> Path:
                             "",
                             f"![learning curves]({curve_plot.as_posix()})",
                         ]
-                    layer_plot = Path(PLOTS) / f"{_slug(model)}-probe-layers.png"
+                    layer_plot = Path(plots.PLOTS) / f"{_slug(model)}-probe-layers.png"
                     if plot_probe_layers(scored, out / layer_plot, f"{model}: probe accuracy by layer"):
                         lines += ["", f"![probe accuracy by layer]({layer_plot.as_posix()})"]
             if prompted:
-                plot = Path(PLOTS) / f"{_slug(model)}-template-spread.png"
+                plot = Path(plots.PLOTS) / f"{_slug(model)}-template-spread.png"
                 plot_spread(prompted, out / plot, f"{model}: score of each template")
                 lines += ["", f"![template spread]({plot.as_posix()})", "", "### Per template", ""]
                 for r in prompted:

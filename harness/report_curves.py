@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness import plots
 from harness.analysis import ALL, TaskResult
 from harness.methods import RANDOM_INIT_SUFFIX, TRAINED_METHODS, is_control_task, is_random_init
 from harness.metrics import main_metric
@@ -32,12 +33,7 @@ def plot_learning_curves(results: list[TaskResult], path: Path, title: str) -> b
     panels = [(r, c) for r in results if (c := curves(r)) and any(len(points) > 1 for points in c.values())]
     if not panels:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 1, 3.8), dpi=100, squeeze=False)
+    fig, axes = plots.subplots(1, len(panels), figsize=(3.6 * len(panels) + 1, 3.8), squeeze=False)
     pretrained = sorted({key for _, c in panels for key in c if not is_random_init(key[1])})
     colors = {key: f"C{i % 10}" for i, key in enumerate(pretrained)}
     for ax, (result, found) in zip(axes[0], panels):
@@ -77,8 +73,5 @@ def plot_learning_curves(results: list[TaskResult], path: Path, title: str) -> b
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, loc="best")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
+    plots.save(fig, path)
     return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from harness import plots
 from harness.analysis import TaskResult
 from harness.markdown import fmt, table
 from harness.store import Store
@@ -53,13 +54,7 @@ def section(store: Store, results: list[TaskResult], out: Path, plot: Path) -> l
 
 
 def _plot(per_model: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    fig, (top, bottom) = plots.subplots(2, 1, figsize=(8, 6), sharex=True)
     for model, records in per_model.items():
         x = range(1, len(records) + 1)
         top.plot(x, [math.exp(r.logprobs[0]) for r in records], marker=".", label=model)
@@ -70,6 +65,4 @@ def _plot(per_model: dict, path: Path) -> None:
     bottom.set_xlabel("line (n-th line sees n - 1 lines before it)")
     top.legend(fontsize=8)
     top.set_title("US presidents, read line by line")
-    fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
+    plots.save(fig, path)

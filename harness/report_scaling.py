@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness import plots
 from harness.analysis import TaskResult
 from harness.decompose import SIGNIFICANCE, Decomposition, beats, decompose
 from harness.markdown import count, p_text, params_text, table
@@ -274,14 +275,9 @@ def draw(scalings: list[TaskScaling], path: Path, quantities: tuple[str, ...], u
     shown = [s for s in scalings if any(len(s.points[n]) > 1 for n in quantities)]
     if not shown:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     cols = min(4, len(shown))
     rows = -(-len(shown) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), dpi=100, squeeze=False)
+    fig, axes = plots.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
     for ax, s in zip(axes.flat, shown):
         for i, name in enumerate(quantities):
             pts = sorted(s.points[name], key=lambda p: p.params)
@@ -304,8 +300,5 @@ def draw(scalings: list[TaskScaling], path: Path, quantities: tuple[str, ...], u
         ax.axis("off")
     axes.flat[0].set_ylabel(unit, fontsize=8)
     axes.flat[0].legend(fontsize=6, loc="best")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
+    plots.save(fig, path)
     return True

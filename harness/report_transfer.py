@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness import plots
 from harness.markdown import fmt, p_text, params_text, table
 from harness.metrics import Estimate, difference, mean_estimate, p_value
 from harness.report_answer import about
@@ -16,7 +17,6 @@ from harness.report_scaling import caveats
 from harness.store import Store
 from harness.transfer_matrix import ModelTransfer, asymmetries, cluster, gain_array, load
 
-PLOTS = "plots"
 TOP_ASYMMETRIES = 10
 # Only exact zeros count as ties in this report's p-values, as when its committed reports were rendered; the eval
 # report's TIE_TOLERANCE would move two of their p-values (0.394 -> 0.41, 0.96 -> 0.974).
@@ -34,7 +34,7 @@ def render(out_dir: str | Path) -> Path:
         models = store.models()
     finally:
         store.close()
-    (out / PLOTS).mkdir(exist_ok=True)
+    (out / plots.PLOTS).mkdir(exist_ok=True)
     _frame(results).to_csv(out / "transfer.csv", index=False, float_format="%.6g")
     lines = ["# harness transfer report", "", *about(out)]
     if commands:
@@ -43,8 +43,8 @@ def render(out_dir: str | Path) -> Path:
     lines += _settings_text(settings, results)
     complete = [r for r in results if r.tasks and len(r.gain) == len(r.tasks) ** 2]
     if complete:
-        lines += _heatmaps(complete, out, Path(PLOTS) / "transfer_matrix.png")
-        lines += _dendrograms(complete, out, Path(PLOTS) / "transfer_clusters.png")
+        lines += _heatmaps(complete, out, Path(plots.PLOTS) / "transfer_matrix.png")
+        lines += _dendrograms(complete, out, Path(plots.PLOTS) / "transfer_clusters.png")
     lines += _summary(results)
     notes = caveats(models) if len(models) > 1 else []
     if notes:
@@ -226,13 +226,8 @@ def _frame(results: list[ModelTransfer]) -> pd.DataFrame:
 
 
 def _heatmaps(results: list[ModelTransfer], out: Path, plot: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     bound = max(np.nanmax(np.abs(gain_array(r))) for r in results) * 100 or 1.0
-    fig, axes = plt.subplots(1, len(results), figsize=(5.2 * len(results), 4.6), squeeze=False)
+    fig, axes = plots.subplots(1, len(results), figsize=(5.2 * len(results), 4.6), squeeze=False)
     for ax, r in zip(axes[0], results):
         g = gain_array(r) * 100
         image = ax.imshow(g, cmap="RdBu", vmin=-bound, vmax=bound)
@@ -247,19 +242,14 @@ def _heatmaps(results: list[ModelTransfer], out: Path, plot: Path) -> list[str]:
         ax.set_xlabel("target B")
     axes[0][0].set_ylabel("source A")
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="gain (points)")
-    fig.savefig(out / plot, metadata={"Software": None}, bbox_inches="tight")
-    plt.close(fig)
+    plots.save(fig, out / plot, crop=True)
     return [f"![transfer matrices]({plot.as_posix()})", ""]
 
 
 def _dendrograms(results: list[ModelTransfer], out: Path, plot: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from scipy.cluster.hierarchy import dendrogram
 
-    fig, axes = plt.subplots(1, len(results), figsize=(5.2 * len(results), 3.6), squeeze=False)
+    fig, axes = plots.subplots(1, len(results), figsize=(5.2 * len(results), 3.6), squeeze=False)
     for ax, r in zip(axes[0], results):
         link, _ = cluster(r.tasks, gain_array(r) * 100)
         with warnings.catch_warnings():  # a matrix of equal gains has all distances 0: scipy warns of a flat axis
@@ -267,7 +257,5 @@ def _dendrograms(results: list[ModelTransfer], out: Path, plot: Path) -> list[st
             dendrogram(link, labels=r.tasks, ax=ax, leaf_rotation=60, color_threshold=0)
         ax.set_title(f"{r.model}: tasks that help each other merge first", fontsize=9)
         ax.set_ylabel("max mutual gain - mutual gain (points)")
-    fig.tight_layout()
-    fig.savefig(out / plot, metadata={"Software": None})
-    plt.close(fig)
+    plots.save(fig, out / plot)
     return [f"![task clustering]({plot.as_posix()})", ""]
