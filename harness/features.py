@@ -16,11 +16,8 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from harness.engine import Engine, Request
+from harness.filenames import slug
 from harness.models import cache_dir
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 class FeatureCache:
@@ -32,7 +29,7 @@ class FeatureCache:
 
     def path(self, model: str, task: str, template: str, split: str, pooling: str, texts: list[str]) -> Path:
         digest = hashlib.sha256(json.dumps(texts).encode()).hexdigest()[:16]
-        return self.root / _safe(model) / _safe(task) / f"{_safe(template)}-{split}-{pooling}-{digest}.safetensors"
+        return self.root / slug(model) / slug(task) / f"{slug(template)}-{split}-{pooling}-{digest}.safetensors"
 
     def load(self, path: Path) -> np.ndarray | None:
         if not path.is_file():

@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 import torch
 
 from harness.errors import HarnessError
+from harness.filenames import slug
 from harness.model_catalog import DEFAULT_MODEL, KNOWN_MODELS, KnownModel
 
 if TYPE_CHECKING:
@@ -327,7 +328,7 @@ def _ensure_known_cached(known: KnownModel) -> Path:
 def _ensure_gguf_cached(path: Path) -> tuple[Path, dict[str, Any]]:
     """The cache folder of a .gguf file given directly (keyed by its content hash) and its metadata."""
     sha = _sha256_file(path)
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem) or "model"
+    stem = slug(path.stem) or "model"
     target = _model_cache(stem, sha)
     if not _is_cached(target):
         _models_dir()

@@ -13,6 +13,7 @@ from harness import report_decomposition as decomposition
 from harness import report_presidents as presidents
 from harness import report_scaling as scaling
 from harness.analysis import AGGREGATES, ALL, TaskResult, analyse
+from harness.filenames import slug
 from harness.markdown import fmt, params_text, table
 from harness.methods import CONTROL_SUFFIX, RANDOM_INIT_SUFFIX, TRAINED_METHODS, is_control_task, is_random_init
 from harness.metrics import Estimate, main_metric
@@ -257,10 +258,6 @@ def plot_spread(results: list[TaskResult], path: Path, title: str) -> None:
     plots.save(fig, path)
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
 def render(out_dir: str | Path) -> Path:
     """Regenerate summary.csv, report.md and plots/ from <out_dir>/results.db."""
     out = Path(out_dir)
@@ -392,7 +389,7 @@ def render(out_dir: str | Path) -> Path:
                         }
                     )
                     lines += [""] + [f"- {d}" for d in details]
-                    curve_plot = Path(plots.PLOTS) / f"{_slug(model)}-learning-curves.png"
+                    curve_plot = Path(plots.PLOTS) / f"{slug(model)}-learning-curves.png"
                     if plot_learning_curves(scored, out / curve_plot, f"{model}: score against train size"):
                         lines += [
                             "",
@@ -402,11 +399,11 @@ def render(out_dir: str | Path) -> Path:
                             "",
                             f"![learning curves]({curve_plot.as_posix()})",
                         ]
-                    layer_plot = Path(plots.PLOTS) / f"{_slug(model)}-probe-layers.png"
+                    layer_plot = Path(plots.PLOTS) / f"{slug(model)}-probe-layers.png"
                     if plot_probe_layers(scored, out / layer_plot, f"{model}: probe accuracy by layer"):
                         lines += ["", f"![probe accuracy by layer]({layer_plot.as_posix()})"]
             if prompted:
-                plot = Path(plots.PLOTS) / f"{_slug(model)}-template-spread.png"
+                plot = Path(plots.PLOTS) / f"{slug(model)}-template-spread.png"
                 plot_spread(prompted, out / plot, f"{model}: score of each template")
                 lines += ["", f"![template spread]({plot.as_posix()})", "", "### Per template", ""]
                 for r in prompted:

@@ -12,7 +12,6 @@ Source and target samples are disjoint, so the diagonal (A -> A) is A's specific
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from rich.console import Console
 from harness.catalog import get_task, use_task_dirs
 from harness.errors import HarnessError, Interrupted
 from harness.evaluate import _trained_template, check_given
+from harness.filenames import slug
 from harness.loaders import DataSource, load_train, resolve_train_source
 from harness.lock import writer_lock
 from harness.methods.presets import check_overrides, load_preset
@@ -242,8 +242,7 @@ def _run_transfer(cfg: TransferConfig, console: Console, command: str) -> Path:
 
 
 def state_path(out: str | Path, model: str, variant: str, task: str, source_n: int, seed: int) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model)
-    return Path(out) / "states" / slug / variant / f"{task}-n{source_n}-s{seed}.safetensors"
+    return Path(out) / "states" / slug(model) / variant / f"{task}-n{source_n}-s{seed}.safetensors"
 
 
 class Runner:
