@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console
@@ -24,6 +26,9 @@ from harness.resources import read_yaml, resource_dir
 from harness.store import Store, UnitKey, VariantRecords
 from harness.synthetic import gpt3_folder, gpt3_tasks
 from harness.tasks import Example, TaskSpec, stratified_subset
+
+if TYPE_CHECKING:
+    from harness.transfer import TransferConfig
 
 METHODS = {
     "prompt": "many templates, k-shot demos, random-label demos, calibration, control prompts",
@@ -100,33 +105,25 @@ def random_label_shots(cfg: EvalConfig) -> list[int]:
     return [max(cfg.shots)]  # validate() has rejected an empty --shots
 
 
-def check_given(models: list[str], options: list[tuple[str, str | None]]) -> None:
+# Text options of both `harness eval` and `harness transfer` (fields of EvalConfig and TransferConfig)
+SHARED_TEXT_OPTIONS = ("device", "dtype", "out", "data_dir", "train_set", "fewglue_dir", "prompts_dir", "presets_dir")
+
+
+def check_given(cfg: EvalConfig | TransferConfig, extra: Sequence[tuple[str, str | None]] = ()) -> None:
     """Fail on no or an empty --model, and on a text option given as an empty string (`--out ""`): it would silently
-    mean the current folder or the default. `options` holds (flag, value) pairs; None means not given."""
-    if not models or any(not m.strip() for m in models):
+    mean the current folder or the default. Checked in order: `extra`, the command's own (flag, value) pairs (None
+    means not given), then SHARED_TEXT_OPTIONS, then each --tasks-dir."""
+    if not cfg.models or any(not m.strip() for m in cfg.models):
         raise HarnessError("--model is empty: give a short name (see `harness models`), a Hub id or a local path")
-    for flag, value in options:
+    shared = [(f"--{name.replace('_', '-')}", getattr(cfg, name)) for name in SHARED_TEXT_OPTIONS]
+    for flag, value in [*extra, *shared, *(("--tasks-dir", d) for d in cfg.tasks_dirs)]:
         if value is not None and not value.strip():
             raise HarnessError(f"{flag} is empty: give a value or leave the option out")
 
 
 def validate(cfg: EvalConfig) -> None:
     """Check the options before any data, model or store is touched; each message names its flag."""
-    check_given(
-        cfg.models,
-        [
-            ("--suite", cfg.suite),
-            ("--device", cfg.device),
-            ("--dtype", cfg.dtype),
-            ("--out", cfg.out),
-            ("--data-dir", cfg.data_dir),
-            ("--train-set", cfg.train_set),
-            ("--fewglue-dir", cfg.fewglue_dir),
-            ("--prompts-dir", cfg.prompts_dir),
-            ("--presets-dir", cfg.presets_dir),
-            *(("--tasks-dir", d) for d in cfg.tasks_dirs),
-        ],
-    )
+    check_given(cfg, [("--suite", cfg.suite)])
     use_task_dirs(cfg.tasks_dirs)
     if cfg.tasks is not None and not cfg.tasks:
         raise HarnessError("--tasks is empty: give comma-separated task names (see `harness tasks`)")

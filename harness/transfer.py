@@ -107,19 +107,7 @@ class TransferUnit:
 
 def validate(cfg: TransferConfig) -> None:
     """Check the options before any data, model or store is touched; each message names its flag."""
-    check_given(
-        cfg.models,
-        [
-            ("--device", cfg.device),
-            ("--dtype", cfg.dtype),
-            ("--out", cfg.out),
-            ("--data-dir", cfg.data_dir),
-            ("--train-set", cfg.train_set),
-            ("--prompts-dir", cfg.prompts_dir),
-            *(("--tasks-dir", d) for d in cfg.tasks_dirs),
-            ("--presets-dir", cfg.presets_dir),
-        ],
-    )
+    check_given(cfg)
     use_task_dirs(cfg.tasks_dirs)
     if cfg.method not in ("bitfit", "ptune"):
         raise HarnessError(f"unknown method '{cfg.method}' (--method): transfer trains bitfit or ptune")
