@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.analysis import TaskResult
-from harness.decompose import Decomposition, decompose, inconclusive_reason, verdicts
+from harness.decompose import SIGNIFICANCE, Decomposition, decompose, inconclusive_reason, verdicts
 from harness.markdown import fmt, p_text, table
 from harness.metrics import p_value
 from harness.report_decomposition import signed
@@ -97,8 +97,8 @@ def section(models: list[str], results: list[TaskResult], out: Path) -> list[str
         "Does the best prompt (template, k and calibration picked on train) understate or overstate what the model "
         "can do, against the best trained method (picked on train)? A verdict needs both to beat the best constant "
         "answer significantly and the trained unit to have converged; verdicts are Holm-corrected over a model's "
-        "conclusive tasks (paired bootstrap, p < 0.05). Scores in percent with 95% intervals, `n` eval examples "
-        "(questions for MultiRC).",
+        f"conclusive tasks (paired bootstrap, p < {SIGNIFICANCE}). Scores in percent with 95% intervals, `n` eval "
+        "examples (questions for MultiRC).",
         "",
         *tables,
     ]

@@ -31,6 +31,7 @@ from harness.methods.training import (
     unit_converged,
 )
 from harness.methods.tuning import run_tuning_unit
+from harness.metrics import accuracy
 from harness.prompts import load_prompts
 from harness.tasks import Example, TaskSpec
 
@@ -69,10 +70,6 @@ def category(tmp_path_factory):
     folder = tmp_path_factory.mktemp("prompts")
     (folder / "category.yaml").write_text(PROMPTS, encoding="utf-8")
     return load_prompts("category", folder), _examples(TRAIN_FRAMES, "t"), _examples(EVAL_FRAMES, "e")
-
-
-def _accuracy(records) -> float:
-    return float(np.mean([int(np.argmax(r.logprobs)) in r.gold for r in records]))
 
 
 # ---------------------------------------------------------------- data handling
@@ -192,7 +189,7 @@ def test_probe_decodes_a_linear_label_and_its_control_stays_near_chance(smollm2,
         for control, sink in ((False, task_acc), (True, control_acc)):
             unit = TrainedUnit("probe", "probe", "input-only", 32, seed, control)
             (out,), info = run_probe_unit(unit, CATEGORY, prompts, engine, "smollm2", evals, train, preset, cache)
-            sink.append(_accuracy(out.records))
+            sink.append(accuracy(out.records))
             assert len(info["cv_curve"]) == len(info["eval_curve"]) == 31  # embeddings + 30 layers
     print(f"\nprobe: task {task_acc}, control {control_acc} (eval n={len(evals)})")
     assert min(task_acc) >= 0.95
@@ -208,7 +205,7 @@ def test_tuned_methods_beat_their_control_task(smollm2, category, method, varian
     for control in (False, True):
         unit = TrainedUnit(method, variant, "lm-eval", 32, 0, control)
         (out,), info = run_tuning_unit(unit, CATEGORY, prompts, smollm2.model, smollm2.tokenizer, evals, train, preset)
-        results[control] = _accuracy(out.records)
+        results[control] = accuracy(out.records)
         assert info["n_fit"] == 24 and info["n_holdout"] == 8
         assert info["trained_params"] > 0
     print(f"\n{method}/{variant}: task {results[False]:.3f}, control {results[True]:.3f}")
