@@ -39,6 +39,7 @@ TASK_KEYS = {
     "task", "description", "names", "answer", "labels", "metrics", "grouped", "data", "derive", "max_new_tokens",
     "answer_pattern", "fewshot_delimiter", "content_free", "templates", "controls",
 }  # fmt: skip
+COMPANION_SUFFIXES = (".harness.yaml", ".harness.yml")  # <task>.harness.yaml: templates added to an lm-eval task
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")  # task names: lower case, no `/` (store keys and file names)
 
 
@@ -123,6 +124,8 @@ def _entries(folder: Path, origin: str) -> list[Entry]:
     files = sorted(folder.glob("*.yaml") if shipped else [*folder.rglob("*.yaml"), *folder.rglob("*.yml")])
     out = []
     for path in files:
+        if path.name.endswith(COMPANION_SUFFIXES):
+            continue  # an lm-eval task's extra templates, read with it (harness/lm_eval_tasks.py)
         doc = read_task_yaml(path)
         if not isinstance(doc, dict):
             if shipped:

@@ -55,6 +55,14 @@ class _Row:
     choices: list[int]  # continuation indices scored from this row
 
 
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """`text` up to the first occurrence of any stop string (lm-eval's postprocess_generated_text)."""
+    for s in stop:
+        if s:
+            text = text.split(s, 1)[0]
+    return text
+
+
 class Engine:
     """Scores requests with a causal LM. `batch_size=None` picks one from the sequence lengths."""
 
@@ -214,8 +222,10 @@ class Engine:
         progress: Callable[[int], None] | None = None,
         batch_size: int = 16,
         soft_prompt: Callable[[int], torch.Tensor | None] | None = None,
+        stop: Sequence[str] = ("\n",),
     ) -> list[str]:
-        """Greedy continuations of each context, cut at the first newline (the stop rule of generated answers).
+        """Greedy continuations of each context, cut at the first of the `stop` strings (the stop rule of generated
+        answers: the first newline, or an lm-eval task's `until`).
 
         Decoding also stops at the end-of-text token or after `max_new_tokens`. Contexts are tokenized as
         `score` tokenizes them, and left-padded in batches of similar length. `soft_prompt(batch)` gives
@@ -233,7 +243,7 @@ class Engine:
                 ids[b, width - len(encoded[i]) :] = torch.tensor(encoded[i])
                 mask[b, width - len(encoded[i]) :] = 1
             prompt = soft_prompt(len(batch)) if soft_prompt else None
-            texts = self._greedy(ids.to(self.device), mask.to(self.device), max_new_tokens, prompt)
+            texts = self._greedy(ids.to(self.device), mask.to(self.device), max_new_tokens, prompt, stop)
             for b, i in enumerate(batch):
                 out[i] = texts[b]
             if progress:
@@ -241,10 +251,17 @@ class Engine:
         return out
 
     def _greedy(
-        self, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, prompt: torch.Tensor | None = None
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        max_new_tokens: int,
+        prompt: torch.Tensor | None = None,
+        stop: Sequence[str] = ("\n",),
     ) -> list[str]:
-        """Greedy decoding with a key/value cache; a row is done at a newline or the end-of-text token."""
+        """Greedy decoding with a key/value cache; a row is done at a stop string or the end-of-text token."""
         eos = self.tokenizer.eos_token_id
+        stop = tuple(s for s in stop if s)  # lm-eval ignores an empty stop string
+        newline = stop == ("\n",)  # the usual rule, checked on the new token alone
         first = {"input_ids": ids}
         if prompt is not None:  # [virtual tokens][left pads][context]: the mask skips the pads, positions too
             embeds = self.model.get_input_embeddings()(ids)
@@ -264,7 +281,10 @@ class Engine:
                     done[b] = True
                     continue
                 tokens[b].append(token)
-                done[b] = "\n" in self.tokenizer.decode([token])
+                if newline:
+                    done[b] = "\n" in self.tokenizer.decode([token])
+                else:  # a stop string may span tokens: look at the whole output so far
+                    done[b] = any(s in self.tokenizer.decode(tokens[b]) for s in stop)
             if all(done):
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
@@ -278,7 +298,7 @@ class Engine:
                 logits_to_keep=1,
             )
             self._count(len(ids), len(ids))
-        return [self.tokenizer.decode(t, skip_special_tokens=True).split("\n", 1)[0] for t in tokens]
+        return [cut_at_stop(self.tokenizer.decode(t, skip_special_tokens=True), stop) for t in tokens]
 
     def content_rank(self, logp: torch.Tensor, cont: list[int]) -> int:
         """Full-vocabulary rank of `cont`'s first token that is not white space; logp[j] predicts cont[j]."""

@@ -152,6 +152,8 @@ def register_loader(name: str):
 
 
 def get_loader(name: str, where: object = "") -> Loader:
+    if name == "lm-eval":
+        import harness.lm_eval_tasks  # noqa: F401  (registers it; it imports this module)
     if name not in LOADERS:
         raise HarnessError(f"{where}: unknown loader '{name}' (data.loader): known are {', '.join(LOADERS)}")
     return LOADERS[name]

@@ -19,6 +19,7 @@ import numpy as np
 
 from harness.catalog import find_task
 from harness.store import Record
+from harness.tasks import TaskSpec
 
 N_BOOTSTRAP = 1000
 BOOTSTRAP_SEED = 20241122
@@ -67,9 +68,31 @@ def main_metric(task: str) -> str:
     return spec.metrics[0] if spec else "acc"
 
 
-def generated_correct(record: Record) -> bool:
-    """Exact match of a generated answer: the output cut at its first newline, spaces stripped, equals the gold."""
-    return record.generated is not None and record.generated.strip() == (record.gold_texts or [""])[0].strip()
+def generated_correct(record: Record, task: TaskSpec | None = None) -> bool:
+    """Exact match of a generated answer: the output (cut at its stop string), spaces stripped, equals the gold.
+
+    A task with `exact_match` options (an lm-eval task) compares as lm-eval's exact_match does: nothing stripped,
+    after removing `regexes_to_ignore` and, where asked, case, punctuation and digits from both sides.
+    """
+    if record.generated is None:
+        return False
+    gold = (record.gold_texts or [""])[0]
+    if task is None or task.exact_match is None:
+        return record.generated.strip() == gold.strip()
+    return _lm_eval_normal(record.generated, task.exact_match) == _lm_eval_normal(gold, task.exact_match)
+
+
+def _lm_eval_normal(text: str, options: dict) -> str:
+    """A text as lm-eval 0.4.13's exact_match compares it (lm_eval/api/metrics.py exact_match_hf_evaluate)."""
+    for pattern in options.get("regexes_to_ignore") or []:
+        text = re.sub(pattern, "", text)
+    if options.get("ignore_case"):
+        text = text.lower()
+    if options.get("ignore_punctuation"):
+        text = text.translate(str.maketrans("", "", string.punctuation))
+    if options.get("ignore_numbers"):
+        text = text.translate(str.maketrans("", "", string.digits))
+    return text.rstrip("\x00")  # numpy's string arrays, which lm-eval compares, drop trailing NULs
 
 
 @dataclass
@@ -234,16 +257,17 @@ def correct(records: list[Record], pred: np.ndarray) -> np.ndarray:
     return np.array([p in r.gold for p, r in zip(pred, records)], dtype=np.float64)
 
 
-def correct_vector(records: list[Record]) -> np.ndarray:
-    """1.0 where an example is right: exact match of a generated answer, else the arg-max choice is gold."""
+def correct_vector(records: list[Record], task: TaskSpec | None = None) -> np.ndarray:
+    """1.0 where an example is right: exact match of a generated answer (`generated_correct`, as `task` compares
+    answers), else the arg-max choice is gold."""
     if records and records[0].generated is not None:
-        return np.array([generated_correct(r) for r in records], dtype=np.float64)
+        return np.array([generated_correct(r, task) for r in records], dtype=np.float64)
     return correct(records, predictions(records))
 
 
-def accuracy(records: list[Record]) -> float:
+def accuracy(records: list[Record], task: TaskSpec | None = None) -> float:
     """The share of records that are right (`correct_vector`), without an interval: a train-side score."""
-    return float(np.mean(correct_vector(records)))
+    return float(np.mean(correct_vector(records, task)))
 
 
 def task_metrics(
@@ -299,7 +323,7 @@ def generated_metrics(task: str, records: list[Record], rs: Resampler) -> dict[s
     attempted; the gold answer's mean log-likelihood (nats) and median first-token rank."""
     spec = find_task(task)
     pattern = re.compile(spec.answer_pattern if spec and spec.answer_pattern else r".+")
-    hit = np.array([generated_correct(r) for r in records], dtype=np.float64)
+    hit = np.array([generated_correct(r, spec) for r in records], dtype=np.float64)
     formed = np.array([bool(pattern.fullmatch((r.generated or "").strip())) for r in records])
     out = {
         "em": rs.mean(hit),

@@ -322,6 +322,7 @@ class PromptSet:
     controls: list[Template]
     content_free: dict | None
     fewshot_delimiter: str
+    preamble: str = ""  # text before the demos and the prompt (an lm-eval task's `description`)
 
     def get(self, name: str) -> Template:
         for t in self.templates + self.controls:
@@ -329,6 +330,20 @@ class PromptSet:
                 return t
         known = ", ".join(t.name for t in self.templates + self.controls)
         raise HarnessError(f"unknown template '{name}' for task {self.task} (--templates); known: {known}")
+
+
+def compile_field(source: str, path: Path, field: str) -> jinja2.Template:
+    """A Jinja string of another task format (an lm-eval task's `doc_to_text`), compiled in the templates' sandbox;
+    render it with `render_sandboxed`. A syntax error is one line naming the file and field."""
+    try:
+        return _ENV.from_string(source)
+    except jinja2.TemplateSyntaxError as err:
+        raise HarnessError(f"{path}: field '{field}': syntax error on line {err.lineno}: {err.message}") from None
+
+
+def render_sandboxed(template: jinja2.Template, fields: dict) -> str:
+    """One rendering of a `compile_field` template, with the limits every template renders under."""
+    return _render(template, fields)
 
 
 def _compile(source: str, path: Path, name: str, part: str) -> jinja2.Template:

@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.lm_eval_tasks import OTHER_TARGETS, TARGET
 from harness.resources import read_text
 from harness.tasks import Example, TaskSpec, find_beside_data
 
@@ -35,7 +36,8 @@ _CODE_OPS = {"+": "+", "-": "-", "×": "*", "÷": "//"}
 _ARITHMETIC = re.compile(r"^(add|sub|mul|div|mixed)-([1-9])d$")
 _PARITY = re.compile(r"^((add|sub|mul|div|mixed)-[1-9]d)-parity$")
 _SORTING = re.compile(r"^sort-([2-9]|1[0-9]|20)$")
-ANSWER_FIELDS = ("answer", "sorted_list", "sorted_items")  # what a control task permutes between examples
+# what a control task permutes between examples (an lm-eval task's gold is lm_eval_target)
+ANSWER_FIELDS = ("answer", "sorted_list", "sorted_items", TARGET)
 
 
 def arithmetic_max_new_tokens(name: str) -> int:
@@ -126,8 +128,11 @@ def generate_split(spec: TaskSpec, split: str) -> list[Example]:
 def random_answer_fields(spec: TaskSpec, fields: dict, rng: random.Random) -> dict:
     """The fields of a demo with a wrong answer of the right form: the random labels of a generated task.
 
-    A number gets another number of as many digits (and the same sign); a sorted list gets a shuffled order.
+    A number gets another number of as many digits (and the same sign); a sorted list gets a shuffled order; an
+    lm-eval task's answer gets another document's (harness/lm_eval_tasks.py).
     """
+    if OTHER_TARGETS in fields:
+        return {**fields, TARGET: rng.choice(fields[OTHER_TARGETS])}
     if "numbers" in fields:
         numbers = list(fields["numbers"])
         ordered = sorted(numbers)

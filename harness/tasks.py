@@ -37,7 +37,11 @@ class TaskSpec:
     # "choice": score answer choices; "generate": greedy decoding scored by exact match (harness/synthetic.py);
     # "read": probability and rank of the next line's first token along a list (harness/presidents.py)
     answer: str = "choice"
-    max_new_tokens: int = 0  # generated answers: decoding stops here, or at the first newline
+    max_new_tokens: int = 0  # generated answers: decoding stops here, or at a stop string
+    stop: tuple[str, ...] = ("\n",)  # generated answers: decoding stops at the first of these, and is cut there
+    # generated answers: None compares output and gold after stripping spaces; a mapping is lm-eval's exact_match
+    # with these options (regexes_to_ignore, ignore_case, ignore_punctuation, ignore_numbers), nothing stripped
+    exact_match: dict | None = field(default=None, hash=False, compare=False)
     answer_pattern: str = ""  # generated answers: what a well-formed answer looks like (the attempt rate)
     loader: str = "files"  # harness/loaders.py LOADERS
     data: dict = field(default_factory=dict, hash=False, compare=False)  # the file's `data` section
@@ -71,13 +75,17 @@ class TaskSpec:
 
     def to_info(self) -> dict:
         """What a store keeps of the spec, so that a report reads back what was run."""
-        return {"labels": list(self.labels), "metrics": list(self.metrics), "grouped": self.grouped,
+        info = {"labels": list(self.labels), "metrics": list(self.metrics), "grouped": self.grouped,
                 "answer": self.answer, "answer_pattern": self.answer_pattern, "loader": self.loader}  # fmt: skip
+        if self.exact_match is not None:  # only where set: the stored info of every other task stays as it was
+            info["exact_match"] = self.exact_match
+        return info
 
     @classmethod
     def from_info(cls, name: str, info: dict) -> TaskSpec:
         return cls(name, tuple(info["labels"]), tuple(info["metrics"]), bool(info["grouped"]), info["answer"],
-                   answer_pattern=info.get("answer_pattern", ""), loader=info.get("loader", "files"))  # fmt: skip
+                   answer_pattern=info.get("answer_pattern", ""), loader=info.get("loader", "files"),
+                   exact_match=info.get("exact_match"))  # fmt: skip
 
 
 def find_beside_data(data_folder: Path | None, relative: str, env: str, what: str) -> Path | None:

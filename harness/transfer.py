@@ -356,7 +356,9 @@ class Runner:
             scored = time.perf_counter()
             if score:
                 generate = spec.max_new_tokens if spec.generates else 0
-                records = score_examples(scorer, task.template, task.eval_examples, preset["batch_size"], generate)
+                records = score_examples(
+                    scorer, task.template, task.eval_examples, preset["batch_size"], generate, spec.stop
+                )
             state = [p.detach().cpu().clone() for p in params]
             info = {
                 "trained_params": trained_parameter_count(params),

@@ -123,11 +123,13 @@ def build_prefix(
     random_labels_seed: str | None,
     task: TaskSpec,
 ) -> str:
+    """The text before every eval example's prompt: the prompt set's preamble (an lm-eval task's description),
+    then each demo with its answer and the few-shot delimiter."""
     if not demos:
-        return ""
+        return prompts.preamble
     rng = random.Random(random_labels_seed) if random_labels_seed else None
     parts = [_demo_text(template, d, rng, task) for d in demos]
-    return prompts.fewshot_delimiter.join(parts) + prompts.fewshot_delimiter
+    return prompts.preamble + prompts.fewshot_delimiter.join(parts) + prompts.fewshot_delimiter
 
 
 SELECTION_SIZE = 16  # train examples outside a unit's demos that rank its template; eval data never does
@@ -283,9 +285,9 @@ def score_selection(
     scored = engine.score(requests, progress=progress, content_ranks=task.generates)
     records = [_record(ex, s, c, g, False) for ex, s, c, g in zip(examples, scored, all_choices, golds)]
     _add_generated(task, engine, requests, all_choices, golds, records)
-    out = {"n": len(records), "acc": accuracy(records)}
+    out = {"n": len(records), "acc": accuracy(records, task)}
     if calibrated:
-        out["calibrated_acc"] = accuracy([calibrate(r, scored[-1].logprobs) for r in records])
+        out["calibrated_acc"] = accuracy([calibrate(r, scored[-1].logprobs) for r in records], task)
     return out
 
 
@@ -300,6 +302,6 @@ def _add_generated(
     """Generated-answer tasks: each record gets the greedy output and the gold answer it is compared with."""
     if not task.generates:
         return
-    outputs = engine.generate([r.context for r in requests[: len(records)]], task.max_new_tokens)
+    outputs = engine.generate([r.context for r in requests[: len(records)]], task.max_new_tokens, stop=task.stop)
     for record, output, choices, gold in zip(records, outputs, all_choices, golds):
         record.generated, record.gold_texts = output, [choices[gold[0]]]

@@ -370,24 +370,37 @@ def predict_records(scorer: ChoiceScorer, items: list[_Item], examples: list[Exa
 
 
 def add_generated(
-    scorer: ChoiceScorer, template: Template, examples: list[Example], records: list[Record], max_new_tokens: int
+    scorer: ChoiceScorer,
+    template: Template,
+    examples: list[Example],
+    records: list[Record],
+    max_new_tokens: int,
+    stop: Sequence[str] = ("\n",),
 ) -> None:
-    """Generated-answer tasks: each record gets the greedy output under the trained model and its gold answer."""
+    """Generated-answer tasks: each record gets the greedy output under the trained model (cut at the first of
+    `stop`, the task's stop strings) and its gold answer."""
     rendered = [template.render(ex) for ex in examples]
     with torch.no_grad():
-        outputs = scorer.engine.generate([text for text, _ in rendered], max_new_tokens, soft_prompt=scorer.prompt)
+        outputs = scorer.engine.generate(
+            [text for text, _ in rendered], max_new_tokens, soft_prompt=scorer.prompt, stop=stop
+        )
     for record, output, (_, choices) in zip(records, outputs, rendered):
         record.generated, record.gold_texts = output, [choices[record.gold[0]]]
 
 
 def score_examples(
-    scorer: ChoiceScorer, template: Template, examples: list[Example], batch_size: int, max_new_tokens: int = 0
+    scorer: ChoiceScorer,
+    template: Template,
+    examples: list[Example],
+    batch_size: int,
+    max_new_tokens: int = 0,
+    stop: Sequence[str] = ("\n",),
 ) -> list[Record]:
     """Records of `examples` under the current trained state; with `max_new_tokens` (a generated answer) each also
-    gets its greedy output, scored by exact match as the prompt method scores it."""
+    gets its greedy output (cut at the first of `stop`), scored by exact match as the prompt method scores it."""
     records = predict_records(scorer, scorer.items(template, examples), examples, batch_size)
     if max_new_tokens:
-        add_generated(scorer, template, examples, records, max_new_tokens)
+        add_generated(scorer, template, examples, records, max_new_tokens, stop)
     return records
 
 

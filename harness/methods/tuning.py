@@ -66,10 +66,10 @@ def run_tuning_unit(
         scored = time.perf_counter()
         # generated answers are scored as the prompt method scores them: greedy output, exact match
         generate = task.max_new_tokens if task.generates else 0
-        records = score_examples(scorer, template, evals, preset["batch_size"], generate)
+        records = score_examples(scorer, template, evals, preset["batch_size"], generate, task.stop)
         if task.generates:
-            held_records = score_examples(scorer, template, held, preset["batch_size"], generate)
-            result.holdout_acc = accuracy(held_records)
+            held_records = score_examples(scorer, template, held, preset["batch_size"], generate, task.stop)
+            result.holdout_acc = accuracy(held_records, task)
         eval_seconds = time.perf_counter() - scored
         n_params = trained_parameter_count(params)
     info = {
