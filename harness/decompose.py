@@ -16,6 +16,7 @@ import numpy as np
 from harness.analysis import ALL, TaskResult
 from harness.methods import TRAINED_METHODS, is_control_task, is_random_init
 from harness.metrics import Estimate, difference, main_metric, p_value
+from harness.store import UnitName
 
 # A ratio is undefined, not a huge number, when its denominator is under 2 points or its interval holds 0.
 MIN_DENOMINATOR = 0.02
@@ -173,10 +174,10 @@ def _prompt_train_scores(result: TaskResult) -> dict[tuple[str, int, str], float
         selection = info.get("selection") if method == "prompt" else None
         if not selection:
             continue
-        kind, template, k, _seed = key.split("/")
+        unit = UnitName.parse(key)
         for variant, name in (("gold", "acc"), ("calibrated", "calibrated_acc")):
             if name in selection:
-                sums.setdefault((variant, int(k[1:]), template), []).append(selection[name])
+                sums.setdefault((variant, unit.number, unit.template), []).append(selection[name])
     return {k: float(np.mean(v)) for k, v in sums.items()}
 
 
@@ -201,12 +202,12 @@ def _trained_train_scores(result: TaskResult) -> dict[tuple[str, str, int], floa
     for (method, key), info in result.unit_infos.items():
         if method not in TRAINED_METHODS:
             continue
-        variant, _template, n, _seed = key.split("/")
-        if is_control_task(variant) or is_random_init(variant):
+        unit = UnitName.parse(key)
+        if is_control_task(unit.variant) or is_random_init(unit.variant):
             continue  # a sanity check and a baseline, never the ecological rung
         score = max(info["cv_curve"]) if "cv_curve" in info else info.get("holdout_acc")
         if score is not None:
-            sums.setdefault((method, variant, int(n[1:])), []).append(score)
+            sums.setdefault((method, unit.variant, unit.number), []).append(score)
     return {k: float(np.mean(v)) for k, v in sums.items()}
 
 
@@ -232,7 +233,10 @@ def _converged(result: TaskResult, key: tuple) -> bool | None:
     flags = [
         info["converged"]
         for (m, unit), info in result.unit_infos.items()
-        if m == method and unit.split("/")[0] == variant and unit.split("/")[2] == f"n{n}" and "converged" in info
+        if m == method
+        and (name := UnitName.parse(unit)).variant == variant
+        and name.size == f"n{n}"
+        and "converged" in info
     ]
     if flags:
         return all(flags)

@@ -364,7 +364,9 @@ class Engine:
                 diag = slot_diagnostics(slot, conts)
                 res["first_ranks"], res["valid_mass"], res["top1"] = diag.first_ranks, diag.valid_mass, diag.top1
                 for layer in hidden_layers:
-                    res["hidden"][layer] = out.hidden_states[layer][b, row.ctx_len - 1 - shared].float().cpu()
+                    # a copy: a view would keep the batch's states at every position alive (gigabytes on a long run)
+                    state = out.hidden_states[layer][b, row.ctx_len - 1 - shared]
+                    res["hidden"][layer] = state.float().cpu().clone()
 
 
 @dataclass

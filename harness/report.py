@@ -18,7 +18,7 @@ from harness.markdown import fmt, params_text, table
 from harness.methods import CONTROL_SUFFIX, RANDOM_INIT_SUFFIX, TRAINED_METHODS, is_control_task, is_random_init
 from harness.metrics import Estimate, main_metric
 from harness.report_curves import plot_learning_curves
-from harness.store import Store
+from harness.store import Store, UnitName
 
 
 def fmt_rank(e: Estimate | None) -> str:
@@ -106,7 +106,7 @@ def _unit_infos(result: TaskResult, method: str, variant: str, shots: int, contr
     return [
         info
         for (m, key), info in sorted(result.unit_infos.items())
-        if m == method and key.split("/")[0] == stored and key.split("/")[2] == f"n{shots}"
+        if m == method and (name := UnitName.parse(key)).variant == stored and name.size == f"n{shots}"
     ]
 
 

@@ -71,6 +71,35 @@ class UnitKey:
     unit: str  # e.g. "lm-eval/k4/s1"
 
 
+@dataclass(frozen=True)
+class UnitName:
+    """A unit's name within its (model, task, method), typed: how it is written into a store and read back.
+
+    `variant` is a prompt unit's kind (gold, random_labels, control, ...) or a trained unit's stored variant;
+    `size` is `k<demos>` or `n<train examples>`. Template names are validated where they enter (harness/prompts.py),
+    so the text form `variant/template/size/s<seed>` reads back unambiguously."""
+
+    variant: str
+    template: str
+    size: str
+    seed: int
+
+    def __str__(self) -> str:
+        return f"{self.variant}/{self.template}/{self.size}/s{self.seed}"
+
+    @classmethod
+    def parse(cls, text: str) -> UnitName:
+        parts = text.split("/")
+        if len(parts) != 4 or parts[2][:1] not in ("k", "n") or not parts[3].startswith("s"):
+            raise HarnessError(f"not a unit name: {text!r} (expected variant/template/k<n>|n<n>/s<seed>)")
+        return cls(parts[0], parts[1], parts[2], int(parts[3][1:]))
+
+    @property
+    def number(self) -> int:
+        """Demos (k) or train examples (n)."""
+        return int(self.size[1:])
+
+
 @dataclass
 class VariantRecords:
     """Records of one variant produced by a unit."""

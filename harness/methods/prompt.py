@@ -21,7 +21,7 @@ from harness.engine import Engine, Request, Scored
 from harness.errors import HarnessError
 from harness.metrics import accuracy
 from harness.prompts import PromptSet, Template
-from harness.store import Record, VariantRecords
+from harness.store import Record, UnitName, VariantRecords
 from harness.synthetic import random_answer_fields
 from harness.tasks import Example, TaskSpec
 
@@ -37,7 +37,7 @@ class PromptUnit:
 
     @property
     def key(self) -> str:
-        return f"{self.kind}/{self.template}/k{self.shots}/s{self.seed}"
+        return str(UnitName(self.kind, self.template, f"k{self.shots}", self.seed))
 
 
 def plan_units(

@@ -22,7 +22,7 @@ from harness.errors import HarnessError
 from harness.methods import CONTROL_SUFFIX
 from harness.methods.prompt import gold_indices
 from harness.prompts import Template
-from harness.store import Record
+from harness.store import Record, UnitName
 from harness.tasks import Example, stratified_subset
 
 # Bounds the padded positions of one scoring batch (forward, or forward + backward when training): activation
@@ -49,7 +49,7 @@ class TrainedUnit:
 
     @property
     def key(self) -> str:
-        return f"{self.stored_variant}/{self.template}/n{self.train_size}/s{self.seed}"
+        return str(UnitName(self.stored_variant, self.template, f"n{self.train_size}", self.seed))
 
 
 # ---------------------------------------------------------------- data
