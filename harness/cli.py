@@ -354,7 +354,7 @@ def tasks_command(
         prompts = load_prompts(spec, prompts_dir)
         table.add_row(
             name,
-            "(generated answer)" if spec.generates else ", ".join(spec.labels) or "(entities)",
+            "(generated answer)" if spec.generates else ", ".join(spec.labels) or "(choices per example)",
             ", ".join(spec.metrics),
             ", ".join(t.name for t in prompts.templates),
             ", ".join(t.name for t in prompts.controls),
