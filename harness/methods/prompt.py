@@ -245,7 +245,7 @@ def run_unit(
         _record(ex, s, choices, gold, keep_texts)
         for ex, s, choices, gold in zip(eval_examples, scored, all_choices, golds)
     ]
-    _add_generated(task, engine, requests, all_choices, golds, records)
+    _add_generated(task, engine, requests, all_choices, records)
     outputs = [VariantRecords(unit.kind, unit.template, unit.shots, unit.seed, records)]
     if calibrate_gold:
         calibrated = [calibrate(r, scored[-1].logprobs) for r in records]
@@ -284,24 +284,34 @@ def score_selection(
         requests.append(_content_free_request(template, prompts, prefix, eval_examples[0]))
     scored = engine.score(requests, progress=progress, content_ranks=task.generates)
     records = [_record(ex, s, c, g, False) for ex, s, c, g in zip(examples, scored, all_choices, golds)]
-    _add_generated(task, engine, requests, all_choices, golds, records)
+    _add_generated(task, engine, requests, all_choices, records)
     out = {"n": len(records), "acc": accuracy(records, task)}
     if calibrated:
         out["calibrated_acc"] = accuracy([calibrate(r, scored[-1].logprobs) for r in records], task)
     return out
 
 
-def _add_generated(
-    task: TaskSpec,
+def add_generated(
     engine: Engine,
-    requests: list[Request],
-    all_choices: list[list[str]],
-    golds: list[list[int]],
+    contexts: Sequence[str],
+    all_choices: Sequence[Sequence[str]],
     records: list[Record],
+    max_new_tokens: int,
+    stop: Sequence[str] = ("\n",),
+    soft_prompt: Callable[[int], torch.Tensor | None] | None = None,
 ) -> None:
-    """Generated-answer tasks: each record gets the greedy output and the gold answer it is compared with."""
-    if not task.generates:
-        return
-    outputs = engine.generate([r.context for r in requests[: len(records)]], task.max_new_tokens, stop=task.stop)
-    for record, output, choices, gold in zip(records, outputs, all_choices, golds):
-        record.generated, record.gold_texts = output, [choices[gold[0]]]
+    """Generated-answer tasks: each record gets the greedy output of its context (cut at the first of `stop`) and
+    the text of its gold answer (`all_choices[i][record.gold[0]]`), which exact match compares. `soft_prompt`: a
+    trained soft prompt before every context (harness/methods/training.py's scorer)."""
+    outputs = engine.generate(list(contexts), max_new_tokens, soft_prompt=soft_prompt, stop=stop)
+    for record, output, choices in zip(records, outputs, all_choices):
+        record.generated, record.gold_texts = output, [choices[record.gold[0]]]
+
+
+def _add_generated(
+    task: TaskSpec, engine: Engine, requests: list[Request], all_choices: list[list[str]], records: list[Record]
+) -> None:
+    """`add_generated` for the prompt method's records (the requests' contexts), where the task generates."""
+    if task.generates:
+        contexts = [r.context for r in requests[: len(records)]]
+        add_generated(engine, contexts, all_choices, records, task.max_new_tokens, task.stop)

@@ -20,7 +20,7 @@ import torch
 from harness.engine import Engine, slot_diagnostics
 from harness.errors import HarnessError
 from harness.methods import CONTROL_SUFFIX
-from harness.methods.prompt import gold_indices
+from harness.methods.prompt import add_generated, gold_indices
 from harness.prompts import Template
 from harness.store import Record, UnitName
 from harness.tasks import Example, stratified_subset
@@ -369,25 +369,6 @@ def predict_records(scorer: ChoiceScorer, items: list[_Item], examples: list[Exa
     return records
 
 
-def add_generated(
-    scorer: ChoiceScorer,
-    template: Template,
-    examples: list[Example],
-    records: list[Record],
-    max_new_tokens: int,
-    stop: Sequence[str] = ("\n",),
-) -> None:
-    """Generated-answer tasks: each record gets the greedy output under the trained model (cut at the first of
-    `stop`, the task's stop strings) and its gold answer."""
-    rendered = [template.render(ex) for ex in examples]
-    with torch.no_grad():
-        outputs = scorer.engine.generate(
-            [text for text, _ in rendered], max_new_tokens, soft_prompt=scorer.prompt, stop=stop
-        )
-    for record, output, (_, choices) in zip(records, outputs, rendered):
-        record.generated, record.gold_texts = output, [choices[record.gold[0]]]
-
-
 def score_examples(
     scorer: ChoiceScorer,
     template: Template,
@@ -400,7 +381,9 @@ def score_examples(
     gets its greedy output (cut at the first of `stop`), scored by exact match as the prompt method scores it."""
     records = predict_records(scorer, scorer.items(template, examples), examples, batch_size)
     if max_new_tokens:
-        add_generated(scorer, template, examples, records, max_new_tokens, stop)
+        rendered = [template.render(ex) for ex in examples]
+        texts, all_choices = [text for text, _ in rendered], [choices for _, choices in rendered]
+        add_generated(scorer.engine, texts, all_choices, records, max_new_tokens, stop, scorer.prompt)
     return records
 
 
