@@ -26,15 +26,7 @@ from harness.filenames import slug
 from harness.loaders import DataSource, load_train, resolve_train_source
 from harness.lock import writer_lock
 from harness.methods.presets import check_overrides, load_preset
-from harness.methods.training import (
-    ChoiceScorer,
-    fit_items,
-    score_examples,
-    split_holdout,
-    train,
-    trainable,
-    trained_parameter_count,
-)
+from harness.methods.training import split_holdout, train_and_score
 from harness.progress import progress
 from harness.prompts import Template, load_prompts
 from harness.store import Record, Store, UnitKey, VariantRecords
@@ -325,50 +317,40 @@ class Runner:
 
         The long source phase holds out a quarter of its sample for early stopping and the kept state; the brief
         target phase runs `target_steps` on all of its few examples and keeps the last state."""
-        cfg, spec = self.cfg, task.spec
-        preset = {**self.preset, "objective": "lm" if spec.generates else self.preset["objective"]}
+        cfg = self.cfg
         if brief:
-            preset |= {"steps": cfg.target_steps, "learning_rate": cfg.target_lr or preset["learning_rate"]}
+            preset = self.preset | {
+                "steps": cfg.target_steps,
+                "learning_rate": cfg.target_lr or self.preset["learning_rate"],
+            }
             fit, held = sample, []
         else:
-            preset |= {"steps": cfg.source_steps, "eval_every": cfg.source_eval_every}
+            preset = self.preset | {"steps": cfg.source_steps, "eval_every": cfg.source_eval_every}
             fit, held = split_holdout(sample, preset["holdout"], seed)
-        with trainable(self.model, self.tokenizer, cfg.method, self.variant, self.preset, task.template, seed) as (
-            prompt,
-            params,
-            _,
-        ):
-            if start is not None:
-                with torch.no_grad():
-                    for p, saved in zip(params, start, strict=True):
-                        p.copy_(saved.to(p.device, p.dtype))
-            scorer = ChoiceScorer(self.model, self.tokenizer, prompt)
-            scorer.content_ranks = spec.generates
-            result = train(
-                scorer,
-                params,
-                fit_items(scorer, task.template, fit),
-                fit_items(scorer, task.template, held),
-                preset,
-                seed,
-            )
-            records: list[Record] = []
-            scored = time.perf_counter()
-            if score:
-                generate = spec.max_new_tokens if spec.generates else 0
-                records = score_examples(
-                    scorer, task.template, task.eval_examples, preset["batch_size"], generate, spec.stop
-                )
-            state = [p.detach().cpu().clone() for p in params]
-            info = {
-                "trained_params": trained_parameter_count(params),
-                "n_fit": len(fit),
-                "n_holdout": len(held),
-                "steps_run": result.steps_run,
-                "best_step": result.best_step,
-                "train_seconds": round(result.seconds, 1),
-                "eval_seconds": round(time.perf_counter() - scored, 1),
-            }
-            if held:
-                info |= {"holdout_loss": result.holdout_loss, "holdout_curve": result.curve}
-        return records, info, state
+        evals = task.eval_examples if score else []
+        run = train_and_score(
+            self.model,
+            self.tokenizer,
+            cfg.method,
+            self.variant,
+            preset,
+            task.template,
+            task.spec,
+            fit,
+            held,
+            evals,
+            seed,
+            start,
+        )
+        info = {
+            "trained_params": run.n_params,
+            "n_fit": len(fit),
+            "n_holdout": len(held),
+            "steps_run": run.result.steps_run,
+            "best_step": run.result.best_step,
+            "train_seconds": round(run.result.seconds, 1),
+            "eval_seconds": round(run.eval_seconds, 1),
+        }
+        if held:
+            info |= {"holdout_loss": run.result.holdout_loss, "holdout_curve": run.result.curve}
+        return run.records, info, run.state

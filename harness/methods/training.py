@@ -23,7 +23,7 @@ from harness.methods import CONTROL_SUFFIX
 from harness.methods.prompt import add_generated, gold_indices
 from harness.prompts import Template
 from harness.store import Record, UnitName
-from harness.tasks import Example, stratified_subset
+from harness.tasks import Example, TaskSpec, stratified_subset
 
 # Bounds the padded positions of one scoring batch (forward, or forward + backward when training): activation
 # memory for backward is about 1.3 MB per position on SmolLM2-135M, so 1024 keeps training well under 4 GB.
@@ -413,3 +413,60 @@ def fit_items(scorer: ChoiceScorer, template: Template, examples: list[Example])
 
 def trained_parameter_count(params: list[torch.nn.Parameter]) -> int:
     return int(sum(p.numel() for p in params))
+
+
+# ---------------------------------------------------------------- one run: train, then score
+@dataclass
+class TrainedRun:
+    """What `train_and_score` gives back."""
+
+    result: TrainResult
+    records: list[Record]  # of the eval examples, under the kept state
+    held_records: list[Record]  # of the held-out examples, where asked (score_held)
+    state: list[torch.Tensor]  # the kept trainable parameters, on the CPU
+    detail: dict  # what the method says of its trainable state
+    n_params: int
+    eval_seconds: float
+
+
+def train_and_score(
+    model,
+    tokenizer,
+    method: str,
+    variant: str,
+    preset: dict,
+    template: Template,
+    task: TaskSpec,
+    fit: list[Example],
+    held: list[Example],
+    evals: list[Example],
+    seed: int,
+    start: list[torch.Tensor] | None = None,
+    score_held: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> TrainedRun:
+    """Train a ptune or bitfit state on `fit` (a fresh one, or `start`, a state saved before), keeping the state
+    with the best loss on `held` (with no `held`, the last), then score `evals` under it (and `held`, where
+    `score_held`). A generated answer trains on its tokens and is scored by greedy output and exact match, as the
+    prompt method scores it. The model is restored after. Used by `harness eval` (methods/tuning.py) and
+    `harness transfer`."""
+    if task.generates:  # one answer to generate: train on its tokens (a softmax over one choice has no gradient)
+        preset = {**preset, "objective": "lm"}
+    generate = task.max_new_tokens if task.generates else 0
+    with trainable(model, tokenizer, method, variant, preset, template, seed) as (prompt, params, detail):
+        if start is not None:
+            with torch.no_grad():
+                for p, saved in zip(params, start, strict=True):
+                    p.copy_(saved.to(p.device, p.dtype))
+        scorer = ChoiceScorer(model, tokenizer, prompt)
+        scorer.content_ranks = task.generates
+        fit_items_, held_items = fit_items(scorer, template, fit), fit_items(scorer, template, held)
+        result = train(scorer, params, fit_items_, held_items, preset, seed, progress)
+        scored = time.perf_counter()
+        batch_size = preset["batch_size"]
+        records = score_examples(scorer, template, evals, batch_size, generate, task.stop) if evals else []
+        held_records = score_examples(scorer, template, held, batch_size, generate, task.stop) if score_held else []
+        eval_seconds = time.perf_counter() - scored
+        state = [p.detach().cpu().clone() for p in params]
+        n_params = trained_parameter_count(params)
+    return TrainedRun(result, records, held_records, state, detail, n_params, eval_seconds)

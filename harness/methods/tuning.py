@@ -5,18 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from harness.methods.training import (
-    ChoiceScorer,
-    TrainedUnit,
-    control_examples,
-    fit_items,
-    score_examples,
-    split_holdout,
-    train,
-    train_sample,
-    trainable,
-    trained_parameter_count,
-)
+from harness.methods.training import TrainedUnit, control_examples, split_holdout, train_and_score, train_sample
 from harness.metrics import accuracy
 from harness.prompts import PromptSet
 from harness.store import VariantRecords
@@ -44,37 +33,27 @@ def run_tuning_unit(
         sample = control_examples(sample, unit.seed, "train", answers)
         evals = control_examples(eval_examples, unit.seed, "eval", answers)
     fit, held = split_holdout(sample, preset["holdout"], unit.seed)
-    if task.generates:  # one answer to generate: train on its tokens (a softmax over one choice has no gradient)
-        preset = {**preset, "objective": "lm"}
-
-    with trainable(model, tokenizer, unit.method, unit.variant, preset, template, unit.seed) as (
-        prompt,
-        params,
-        detail,
-    ):
-        scorer = ChoiceScorer(model, tokenizer, prompt)
-        scorer.content_ranks = task.generates
-        result = train(
-            scorer,
-            params,
-            fit_items(scorer, template, fit),
-            fit_items(scorer, template, held),
-            preset,
-            unit.seed,
-            progress,
-        )
-        scored = time.perf_counter()
-        # generated answers are scored as the prompt method scores them: greedy output, exact match
-        generate = task.max_new_tokens if task.generates else 0
-        records = score_examples(scorer, template, evals, preset["batch_size"], generate, task.stop)
-        if task.generates:
-            held_records = score_examples(scorer, template, held, preset["batch_size"], generate, task.stop)
-            result.holdout_acc = accuracy(held_records, task)
-        eval_seconds = time.perf_counter() - scored
-        n_params = trained_parameter_count(params)
+    run = train_and_score(
+        model,
+        tokenizer,
+        unit.method,
+        unit.variant,
+        preset,
+        template,
+        task,
+        fit,
+        held,
+        evals,
+        unit.seed,
+        score_held=task.generates,  # a generated answer's held-out score is exact match, as on eval
+        progress=progress,
+    )
+    result = run.result
+    if task.generates:
+        result.holdout_acc = accuracy(run.held_records, task)
     info = {
-        **detail,
-        "trained_params": n_params,
+        **run.detail,
+        "trained_params": run.n_params,
         "n_fit": len(fit),
         "n_holdout": len(held),
         "steps_run": result.steps_run,
@@ -88,7 +67,7 @@ def run_tuning_unit(
         "holdout_acc": result.holdout_acc,
         "holdout_curve": result.curve,
         "train_seconds": round(result.seconds, 1),
-        "eval_seconds": round(eval_seconds, 1),
+        "eval_seconds": round(run.eval_seconds, 1),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    return [VariantRecords(unit.stored_variant, unit.template, unit.train_size, unit.seed, records)], info
+    return [VariantRecords(unit.stored_variant, unit.template, unit.train_size, unit.seed, run.records)], info
