@@ -93,7 +93,8 @@ EVAL_MISUSE = {
     "permuted-label-check empty": (["--permuted-label-check", ","], "--permuted-label-check", "is empty"),
     # click: options, values, types
     "option typo": (["--task", "rte"], "--task", "no option --task for `harness eval`; did you mean --tasks?"),
-    "option typo with value": (["--tasks-dir", "x"], "--tasks-dir", "no option --tasks-dir for `harness eval`"),
+    "option typo with value": (["--task-dir", "x"], "--task-dir", "no option --task-dir for `harness eval`"),
+    "tasks-dir not a folder": (["--tasks-dir", "no/such/folder"], "--tasks-dir", "task folder not found: no/such"),
     "option far from any": (["--zzzzzz"], "--zzzzzz", "`harness eval --help` lists the options"),
     "seeds not a number": (["--seeds", "x"], "--seeds", "--seeds expects an integer, got 'x'"),
     "limit not a number": (["--limit=abc"], "--limit", "--limit expects an integer, got 'abc'"),
