@@ -209,10 +209,7 @@ def get_task(name: str) -> TaskSpec:
 
 def known_names() -> list[str]:
     """Task names and family patterns as shown to users, each once (the first file of a name wins)."""
-    seen: dict[str, None] = {}
-    for e in entries():
-        seen.setdefault(e.name or e.shown)
-    return list(seen)
+    return [name for name, _ in listing()]
 
 
 def listing() -> list[tuple[str, Entry]]:

@@ -399,7 +399,8 @@ def chance_scores(task: str, records: list[Record], rs: Resampler, n_classes: in
     out["acc"] = rs.mean(hit_chance)
     fixed = lambda v: Estimate(v, np.full(rs.group_weights.shape[0], v), len(rs.group_names))  # noqa: E731
     gold = np.array([r.gold[0] for r in records])
-    names = find_task(task).metrics if find_task(task) else ()
+    spec = find_task(task)
+    names = spec.metrics if spec else ()
     if "macro_f1" in names:
         k = int(n_choices[0])
         out["macro_f1"] = fixed(
