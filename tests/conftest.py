@@ -141,3 +141,18 @@ def env(superglue_dir, tmp_path):
         # tiny models gain nothing from intra-op threads, and on a busy 2-core machine they oversubscribe it badly
         "OMP_NUM_THREADS": "1",
     }
+
+
+def offline_datasets(mp: pytest.MonkeyPatch, cache: Path) -> None:
+    """Nothing may reach for the network or write into the user's caches: `datasets` and the Hub offline, with
+    `cache` as the datasets cache (lm-eval's runs in the agreement tests)."""
+    for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        mp.setenv(var, "1")
+    mp.setenv("HF_DATASETS_CACHE", str(cache))
+    import datasets.config
+    import huggingface_hub.constants
+
+    mp.setattr(datasets.config, "HF_DATASETS_OFFLINE", True, raising=False)
+    mp.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
+    mp.setattr(datasets.config, "HF_DATASETS_CACHE", cache, raising=False)
+    mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True, raising=False)

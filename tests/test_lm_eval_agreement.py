@@ -24,7 +24,7 @@ from harness.engine import Engine
 from harness.loaders import DataSource
 from harness.methods.prompt import PromptUnit, build_prefix, draw_demos, run_unit
 from harness.prompts import load_prompts
-from tests.conftest import require
+from tests.conftest import offline_datasets, require
 
 try:
     import lm_eval
@@ -88,17 +88,7 @@ def lm_eval_samples(smollm2, superglue_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lm_eval")
     cache = tmp / "datasets_cache"
     with pytest.MonkeyPatch.context() as mp:
-        # Nothing may reach for the network or write into the user's caches.
-        for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-            mp.setenv(var, "1")
-        mp.setenv("HF_DATASETS_CACHE", str(cache))
-        import datasets.config
-        import huggingface_hub.constants
-
-        mp.setattr(datasets.config, "HF_DATASETS_OFFLINE", True, raising=False)
-        mp.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
-        mp.setattr(datasets.config, "HF_DATASETS_CACHE", cache, raising=False)
-        mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True, raising=False)
+        offline_datasets(mp, cache)
 
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager

@@ -23,7 +23,7 @@ from harness.metrics import generated_correct, predictions
 from harness.prompts import load_prompts
 from harness.store import Record
 from harness.tasks import TaskSpec
-from tests.conftest import require
+from tests.conftest import offline_datasets, require
 from tests.test_cli import harness
 
 try:
@@ -389,16 +389,7 @@ def agreement(smollm2, tmp_path_factory):
         (wrappers / f"{task}_{shots}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     cache = tmp / "datasets_cache"
     with pytest.MonkeyPatch.context() as mp:
-        for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-            mp.setenv(var, "1")
-        mp.setenv("HF_DATASETS_CACHE", str(cache))
-        import datasets.config
-        import huggingface_hub.constants
-
-        mp.setattr(datasets.config, "HF_DATASETS_OFFLINE", True, raising=False)
-        mp.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
-        mp.setattr(datasets.config, "HF_DATASETS_CACHE", cache, raising=False)
-        mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True, raising=False)
+        offline_datasets(mp, cache)
         mp.chdir(folder)
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
