@@ -199,7 +199,8 @@ def eval_command(
     ] = "ptune,bitfit,probe",
 ) -> None:
     """Evaluate models on a suite; writes OUT/results.db, OUT/summary.csv, OUT/report.md."""
-    from harness.evaluate import EvalConfig, run_eval
+    from harness.config import EvalConfig
+    from harness.evaluate import run_eval
     from harness.model_catalog import DEFAULT_MODEL
 
     cfg = EvalConfig(
@@ -284,8 +285,9 @@ def transfer_command(
 ) -> None:
     """Train on task A, then briefly on B, and compare B's score with training on B alone, for every ordered
     pair: the matrix of gains, its asymmetries and a clustering of tasks, per model. Resumable: rerun to resume."""
+    from harness.config import TransferConfig
     from harness.model_catalog import DEFAULT_MODEL
-    from harness.transfer import TransferConfig, run_transfer
+    from harness.transfer import run_transfer
 
     cfg = TransferConfig(
         models=list(model) if model else [DEFAULT_MODEL],

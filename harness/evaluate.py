@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console
 
 from harness.catalog import get_task, use_task_dirs
+from harness.config import EvalConfig, TransferConfig
 from harness.errors import HarnessError, Interrupted
 from harness.features import FeatureCache, n_states
 from harness.loaders import GPT3_HINT, DataSource, load_train, resolve_train_source
@@ -27,9 +27,6 @@ from harness.store import Store, UnitKey, VariantRecords
 from harness.synthetic import gpt3_folder, gpt3_tasks
 from harness.tasks import Example, TaskSpec, stratified_subset
 
-if TYPE_CHECKING:
-    from harness.transfer import TransferConfig
-
 METHODS = {
     "prompt": "many templates, k-shot demos, random-label demos, calibration, control prompts",
     "ptune": "soft prompts trained on the frozen model (prompt tuning and P-tuning, peft)",
@@ -37,39 +34,6 @@ METHODS = {
     "probe": "logistic-regression probes on every layer's hidden states, layer chosen by CV on train",
 }
 DEFAULT_TRAIN_SIZE = 32  # FewGLUE's size
-
-
-@dataclass
-class EvalConfig:
-    models: list[str]
-    suite: str = "superglue"
-    tasks: list[str] | None = None
-    methods: list[str] = field(default_factory=lambda: ["prompt"])
-    shots: list[int] = field(default_factory=lambda: [0, 1, 4])
-    random_label_shots: list[int] | None = None  # None: the largest k of `shots`
-    seeds: int = 3
-    templates: list[str] | None = None
-    limit: int | None = None
-    limit_seed: int = 0
-    batch_size: int | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-    out: str = "runs/latest"
-    data_dir: str | None = None
-    train_set: str = "auto"
-    fewglue_dir: str | None = None
-    demo_selection: str = "random"
-    prompts_dir: str | None = None
-    tasks_dirs: list[str] = field(default_factory=list)  # --tasks-dir: the user's task files
-    trust_remote_code: bool = False
-    train_sizes: list[int | str] | None = None  # trained methods; "all": the whole train split; None: 32 (FewGLUE)
-    overrides: list[str] = field(default_factory=list)  # --set method.key=value
-    presets_dir: str | None = None
-    # trained methods also run on a re-initialised copy of the model (variant `<variant>-random-init`): the
-    # baseline that selectivity is measured against
-    random_init_baseline: list[str] = field(default_factory=lambda: ["probe"])
-    # trained methods that also run with permuted labels: a sanity check that should sit at chance
-    permuted_label_check: list[str] = field(default_factory=lambda: list(TRAINED_METHODS))
 
 
 @dataclass

@@ -13,13 +13,14 @@ Source and target samples are disjoint, so the diagonal (A -> A) is A's specific
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from rich.console import Console
 
 from harness.catalog import get_task, use_task_dirs
+from harness.config import TransferConfig
 from harness.errors import HarnessError, Interrupted
 from harness.evaluate import _trained_template, check_given
 from harness.filenames import slug
@@ -32,33 +33,6 @@ from harness.prompts import Template, load_prompts
 from harness.store import Record, Store, UnitKey, VariantRecords
 from harness.tasks import Example, TaskSpec, stratified_subset
 from harness.transfer_matrix import KIND, METHOD
-
-
-@dataclass
-class TransferConfig:
-    models: list[str]
-    tasks: list[str]  # the CLI's default: five arithmetic skills and three text tasks with labels
-    method: str = "bitfit"  # bitfit | ptune (its preset's first variant)
-    source_n: int = 200
-    target_n: int = 10
-    source_steps: int = 50
-    target_steps: int = 10
-    target_lr: float | None = None  # None: the preset's learning rate, as in the source phase
-    source_eval_every: int = 10
-    seeds: int = 3
-    limit: int | None = 100
-    limit_seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"
-    out: str = "runs/transfer"
-    data_dir: str | None = None
-    train_set: str = "superglue"  # FewGLUE's 32 examples are too few for source_n = 200
-    fewglue_dir: str | None = None
-    prompts_dir: str | None = None
-    tasks_dirs: list[str] = field(default_factory=list)  # --tasks-dir: the user's task files
-    presets_dir: str | None = None
-    overrides: list[str] = field(default_factory=list)
-    trust_remote_code: bool = False
 
 
 @dataclass

@@ -371,7 +371,8 @@ def test_tuning_unit_info_records_convergence(tiny_lm, category):
 
 def test_train_sizes_all_resolves_to_the_whole_train_split(category):
     from harness.cli import _train_sizes
-    from harness.evaluate import EvalConfig, plan_trained, validate
+    from harness.config import EvalConfig
+    from harness.evaluate import plan_trained, validate
 
     prompts, train_examples, _ = category
     assert _train_sizes("8,32,ALL") == [8, 32, "all"]
@@ -396,7 +397,8 @@ def test_train_sizes_all_resolves_to_the_whole_train_split(category):
 def test_permuted_label_check_runs_only_for_the_methods_asked(category):
     from dataclasses import replace
 
-    from harness.evaluate import EvalConfig, plan_trained
+    from harness.config import EvalConfig
+    from harness.evaluate import plan_trained
 
     prompts, train_examples, _ = category
     presets = {"bitfit": load_preset("bitfit"), "probe": load_preset("probe")}

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from harness.config import TransferConfig
 from harness.errors import Interrupted
 from harness.metrics import Estimate, mean_estimate
 from harness.store import Record, Store, UnitKey, VariantRecords
-from harness.transfer import Runner, TransferConfig, run_transfer
+from harness.transfer import Runner, run_transfer
 from harness.transfer_matrix import KIND, METHOD, ModelTransfer, asymmetries, cluster, load
 
 
