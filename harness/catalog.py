@@ -265,8 +265,12 @@ def parse_spec(path: Path, doc: dict, name: str, origin: str) -> TaskSpec:
     if not isinstance(metrics, list) or not metrics:
         raise HarnessError(f"{path}: field 'metrics' must be a list of metric names")
     for metric in metrics:
-        if metric not in METRICS:
-            raise HarnessError(f"{path}: unknown metric '{metric}' (metrics): known are {', '.join(METRICS)}")
+        if answer not in METRICS.get(metric, str(path)).answers:
+            fitting = [name for name, m in METRICS.items() if answer in m.answers]
+            raise HarnessError(
+                f"{path}: metric '{metric}' (metrics) does not score answer: {answer}; those that do are "
+                f"{', '.join(fitting)}"
+            )
     data = doc.get("data")
     if not isinstance(data, dict):
         raise HarnessError(f"{path}: field 'data' must be a mapping (val/train files, hub, or loader)")

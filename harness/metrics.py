@@ -11,13 +11,14 @@ import re
 import string
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import overload
 
 import numpy as np
 
 from harness.catalog import find_task
+from harness.registry import Registry
 from harness.store import Record
 from harness.tasks import TaskSpec
 
@@ -39,26 +40,73 @@ def wilson(successes: float, n: int, z: float = Z_95) -> tuple[float, float]:
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
-# Metrics by name, as task files list them; the first a task lists is its headline metric. Each is computed from the
-# per-example scores over answer choices (or the generated text), whichever method produced them.
-METRICS = {
-    "acc": "accuracy: the arg-max choice is a gold one",
-    "acc_norm": "accuracy with each choice's log-likelihood divided by its length in characters (lm-eval's)",
-    "macro_f1": "the mean over labels of each label's F1",
-    "f1a": "F1 of the positive label over all answers (MultiRC's F1a)",
-    "em": "exact match: a generated answer equals the gold; a grouped task's questions with every answer right; "
-    "with f1, the SQuAD-normalised match of an answer text",
-    "f1": "SQuAD-style token F1 of the chosen answer text against the best gold (ReCoRD)",
-    "top1": "a list's next line: the correct first token ranks first",
-    "top10": "a list's next line: the correct first token is in the top 10",
-    "p_correct": "a list's next line: the probability of the correct first token",
-}
+@dataclass(frozen=True)
+class MetricInput:
+    """What a metric reads: one unit's records (or the task's records under a constant answer), the predicted
+    choice of each (None where answers are generated or read), the bootstrap weights over the records' metric
+    groups, the task's number of labels, and its spec (None for a task the catalog does not know)."""
+
+    records: list[Record]
+    pred: np.ndarray | None
+    rs: Resampler
+    n_classes: int
+    task: TaskSpec | None = None
+
+
+MetricFn = Callable[[MetricInput], "dict[str, Estimate]"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric as task files name it.
+
+    `compute` gives {stored name: Estimate}, usually its own name alone. `answers`: the answer kinds
+    (TaskSpec.answer) it scores. `chance`: the expected score of guessing uniformly among each example's choices
+    (the chance baseline), where it has one. `of_predictions`: computed from the predicted choice, so a constant
+    answer (the majority and best-constant baselines) has it too; False where it reads the choice scores
+    themselves (acc_norm). `texts`: compares answer texts, not choice ids: a task naming it keeps its answers'
+    texts and is scored by them (ReCoRD)."""
+
+    name: str
+    description: str
+    answers: tuple[str, ...]
+    compute: MetricFn
+    chance: MetricFn | None = None
+    of_predictions: bool = True
+    texts: bool = False
+
+
+# Metrics by name, as task files list them (`metrics: [...]`); the first a task lists is its headline metric. Each
+# is computed from the per-example scores over answer choices (or the generated text), whichever method produced
+# them. Registration order is the order a unit's metrics are computed and stored in.
+METRICS: Registry[Metric] = Registry("metric", "metrics")
+
+
+def register_metric(
+    name: str,
+    description: str,
+    answers: tuple[str, ...] = ("choice",),
+    chance: MetricFn | None = None,
+    of_predictions: bool = True,
+    texts: bool = False,
+) -> Callable[[MetricFn], MetricFn]:
+    """Register the decorated function as metric `name`: (MetricInput) -> {stored name: Estimate}."""
+
+    def add(compute: MetricFn) -> MetricFn:
+        METRICS.register(name, Metric(name, description, answers, compute, chance, of_predictions, texts))
+        return compute
+
+    return add
 
 
 def _text_answers(task: str) -> bool:
     """Scored by comparing answer texts (token F1 and EM), not choice ids: ReCoRD's entities."""
-    spec = find_task(task)
-    return spec is not None and "f1" in spec.metrics
+    return texts_compared(find_task(task))
+
+
+def texts_compared(spec: TaskSpec | None) -> bool:
+    """A task names a metric that compares answer texts (ReCoRD's F1): its answers are scored as texts."""
+    return spec is not None and any(name in METRICS and METRICS[name].texts for name in spec.metrics)
 
 
 def main_metric(task: str) -> str:
@@ -270,35 +318,178 @@ def accuracy(records: list[Record], task: TaskSpec | None = None) -> float:
     return float(np.mean(correct_vector(records, task)))
 
 
+def expected_f1(positives: int, negatives: int, p: float) -> float:
+    """Exact expected F1 of the positive class when each example is called positive with probability p,
+    independently: TP ~ Bin(positives, p), FP ~ Bin(negatives, p), F1 = 2TP / (TP + FP + positives)."""
+    from scipy.stats import binom
+
+    if positives == 0:
+        return 0.0  # no true positive can ever be found (F1 is 0 whenever it is defined)
+    tp = np.arange(positives + 1)
+    fp = np.arange(negatives + 1)
+    joint = np.outer(binom.pmf(tp, positives, p), binom.pmf(fp, negatives, p))
+    f1 = 2 * tp[:, None] / (tp[:, None] + fp[None, :] + positives)
+    return float((joint * f1).sum())
+
+
+# ---------------------------------------------------------------- the metrics task files name, in the order stored
+def _fixed(value: float, rs: Resampler) -> Estimate:
+    """A number computed exactly, not estimated: every bootstrap replicate is the value itself."""
+    return Estimate(value, np.full(rs.group_weights.shape[0], value), len(rs.group_names))
+
+
+def _golds(records: list[Record]) -> np.ndarray:
+    return np.array([r.gold[0] for r in records])
+
+
+def _hit_chance(records: list[Record]) -> np.ndarray:
+    """Each example's chance of a gold answer when guessing uniformly among its choices."""
+    n_choices = np.array([len(r.logprobs) for r in records], dtype=np.float64)
+    return np.array([len(r.gold) for r in records]) / n_choices
+
+
+def _best_over_golds(given: MetricInput, score: Callable[[str, str], float]) -> np.ndarray:
+    """Per example: the predicted choice's text scored against its best-matching gold text."""
+    out = []
+    for r, p in zip(given.records, given.pred):
+        predicted = r.choice_texts[p] if r.choice_texts else ""
+        out.append(max(score(predicted, g) for g in r.gold_texts or [""]))
+    return np.array(out)
+
+
+def _mean_over_choices(given: MetricInput, score: Callable[[str, str], float]) -> np.ndarray:
+    """Per example: the mean over its choices of each one's text scored against the best-matching gold text."""
+    out = []
+    for r in given.records:
+        golds = r.gold_texts or [""]
+        out.append(np.mean([max(score(c, g) for g in golds) for c in r.choice_texts or [""]]))
+    return np.array(out)
+
+
+def _acc_chance(given: MetricInput) -> dict[str, Estimate]:
+    return {"acc": given.rs.mean(_hit_chance(given.records))}
+
+
+@register_metric("acc", "accuracy: the arg-max choice is a gold one", chance=_acc_chance)
+def _acc(given: MetricInput) -> dict[str, Estimate]:
+    return {"acc": given.rs.mean(correct(given.records, given.pred))}
+
+
+@register_metric(
+    "acc_norm",
+    "accuracy with each choice's log-likelihood divided by its length in characters (lm-eval's)",
+    of_predictions=False,
+)
+def _acc_norm(given: MetricInput) -> dict[str, Estimate]:
+    return {"acc_norm": given.rs.mean(correct(given.records, predictions(given.records, normalise=True)))}
+
+
+def _macro_f1_chance(given: MetricInput) -> dict[str, Estimate]:
+    """Exact expectation under binomial guessing: each label's F1 with p = 1 / choices, averaged over labels."""
+    gold, k = _golds(given.records), len(given.records[0].logprobs)
+    per_label = [expected_f1(int((gold == c).sum()), int((gold != c).sum()), 1 / k) for c in range(given.n_classes)]
+    return {"macro_f1": _fixed(float(np.mean(per_label)), given.rs)}
+
+
+@register_metric("macro_f1", "the mean over labels of each label's F1", chance=_macro_f1_chance)
+def _macro_f1(given: MetricInput) -> dict[str, Estimate]:
+    return {"macro_f1": given.rs.macro_f1(given.pred, _golds(given.records), given.n_classes)}
+
+
+def _f1a_chance(given: MetricInput) -> dict[str, Estimate]:
+    """Exact expectation of the positive label's F1 when each answer is called positive with p = 1/2."""
+    gold = _golds(given.records)
+    return {"f1a": _fixed(expected_f1(int((gold == 1).sum()), int((gold != 1).sum()), 0.5), given.rs)}
+
+
+@register_metric("f1a", "F1 of the positive label over all answers (MultiRC's F1a)", chance=_f1a_chance)
+def _f1a(given: MetricInput) -> dict[str, Estimate]:
+    return {"f1a": given.rs.f1(given.pred, _golds(given.records), positive=1)}
+
+
+def _f1_chance(given: MetricInput) -> dict[str, Estimate]:
+    return {"f1": given.rs.mean(_mean_over_choices(given, token_f1))}
+
+
+@register_metric(
+    "f1", "SQuAD-style token F1 of the chosen answer text against the best gold (ReCoRD)", chance=_f1_chance, texts=True
+)
+def _f1(given: MetricInput) -> dict[str, Estimate]:
+    return {"f1": given.rs.mean(_best_over_golds(given, token_f1))}
+
+
+def _em_chance(given: MetricInput) -> dict[str, Estimate]:
+    if texts_compared(given.task):
+        return {"em": given.rs.mean(_mean_over_choices(given, exact_match))}
+    # a group's answers all right: the product over its answers of each one's chance
+    per_group = np.ones(len(given.rs.group_names))
+    for g, h in zip(given.rs.group_of, _hit_chance(given.records)):
+        per_group[g] *= h
+    return {"em": given.rs.group_mean(per_group)}
+
+
+@register_metric(
+    "em",
+    "exact match: a generated answer equals the gold; a grouped task's questions with every answer right; "
+    "with f1, the SQuAD-normalised match of an answer text",
+    answers=("choice", "generate"),
+    chance=_em_chance,
+)
+def _em(given: MetricInput) -> dict[str, Estimate]:
+    if given.pred is None:  # generated answers
+        hit = np.array([generated_correct(r, given.task) for r in given.records], dtype=np.float64)
+        return {"em": given.rs.mean(hit)}
+    if texts_compared(given.task):
+        return {"em": given.rs.mean(_best_over_golds(given, exact_match))}
+    per_group = np.ones(len(given.rs.group_names))
+    for g, h in zip(given.rs.group_of, correct(given.records, given.pred)):
+        per_group[g] = min(per_group[g], h)
+    return {"em": given.rs.group_mean(per_group)}
+
+
+def _ranks(given: MetricInput) -> np.ndarray:
+    return np.array([r.gold_rank for r in given.records], dtype=np.float64)
+
+
+@register_metric("top1", "a list's next line: the correct first token ranks first", answers=("read",))
+def _top1(given: MetricInput) -> dict[str, Estimate]:
+    return {"top1": given.rs.mean((_ranks(given) == 1).astype(np.float64))}
+
+
+@register_metric("top10", "a list's next line: the correct first token is in the top 10", answers=("read",))
+def _top10(given: MetricInput) -> dict[str, Estimate]:
+    return {"top10": given.rs.mean((_ranks(given) <= 10).astype(np.float64))}
+
+
+@register_metric("p_correct", "a list's next line: the probability of the correct first token", answers=("read",))
+def _p_correct(given: MetricInput) -> dict[str, Estimate]:
+    return {"p_correct": given.rs.mean(np.exp(np.array([r.logprobs[0] for r in given.records])))}
+
+
+DEFAULT_METRICS = {"choice": ("acc",), "generate": ("em",), "read": ("top1",)}  # a task the catalog does not know
+
+
+def named_metrics(given: MetricInput, answer: str, use: Callable[[Metric], MetricFn | None]) -> dict[str, Estimate]:
+    """The metrics the task names (each checked against the registry) that score `answer`s, each computed by
+    `use(metric)` (its `compute` or its `chance`; None: not this one), in registration order: the stored order does
+    not depend on the order a task file lists them in."""
+    spec = given.task
+    names = spec.metrics if spec else DEFAULT_METRICS[answer]
+    wanted = {METRICS.get(name, f"task {spec.name}" if spec else "").name for name in names}
+    out: dict[str, Estimate] = {}
+    for name, metric in METRICS.items():
+        fn = use(metric)
+        if name in wanted and answer in metric.answers and fn is not None:
+            out.update(fn(given))
+    return out
+
+
 def task_metrics(
     task: str, records: list[Record], pred: np.ndarray, rs: Resampler, n_classes: int
 ) -> dict[str, Estimate]:
-    """The official metrics of a task for one set of predictions."""
-    hit = correct(records, pred)
-    out: dict[str, Estimate] = {}
-    spec = find_task(task)
-    names = spec.metrics if spec else ("acc",)
-    if "f1" in names:  # answers compared as texts (ReCoRD's entities)
-        f1s, ems = [], []
-        for r, p in zip(records, pred):
-            predicted = r.choice_texts[p] if r.choice_texts else ""
-            golds = r.gold_texts or [""]
-            f1s.append(max(token_f1(predicted, g) for g in golds))
-            ems.append(max(exact_match(predicted, g) for g in golds))
-        out["f1"], out["em"] = rs.mean(np.array(f1s)), rs.mean(np.array(ems))
-        return out
-    out["acc"] = rs.mean(hit)
-    if "macro_f1" in names:
-        gold = np.array([r.gold[0] for r in records])
-        out["macro_f1"] = rs.macro_f1(pred, gold, n_classes)
-    if "f1a" in names:
-        gold = np.array([r.gold[0] for r in records])
-        out["f1a"] = rs.f1(pred, gold, positive=1)
-        per_group = np.ones(len(rs.group_names))
-        for g, h in zip(rs.group_of, hit):
-            per_group[g] = min(per_group[g], h)
-        out["em"] = rs.group_mean(per_group)
-    return out
+    """The metrics a task names for one set of predicted choices (a unit's, or a constant answer's)."""
+    given = MetricInput(records, pred, rs, n_classes, find_task(task))
+    return named_metrics(given, "choice", lambda m: m.compute if m.of_predictions else None)
 
 
 def diagnostics(records: list[Record], pred: np.ndarray, rs: Resampler) -> dict[str, Estimate]:
@@ -318,15 +509,13 @@ def diagnostics(records: list[Record], pred: np.ndarray, rs: Resampler) -> dict[
     return out
 
 
-def generated_metrics(task: str, records: list[Record], rs: Resampler) -> dict[str, Estimate]:
-    """Exact match; the attempt rate (a well-formed answer: a number, a list of numbers) and exact match when
-    attempted; the gold answer's mean log-likelihood (nats) and median first-token rank."""
-    spec = find_task(task)
+def generated_diagnostics(spec: TaskSpec | None, records: list[Record], rs: Resampler) -> dict[str, Estimate]:
+    """The attempt rate (a well-formed answer: a number, a list of numbers) and exact match when attempted; the
+    gold answer's mean log-likelihood (nats) and median first-token rank."""
     pattern = re.compile(spec.answer_pattern if spec and spec.answer_pattern else r".+")
     hit = np.array([generated_correct(r, spec) for r in records], dtype=np.float64)
     formed = np.array([bool(pattern.fullmatch((r.generated or "").strip())) for r in records])
     out = {
-        "em": rs.mean(hit),
         "attempt_rate": rs.mean(formed.astype(np.float64)),
         "top1_valid": rs.mean(formed.astype(np.float64)),
         "acc_when_attempted": rs.mean(hit, mask=formed),
@@ -338,84 +527,37 @@ def generated_metrics(task: str, records: list[Record], rs: Resampler) -> dict[s
     return out
 
 
-def read_metrics(records: list[Record], rs: Resampler) -> dict[str, Estimate]:
-    """A list read off the next-token distribution: top-1 and top-10 hit rates of the correct next line's first
-    token, its mean probability and median full-vocabulary rank."""
-    ranks = np.array([r.gold_rank for r in records], dtype=np.float64)
-    return {
-        "top1": rs.mean((ranks == 1).astype(np.float64)),
-        "top10": rs.mean((ranks <= 10).astype(np.float64)),
-        "p_correct": rs.mean(np.exp(np.array([r.logprobs[0] for r in records]))),
-        "median_gold_rank": rs.median(ranks),
-    }
-
-
 def unit_metrics(task: str, variant: str, records: list[Record], rs: Resampler, n_classes: int) -> dict[str, Estimate]:
+    """Everything stored for one unit: the metrics its task names, then the diagnostics its answers allow (a
+    list read off the next-token distribution: the correct token's median rank; generated answers:
+    `generated_diagnostics`; choices: acc_norm where the answers' lengths are kept, and `diagnostics`)."""
     spec = find_task(task)
+    compute = lambda m: m.compute  # noqa: E731
     if spec is not None and spec.answer == "read":
-        return read_metrics(records, rs)
+        out = named_metrics(MetricInput(records, None, rs, n_classes, spec), "read", compute)
+        out["median_gold_rank"] = rs.median(np.array([r.gold_rank for r in records], dtype=np.float64))
+        return out
     if records and records[0].generated is not None:
-        return generated_metrics(task, records, rs)
+        out = named_metrics(MetricInput(records, None, rs, n_classes, spec), "generate", compute)
+        return out | generated_diagnostics(spec, records, rs)
     pred = predictions(records)
     out = task_metrics(task, records, pred, rs, n_classes)
-    if variant != "calibrated" and records and records[0].n_chars and not _text_answers(task):
-        out["acc_norm"] = rs.mean(correct(records, predictions(records, normalise=True)))
+    if variant != "calibrated" and records and records[0].n_chars and not texts_compared(spec):
+        out.update(METRICS["acc_norm"].compute(MetricInput(records, pred, rs, n_classes, spec)))
     out.update(diagnostics(records, pred, rs))
     return out
 
 
-def expected_f1(positives: int, negatives: int, p: float) -> float:
-    """Exact expected F1 of the positive class when each example is called positive with probability p,
-    independently: TP ~ Bin(positives, p), FP ~ Bin(negatives, p), F1 = 2TP / (TP + FP + positives)."""
-    from scipy.stats import binom
-
-    if positives == 0:
-        return 0.0  # no true positive can ever be found (F1 is 0 whenever it is defined)
-    tp = np.arange(positives + 1)
-    fp = np.arange(negatives + 1)
-    joint = np.outer(binom.pmf(tp, positives, p), binom.pmf(fp, negatives, p))
-    f1 = 2 * tp[:, None] / (tp[:, None] + fp[None, :] + positives)
-    return float((joint * f1).sum())
-
-
 def chance_scores(task: str, records: list[Record], rs: Resampler, n_classes: int) -> dict[str, Estimate]:
-    """The expected score of guessing uniformly among each example's choices, computed, not sampled.
+    """The expected score of guessing uniformly among each example's choices, computed, not sampled: each named
+    metric's `chance`.
 
     Accuracy (and ReCoRD's F1/EM, a mean over examples): the mean over examples of each one's expectation, so it
     has resampled values like any mean. MultiRC's F1 over answers and CB's macro-F1 are exact expectations under
     binomial guessing (one class's F1 with p = 1 / choices), a fixed number with no interval.
     """
-    out: dict[str, Estimate] = {}
-    if _text_answers(task):
-        f1s, ems = [], []
-        for r in records:
-            golds = r.gold_texts or [""]
-            texts = r.choice_texts or [""]
-            f1s.append(np.mean([max(token_f1(c, g) for g in golds) for c in texts]))
-            ems.append(np.mean([max(exact_match(c, g) for g in golds) for c in texts]))
-        return {"f1": rs.mean(np.array(f1s)), "em": rs.mean(np.array(ems))}
-    n_choices = np.array([len(r.logprobs) for r in records], dtype=np.float64)
-    hit_chance = np.array([len(r.gold) for r in records]) / n_choices
-    out["acc"] = rs.mean(hit_chance)
-    fixed = lambda v: Estimate(v, np.full(rs.group_weights.shape[0], v), len(rs.group_names))  # noqa: E731
-    gold = np.array([r.gold[0] for r in records])
-    spec = find_task(task)
-    names = spec.metrics if spec else ()
-    if "macro_f1" in names:
-        k = int(n_choices[0])
-        out["macro_f1"] = fixed(
-            float(
-                np.mean([expected_f1(int((gold == c).sum()), int((gold != c).sum()), 1 / k) for c in range(n_classes)])
-            )
-        )
-    if "f1a" in names:
-        out["f1a"] = fixed(expected_f1(int((gold == 1).sum()), int((gold != 1).sum()), 0.5))
-        # a question's answers all right: the product over its answers of each one's chance
-        per_group = np.ones(len(rs.group_names))
-        for g, h in zip(rs.group_of, hit_chance):
-            per_group[g] *= h
-        out["em"] = rs.group_mean(per_group)
-    return out
+    given = MetricInput(records, None, rs, n_classes, find_task(task))
+    return named_metrics(given, "choice", lambda m: m.chance)
 
 
 def baselines(task: str, records: list[Record], rs: Resampler, n_classes: int) -> dict[str, dict[str, Estimate]]:

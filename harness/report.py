@@ -5,6 +5,9 @@ Re-rendering the same store gives byte-identical files: no timestamps, fixed ord
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from harness import plots
@@ -258,168 +261,338 @@ def plot_spread(results: list[TaskResult], path: Path, title: str) -> None:
     plots.save(fig, path)
 
 
+# ---------------------------------------------------------------------------------------------------- sections
+@dataclass
+class ReportContext:
+    """What every section of report.md reads: the output folder, the open store and its analysed results."""
+
+    out: Path
+    store: Store
+    results: list[TaskResult]
+    models: list[tuple[str, int, dict]]  # (name, parameters, info), as the store lists them
+
+    @property
+    def scored_tasks(self) -> list[TaskResult]:
+        """Every task but the presidents probe (which has its own section)."""
+        return [r for r in self.results if r.task != presidents.TASK]
+
+
+Section = Callable[[ReportContext], list[str]]
+
+
+def title(ctx: ReportContext) -> list[str]:
+    return ["# harness report", ""]
+
+
+def answer_section(ctx: ReportContext) -> list[str]:
+    """`about.md`, then the answer table per model (harness/report_answer.py)."""
+    return answer.section([m for m, _, _ in ctx.models], ctx.scored_tasks, ctx.out)
+
+
+def produced_by(ctx: ReportContext) -> list[str]:
+    """The command (or commands, in order) that wrote the store."""
+    commands = ctx.store.get_meta("commands") or [c for c in [ctx.store.get_meta("command")] if c]
+    if len(commands) == 1:
+        return ["Produced by:", "", "```", str(commands[0]), "```", ""]
+    if commands:
+        return [
+            "Produced by these commands, in order, into one results store (each resumes and adds):",
+            "",
+            "```",
+            *map(str, commands),
+            "```",
+            "",
+        ]
+    return []
+
+
+def data_settings(ctx: ReportContext) -> list[str]:
+    """The eval data, its limit and the bootstrap, from the stored config."""
+    config = ctx.store.get_meta("config") or {}
+    if not config:
+        return []
+    return [
+        f"Data: {config.get('data')}; eval split: val; limit: {config.get('limit') or 'all'} "
+        f"(seeded, label-stratified; seed {config.get('limit_seed', 0)}); demo selection: {config.get('demo_selection')}; "
+        f"bootstrap: 1000 resamples of examples (questions for MultiRC), 95% percentile intervals.",
+        "",
+    ]
+
+
+def legend(ctx: ReportContext) -> list[str]:
+    return [
+        "Scores are percentages. `zero-shot` is the mean over templates with its 95% interval, then (worst–best "
+        "template). Few-shot columns are means over templates and demo seeds. `control` prompts carry no task "
+        "information; `calibrated` is contextual calibration with a content-free input; `random labels` uses the "
+        "same demos with random labels. `attempt` is the probability mass on the first tokens of the valid "
+        "answers; `top-1 valid` how often the unconstrained next token starts a valid answer; `acc when "
+        "attempted` the accuracy on those examples; `gold rank` the median full-vocabulary rank of the gold "
+        "answer's first token; `spread` = best - worst template.",
+        "",
+    ]
+
+
+def scaling_section(ctx: ReportContext) -> list[str]:
+    """Across the models of one family (harness/report_scaling.py)."""
+    return scaling.section(ctx.models, ctx.scored_tasks, ctx.out, Path(plots.PLOTS) / "scaling.png")
+
+
+def presidents_section(ctx: ReportContext) -> list[str]:
+    """The presidents probe (harness/report_presidents.py)."""
+    return presidents.section(ctx.store, ctx.results, ctx.out, Path(plots.PLOTS) / "presidents.png")
+
+
+@dataclass
+class ModelContext:
+    """What a per-model section reads: the report's context and one model's task results (presidents aside)."""
+
+    report: ReportContext
+    model: str
+    params: int
+    info: dict
+
+    @cached_property
+    def results(self) -> list[TaskResult]:
+        return [r for r in self.report.scored_tasks if r.model == self.model]
+
+    @cached_property
+    def scored(self) -> list[TaskResult]:
+        return [r for r in self.results if r.estimates]
+
+    @cached_property
+    def skipped(self) -> list[TaskResult]:
+        return [r for r in self.results if not r.estimates]
+
+    @cached_property
+    def prompted(self) -> list[TaskResult]:
+        """The tasks the prompt method ran on."""
+        return [r for r in self.scored if _shot_levels(r)]
+
+    @property
+    def few(self) -> int:
+        """The largest number of demos any prompted task was run with."""
+        return max(k for r in self.prompted for k in _shot_levels(r))
+
+    @cached_property
+    def trained(self) -> list[list[str]]:
+        """The rows of the trained-methods table."""
+        return [row for r in self.scored for row in trained_rows(r)]
+
+
+ModelSection = Callable[[ModelContext], list[str]]
+
+
+def model_heading(m: ModelContext) -> list[str]:
+    info = m.info
+    return [
+        f"## {m.model}",
+        "",
+        f"{params_text(m.params)} parameters; {info.get('source', '')}; device {info.get('device')}, {info.get('dtype')}.",
+        "",
+    ]
+
+
+def decomposition_section(m: ModelContext) -> list[str]:
+    """Prompted tasks: the decomposition of the prompt-trained gap (harness/report_decomposition.py)."""
+    return decomposition.section(m.prompted) + [""] if m.prompted else []
+
+
+def scores_section(m: ModelContext) -> list[str]:
+    """One row per task: reference points, then the prompt's scores where it ran (trained methods only: the
+    reference points alone)."""
+    if not m.prompted:
+        if not m.scored:
+            return []
+        return ["### Scores", ""] + table(
+            ["task", "metric", "n", "chance", "majority"], [task_rows(r)[0][:5] for r in m.scored]
+        )
+    few = m.few
+    return ["### Scores", ""] + table(
+        [
+            "task",
+            "metric",
+            "n",
+            "chance",
+            "majority",
+            "control",
+            "zero-shot",
+            "one-shot",
+            f"few-shot (k={few})",
+            "calibrated k=0",
+            f"calibrated k={few}",
+            f"random labels k={few}",
+        ],
+        [task_rows(r)[0] for r in m.prompted],
+    )
+
+
+def attempts_section(m: ModelContext) -> list[str]:
+    """Prompted tasks: does the model put its mass on valid answers, and how well when it does."""
+    if not m.prompted:
+        return []
+    few = m.few
+    return ["", "### Does it attempt the task?", ""] + table(
+        [
+            "task",
+            "attempt k=0",
+            "top-1 valid k=0",
+            "acc when attempted k=0",
+            f"attempt k={few}",
+            f"acc when attempted k={few}",
+            "gold rank k=0",
+            "spread k=0",
+            f"spread k={few}",
+        ],
+        [task_rows(r)[1] for r in m.prompted],
+    )
+
+
+def trained_section(m: ModelContext) -> list[str]:
+    """The trained methods: score, random-init, selectivity, permuted labels, and each method's settings."""
+    if not m.trained:
+        return []
+    lines = ["", "### Trained methods (ecological)", ""]
+    lines += [
+        "Trained on a seeded sample of train (`train n`; a quarter held out for early stopping, "
+        "eval data never used for any choice), scored on the same eval examples. `random-init`: "
+        "the same method, training budget and tokenizer on the architecture with seeded, "
+        "re-initialised weights, i.e. what the method learns from the examples alone; "
+        "`selectivity` = score - random-init, paired over examples: what pretraining contributes. "
+        "`permuted labels`: trained and scored with labels permuted at random, a sanity check that "
+        "should sit at chance (it cannot fail as a control). `MDL compression`: uniform codelength "
+        "/ the probe's online codelength on train (Voita & Titov 2020). Intervals cover examples "
+        "and training seeds.",
+        "",
+    ]
+    lines += table(
+        [
+            "task",
+            "method",
+            "variant",
+            "train n",
+            "seeds",
+            "eval n",
+            "score",
+            "random-init",
+            "selectivity",
+            "permuted labels (sanity)",
+            "trained params",
+            "model selection",
+        ],
+        m.trained,
+    )
+    details = sorted(
+        {
+            f"{method}: {info.get(method)}"
+            for r in m.scored
+            for (method, _), info in r.unit_infos.items()
+            if method in ("bitfit", "ptune") and info.get(method)
+        }
+    )
+    return lines + [""] + [f"- {d}" for d in details]
+
+
+def learning_curves_section(m: ModelContext) -> list[str]:
+    """The trained methods' scores against train size, where more than one size was run."""
+    curve_plot = Path(plots.PLOTS) / f"{slug(m.model)}-learning-curves.png"
+    if not m.trained or not plot_learning_curves(
+        m.scored, m.report.out / curve_plot, f"{m.model}: score against train size"
+    ):
+        return []
+    return [
+        "",
+        "Learning curves: each method's eval score against its train sample size (dashed: the "
+        "same method on the random-init copy; dotted: the best constant answer). The ecological "
+        "rung of the answer and the ladder is read at the largest size run.",
+        "",
+        f"![learning curves]({curve_plot.as_posix()})",
+    ]
+
+
+def probe_layers_section(m: ModelContext) -> list[str]:
+    """The probe's accuracy at each layer, where a probe was trained."""
+    layer_plot = Path(plots.PLOTS) / f"{slug(m.model)}-probe-layers.png"
+    if not m.trained or not plot_probe_layers(
+        m.scored, m.report.out / layer_plot, f"{m.model}: probe accuracy by layer"
+    ):
+        return []
+    return ["", f"![probe accuracy by layer]({layer_plot.as_posix()})"]
+
+
+def per_template_section(m: ModelContext) -> list[str]:
+    """Prompted tasks: each template's score at each k, after a plot of them all."""
+    if not m.prompted:
+        return []
+    plot = Path(plots.PLOTS) / f"{slug(m.model)}-template-spread.png"
+    plot_spread(m.prompted, m.report.out / plot, f"{m.model}: score of each template")
+    lines = ["", f"![template spread]({plot.as_posix()})", "", "### Per template", ""]
+    for r in m.prompted:
+        n = r.info.get("n_eval")
+        groups = r.info.get("n_groups")
+        size = f"{n} examples" + (f" in {groups} groups" if groups and groups != n else "")
+        lines += [
+            f"#### {r.task} ({main_metric(r.task)}; {size}; demos from {r.info.get('train_source', '–')})",
+            "",
+        ]
+        lines += template_table(r)
+        for note in r.info.get("notes", []):
+            lines += ["", f"Note: {note}"]
+        lines.append("")
+    return lines
+
+
+def not_evaluated_section(m: ModelContext) -> list[str]:
+    """The tasks a model was not run on, and why."""
+    return [line for r in m.skipped for line in (f"**{r.task}: not evaluated.** {r.info.get('skipped', '')}", "")]
+
+
+# A model's part of the report, rendered in this order for each model the store holds.
+MODEL_SECTIONS: list[ModelSection] = [
+    model_heading,
+    decomposition_section,
+    scores_section,
+    attempts_section,
+    trained_section,
+    learning_curves_section,
+    probe_layers_section,
+    per_template_section,
+    not_evaluated_section,
+]
+
+
+def models_section(ctx: ReportContext) -> list[str]:
+    """Per model: MODEL_SECTIONS in order."""
+    lines: list[str] = []
+    for model, params, info in ctx.models:
+        m = ModelContext(ctx, model, params, info)
+        for section in MODEL_SECTIONS:
+            lines += section(m)
+    return lines
+
+
+# report.md: these sections in this order. A new section is a function (ReportContext) -> lines, here or in its
+# own harness/report_<name>.py, and one entry in this list.
+SECTIONS: list[Section] = [
+    title,
+    answer_section,
+    produced_by,
+    data_settings,
+    legend,
+    scaling_section,
+    presidents_section,
+    models_section,
+]
+
+
 def render(out_dir: str | Path) -> Path:
-    """Regenerate summary.csv, report.md and plots/ from <out_dir>/results.db."""
+    """Regenerate summary.csv, report.md (SECTIONS in order) and plots/ from <out_dir>/results.db."""
     out = Path(out_dir)
     store = Store(out, create=False)
     try:
         frame, results = analyse(store)
         frame.to_csv(out / "summary.csv", index=False, float_format="%.6g")
-        commands = store.get_meta("commands") or [c for c in [store.get_meta("command")] if c]
-        config = store.get_meta("config") or {}
-        scored_tasks = [r for r in results if r.task != presidents.TASK]
-        lines = ["# harness report", ""]
-        lines += answer.section([m for m, _, _ in store.models()], scored_tasks, out)
-        if len(commands) == 1:
-            lines += ["Produced by:", "", "```", str(commands[0]), "```", ""]
-        elif commands:
-            lines += ["Produced by these commands, in order, into one results store (each resumes and adds):", ""]
-            lines += ["```", *map(str, commands), "```", ""]
-        if config:
-            lines.append(
-                f"Data: {config.get('data')}; eval split: val; limit: {config.get('limit') or 'all'} "
-                f"(seeded, label-stratified; seed {config.get('limit_seed', 0)}); demo selection: {config.get('demo_selection')}; "
-                f"bootstrap: 1000 resamples of examples (questions for MultiRC), 95% percentile intervals."
-            )
-            lines.append("")
-        lines += [
-            "Scores are percentages. `zero-shot` is the mean over templates with its 95% interval, then (worst–best "
-            "template). Few-shot columns are means over templates and demo seeds. `control` prompts carry no task "
-            "information; `calibrated` is contextual calibration with a content-free input; `random labels` uses the "
-            "same demos with random labels. `attempt` is the probability mass on the first tokens of the valid "
-            "answers; `top-1 valid` how often the unconstrained next token starts a valid answer; `acc when "
-            "attempted` the accuracy on those examples; `gold rank` the median full-vocabulary rank of the gold "
-            "answer's first token; `spread` = best - worst template.",
-            "",
-        ]
-        lines += scaling.section(store.models(), scored_tasks, out, Path(plots.PLOTS) / "scaling.png")
-        lines += presidents.section(store, results, out, Path(plots.PLOTS) / "presidents.png")
-        for model, params, info in store.models():
-            # the presidents probe has its own section above; every other task is scored per model below
-            model_results = [r for r in scored_tasks if r.model == model]
-            lines += [f"## {model}", ""]
-            lines.append(
-                f"{params_text(params)} parameters; {info.get('source', '')}; device {info.get('device')}, {info.get('dtype')}."
-            )
-            lines.append("")
-            scored = [r for r in model_results if r.estimates]
-            skipped = [r for r in model_results if not r.estimates]
-            prompted = [r for r in scored if _shot_levels(r)]  # tasks the prompt method ran on
-            if prompted:
-                lines += decomposition.section(prompted) + [""]
-            if scored and not prompted:  # trained methods only: the reference points, then their table
-                lines += ["### Scores", ""]
-                lines += table(["task", "metric", "n", "chance", "majority"], [task_rows(r)[0][:5] for r in scored])
-            if prompted:
-                levels = sorted({k for r in prompted for k in _shot_levels(r)})
-                few = max(levels)
-                rows, diags = zip(*(task_rows(r) for r in prompted))
-                lines += ["### Scores", ""]
-                lines += table(
-                    [
-                        "task",
-                        "metric",
-                        "n",
-                        "chance",
-                        "majority",
-                        "control",
-                        "zero-shot",
-                        "one-shot",
-                        f"few-shot (k={few})",
-                        "calibrated k=0",
-                        f"calibrated k={few}",
-                        f"random labels k={few}",
-                    ],
-                    list(rows),
-                )
-                lines += ["", "### Does it attempt the task?", ""]
-                lines += table(
-                    [
-                        "task",
-                        "attempt k=0",
-                        "top-1 valid k=0",
-                        "acc when attempted k=0",
-                        f"attempt k={few}",
-                        f"acc when attempted k={few}",
-                        "gold rank k=0",
-                        "spread k=0",
-                        f"spread k={few}",
-                    ],
-                    list(diags),
-                )
-            if scored:
-                trained = [row for r in scored for row in trained_rows(r)]
-                if trained:
-                    lines += ["", "### Trained methods (ecological)", ""]
-                    lines += [
-                        "Trained on a seeded sample of train (`train n`; a quarter held out for early stopping, "
-                        "eval data never used for any choice), scored on the same eval examples. `random-init`: "
-                        "the same method, training budget and tokenizer on the architecture with seeded, "
-                        "re-initialised weights, i.e. what the method learns from the examples alone; "
-                        "`selectivity` = score - random-init, paired over examples: what pretraining contributes. "
-                        "`permuted labels`: trained and scored with labels permuted at random, a sanity check that "
-                        "should sit at chance (it cannot fail as a control). `MDL compression`: uniform codelength "
-                        "/ the probe's online codelength on train (Voita & Titov 2020). Intervals cover examples "
-                        "and training seeds.",
-                        "",
-                    ]
-                    lines += table(
-                        [
-                            "task",
-                            "method",
-                            "variant",
-                            "train n",
-                            "seeds",
-                            "eval n",
-                            "score",
-                            "random-init",
-                            "selectivity",
-                            "permuted labels (sanity)",
-                            "trained params",
-                            "model selection",
-                        ],
-                        trained,
-                    )
-                    details = sorted(
-                        {
-                            f"{m}: {info.get(m)}"
-                            for r in scored
-                            for (m, _), info in r.unit_infos.items()
-                            if m in ("bitfit", "ptune") and info.get(m)
-                        }
-                    )
-                    lines += [""] + [f"- {d}" for d in details]
-                    curve_plot = Path(plots.PLOTS) / f"{slug(model)}-learning-curves.png"
-                    if plot_learning_curves(scored, out / curve_plot, f"{model}: score against train size"):
-                        lines += [
-                            "",
-                            "Learning curves: each method's eval score against its train sample size (dashed: the "
-                            "same method on the random-init copy; dotted: the best constant answer). The ecological "
-                            "rung of the answer and the ladder is read at the largest size run.",
-                            "",
-                            f"![learning curves]({curve_plot.as_posix()})",
-                        ]
-                    layer_plot = Path(plots.PLOTS) / f"{slug(model)}-probe-layers.png"
-                    if plot_probe_layers(scored, out / layer_plot, f"{model}: probe accuracy by layer"):
-                        lines += ["", f"![probe accuracy by layer]({layer_plot.as_posix()})"]
-            if prompted:
-                plot = Path(plots.PLOTS) / f"{slug(model)}-template-spread.png"
-                plot_spread(prompted, out / plot, f"{model}: score of each template")
-                lines += ["", f"![template spread]({plot.as_posix()})", "", "### Per template", ""]
-                for r in prompted:
-                    n = r.info.get("n_eval")
-                    groups = r.info.get("n_groups")
-                    size = f"{n} examples" + (f" in {groups} groups" if groups and groups != n else "")
-                    lines += [
-                        f"#### {r.task} ({main_metric(r.task)}; {size}; demos from {r.info.get('train_source', '–')})",
-                        "",
-                    ]
-                    lines += template_table(r)
-                    for note in r.info.get("notes", []):
-                        lines += ["", f"Note: {note}"]
-                    lines.append("")
-            for r in skipped:
-                lines += [f"**{r.task}: not evaluated.** {r.info.get('skipped', '')}", ""]
+        ctx = ReportContext(out, store, results, store.models())
+        lines = [line for section in SECTIONS for line in section(ctx)]
         (out / "report.md").write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
         return out / "report.md"
     finally:
