@@ -40,6 +40,7 @@ TASK_KEYS = {
     "answer_pattern", "fewshot_delimiter", "content_free", "templates", "controls",
 }  # fmt: skip
 COMPANION_SUFFIXES = (".harness.yaml", ".harness.yml")  # <task>.harness.yaml: templates added to an lm-eval task
+PROMPTSOURCE_SUFFIXES = (".promptsource.yaml", ".promptsource.yml")  # promptsource templates of an lm-eval task
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")  # task names: lower case, no `/` (store keys and file names)
 
 
@@ -124,8 +125,8 @@ def _entries(folder: Path, origin: str) -> list[Entry]:
     files = sorted(folder.glob("*.yaml") if shipped else [*folder.rglob("*.yaml"), *folder.rglob("*.yml")])
     out = []
     for path in files:
-        if path.name.endswith(COMPANION_SUFFIXES):
-            continue  # an lm-eval task's extra templates, read with it (harness/lm_eval_tasks.py)
+        if path.name.endswith(COMPANION_SUFFIXES + PROMPTSOURCE_SUFFIXES):
+            continue  # an lm-eval task's extra templates, read with it (harness/lm_eval_tasks.py, promptsource.py)
         doc = read_task_yaml(path)
         if not isinstance(doc, dict):
             if shipped:

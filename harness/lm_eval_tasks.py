@@ -25,8 +25,10 @@ A file is an lm-eval task where it has lm-eval's keys (`output_type`, `dataset_p
   scored with lm-eval's exact_match and its options: nothing stripped.
 - `metric_list`: acc, acc_norm and exact_match (em); without one, lm-eval's defaults (acc, acc_norm; exact_match).
 - `target_delimiter`, `fewshot_delimiter`; a `description` without fields is put before the demos and the prompt.
+- `use_prompt: promptsource:<name>`: the template of that name in `<task>.promptsource.yaml` beside the task file
+  (promptsource's templates.yaml; harness/promptsource.py) gives the text, the choices and the target, as in lm-eval.
 - Keys that change what lm-eval computes and that harness does not reproduce (`filter_list`, `process_results`,
-  `use_prompt`, `gen_prefix`, sampling in `generation_kwargs`, ...) are one-line errors naming the file and field;
+  `gen_prefix`, sampling in `generation_kwargs`, ...) are one-line errors naming the file and field;
   `num_fewshot` and `fewshot_config.sampler` are left to harness's --shots and --demo-selection (`first` takes the
   first train documents, as lm-eval's `first_n` sampler does).
 
@@ -38,7 +40,9 @@ last field, e.g. "\\nAnswer:"). Both keep the task's answer choices; contextual 
 Users add templates in `<task>.harness.yaml` beside the task file: `templates:` and `controls:` in harness's format
 (harness/prompts.py) over the document's fields, with one choice per label (fixed choices),
 `{for_each: lm_eval_choices, text: "{{item}}"}` (choices per document) or `["{{lm_eval_target}}"]` (a generated
-answer), and `content_free:` (the field values of a content-free input) for calibrating them.
+answer), and `content_free:` (the field values of a content-free input) for calibrating them. A multiple_choice
+task also gets the templates of `<task>.promptsource.yaml` that have answer_choices, as `ps.<name>`, where their
+target is the task's gold choice on every val document (harness/promptsource.py).
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from pathlib import Path
 import jinja2
 import jinja2.meta
 
+from harness import promptsource
 from harness.catalog import COMPANION_SUFFIXES, NAME, FunctionRef, read_task_yaml
 from harness.errors import HarnessError
 from harness.loaders import Loader, register_loader
@@ -85,7 +90,6 @@ UNSUPPORTED = {
     "custom_dataset": "a Python data set",
     "process_results": "a Python scorer",
     "filter_list": "output filters",
-    "use_prompt": "promptsource prompts",
     "gen_prefix": "an answer prefix",
     "doc_to_image": "images",
     "doc_to_audio": "audio",
@@ -240,8 +244,13 @@ def spec_from_lm_eval(path: Path, doc: dict, origin: str) -> TaskSpec:
         if not isinstance(cfg.get(key, ""), str):
             raise bad(key, "must be a string")
     generates = output_type == "generate_until"
-    _check_doc_fields(cfg, path, generates)
-    labels = _fixed_choices(cfg, path)
+    prompt = None
+    if cfg.get("use_prompt") not in (None, ""):
+        prompt = promptsource.use_prompt(cfg["use_prompt"], path, name.strip().lower())
+        if not generates and prompt.answers is None:
+            raise bad("use_prompt", f"{prompt.where} has no answer_choices: a multiple_choice task needs them")
+    _check_doc_fields(cfg, path, generates, prompt is not None)
+    labels = _fixed_choices(cfg, path) if prompt is None else prompt.fixed or ()
     if generates:
         labels = ()
     stop, max_new = _generation(cfg, path) if generates else (("\n",), 0)
@@ -261,7 +270,7 @@ def spec_from_lm_eval(path: Path, doc: dict, origin: str) -> TaskSpec:
     )
 
 
-def _check_doc_fields(cfg: dict, path: Path, generates: bool) -> None:
+def _check_doc_fields(cfg: dict, path: Path, generates: bool, prompted: bool = False) -> None:
     allowed = {
         "doc_to_text": (str, FunctionRef),
         "doc_to_target": (str, int, list, FunctionRef),
@@ -283,7 +292,7 @@ def _check_doc_fields(cfg: dict, path: Path, generates: bool) -> None:
         if isinstance(value, str) and key != "process_docs":
             compile_field(value, path, key)  # a syntax error shows now, not on the first row
     for key in ("doc_to_text", "doc_to_target") + (() if generates else ("doc_to_choice",)):
-        if cfg.get(key) is None:
+        if cfg.get(key) is None and not prompted:  # a promptsource prompt replaces the three, as in lm-eval
             raise HarnessError(f"{path}: field '{key}' is needed")
 
 
@@ -437,17 +446,18 @@ def _blank(value: object) -> object:
     return NA
 
 
-def _mark(value: object, shown: list[str]) -> object:
-    """A document whose strings and numbers are replaced by numbered marks; `shown` collects the values."""
+def _mark(value: object, shown: list[str], numbers: bool = True) -> object:
+    """A document whose strings (and numbers) are replaced by numbered marks; `shown` collects the values. A
+    promptsource template keeps its numbers: it indexes answer_choices with the label."""
     if isinstance(value, bool) or value is None:
         return value
-    if isinstance(value, (str, int, float)):
+    if isinstance(value, str) or (numbers and isinstance(value, (int, float))):
         shown.append(str(value))
         return _MARK.format(len(shown) - 1)
     if isinstance(value, list):
-        return [_mark(v, shown) for v in value]
+        return [_mark(v, shown, numbers) for v in value]
     if isinstance(value, dict):
-        return {k: _mark(v, shown) for k, v in value.items()}
+        return {k: _mark(v, shown, numbers) for k, v in value.items()}
     return value
 
 
@@ -490,6 +500,10 @@ class LmEvalTask:
         self.cfg = cfg = spec.data["config"]
         self.path = spec.path
         self.fields = {key: self._field(key) for key in ("doc_to_text", "doc_to_choice", "doc_to_target")}
+        # `use_prompt: promptsource:<name>`: the template's input, choices and target replace the three
+        self.prompt = None
+        if cfg.get("use_prompt") not in (None, ""):
+            self.prompt = promptsource.use_prompt(cfg["use_prompt"], self.path, spec.name)
         process = cfg.get("process_docs")
         self.process_docs = _function(process, self.path, "process_docs") if process is not None else None
 
@@ -506,6 +520,8 @@ class LmEvalTask:
 
     # lm-eval's type rules (ConfigurableTask.doc_to_text / doc_to_choice / doc_to_target)
     def text(self, doc: dict, where: str) -> str:
+        if self.prompt is not None:
+            return self.prompt.apply(doc, where)[0]
         value, rendered = self.fields["doc_to_text"].raw(doc, where)
         multiple_inputs = isinstance(value, int) or (
             rendered and value.isdigit() and self.cfg.get("doc_to_choice") is not None
@@ -520,6 +536,8 @@ class LmEvalTask:
         return value
 
     def choices(self, doc: dict, where: str) -> list[str] | None:
+        if self.prompt is not None:  # a generated answer's gold is the target itself, as in lm-eval
+            return None if self.spec.generates else self.prompt.choices(doc, where)
         field = self.fields["doc_to_choice"]
         if field is None:
             return None
@@ -531,6 +549,8 @@ class LmEvalTask:
         return value
 
     def target(self, doc: dict, where: str) -> object:
+        if self.prompt is not None:
+            return self.prompt.apply(doc, where)[1]
         value, rendered = self.fields["doc_to_target"].raw(doc, where)
         if rendered:
             if value.isdigit() and self.cfg.get("doc_to_choice") is not None:
@@ -566,12 +586,16 @@ class LmEvalTask:
             return int(target)
         if isinstance(target, str) and target in choices:
             return choices.index(target)
+        if self.prompt is not None:
+            raise HarnessError(
+                f"{self.prompt.where}: its target {target!r} is not one of its answer choices {choices} on {where}"
+            )
         raise HarnessError(f"{self.path}: field 'doc_to_target' gives {target!r}, not one of the choices, on {where}")
 
     def content_free(self, doc: dict, cue: str, where: str) -> str:
         """doc_to_text with every value "N/A"; where it fails on that, "N/A" and the answer cue."""
         try:
-            return self.text(_blank(doc), where)
+            return self.text(_blank(doc) if self.prompt is None else promptsource.blank_texts(doc, NA), where)
         except HarnessError:
             return NA + cue
 
@@ -581,7 +605,7 @@ class LmEvalTask:
         function that fails on marked values), the document's texts that are no answer, joined, without a cue."""
         shown: list[str] = []
         try:
-            marked = self.text(_mark(doc, shown), where)
+            marked = self.text(_mark(doc, shown, numbers=self.prompt is None), where)
         except HarnessError:
             marked = ""
         found = list(_MARKS.finditer(marked))
@@ -753,11 +777,17 @@ def prompts_from_lm_eval(spec: TaskSpec) -> PromptSet:
     else:
         choices = {"for_each": CHOICES, "text": "{{ item }}"}
     delimiter = cfg.get("target_delimiter", " ")
+    used = cfg.get("use_prompt") or None
+    how = (
+        f"{spec.path.name}: {used}, as lm-eval applies it"
+        if used
+        else f"{spec.path.name}: doc_to_text, doc_to_choice and doc_to_target as lm-eval renders them"
+    )
     own = {
         "templates": [
             {
                 "name": "lm-eval",
-                "note": f"{spec.path.name}: doc_to_text, doc_to_choice and doc_to_target as lm-eval renders them",
+                "note": how,
                 "text": _show(f"{CONTENT_FREE} if {BLANK} else {TEXT}"),
                 "choices": choices,
                 "target_delimiter": delimiter,
@@ -784,8 +814,36 @@ def prompts_from_lm_eval(spec: TaskSpec) -> PromptSet:
     }
     prompts = prompt_set(own, spec.path, spec.name)
     prompts.preamble = spec.data.get("preamble", "")
+    prompts.templates += _promptsource_templates(spec, used)
     companion = companion_file(spec)
     return _with_companion(prompts, companion) if companion else prompts
+
+
+def _promptsource_templates(spec: TaskSpec, used: str | None) -> list:
+    """`<task>.promptsource.yaml`'s templates with answer_choices, as extra templates of a multiple_choice task (the
+    one `use_prompt` names is the task's own): those whose target is the task's gold choice on every val document
+    (harness/promptsource.py). Where the val data cannot be loaded now (`harness tasks` offline), each rendering
+    checks its own example."""
+    path = promptsource.file_of(spec.path, spec.name)
+    if path is None:
+        return []
+    if spec.generates:
+        promptsource.note(
+            f"{path}: not added to {spec.name}: promptsource templates are added to multiple_choice tasks (a "
+            "generate_until task can take one as its own with use_prompt: promptsource:<name>)"
+        )
+        return []
+    own_name = used.split(":", 1)[1] if used else None
+    sources = [s for s in promptsource.read_file(path) if s.name != own_name]
+    own_fields = (TEXT, CHOICES, TARGET, OTHER_TARGETS, CONTENT_FREE, INPUT_ONLY, BLANK)
+    templates = promptsource.extra_templates(spec, sources, own_fields, BLANK, NA)
+    if not templates:
+        return []
+    try:
+        examples = LmEvalLoader().load(spec, "val", None)
+    except HarnessError:
+        return templates
+    return promptsource.usable(templates, examples)
 
 
 def _with_companion(prompts: PromptSet, path: Path) -> PromptSet:

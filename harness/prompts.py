@@ -346,6 +346,17 @@ def render_sandboxed(template: jinja2.Template, fields: dict) -> str:
     return _render(template, fields)
 
 
+def compile_template(source: str, path: Path, name: str, part: str) -> jinja2.Template:
+    """A template of another format (a promptsource template's jinja or answer_choices), compiled in the sandbox;
+    render it with `render_sandboxed`. A syntax error is one line naming the file, template and part."""
+    return _compile(source, path, name, part)
+
+
+def template_function(function) -> object:
+    """A function given to a template as a field (promptsource's `zip`): callable, never shown."""
+    return _Function(function)
+
+
 def _compile(source: str, path: Path, name: str, part: str) -> jinja2.Template:
     try:
         return _ENV.from_string(source)
