@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,34 +25,86 @@ TOP_ASYMMETRIES = 10
 EXACT_TIES = 0.0
 
 
+@dataclass
+class TransferContext:
+    """What every section of a transfer report reads, from its store (closed by then) and output folder."""
+
+    out: Path
+    results: list[ModelTransfer]
+    settings: dict  # the transfer run's settings (meta "transfer")
+    commands: list[str]
+    models: list[tuple[str, int, dict]]
+
+    @property
+    def complete(self) -> list[ModelTransfer]:
+        """The models with every source -> target pair of their tasks measured: those a matrix can show."""
+        return [r for r in self.results if r.tasks and len(r.gain) == len(r.tasks) ** 2]
+
+
+def _title(ctx: TransferContext) -> list[str]:
+    return ["# harness transfer report", "", *about(ctx.out)]
+
+
+def _produced_by(ctx: TransferContext) -> list[str]:
+    if not ctx.commands:
+        return []
+    first = "Produced by:" if len(ctx.commands) == 1 else "Produced by these commands, in order, into one store:"
+    return [first, "", "```", *map(str, ctx.commands), "```", ""]
+
+
+def _settings(ctx: TransferContext) -> list[str]:
+    return _settings_text(ctx.settings, ctx.results)
+
+
+def _matrices(ctx: TransferContext) -> list[str]:
+    """The gain matrices as heat maps, then the tasks clustered by them."""
+    if not ctx.complete:
+        return []
+    return _heatmaps(ctx.complete, ctx.out, Path(plots.PLOTS) / "transfer_matrix.png") + _dendrograms(
+        ctx.complete, ctx.out, Path(plots.PLOTS) / "transfer_clusters.png"
+    )
+
+
+def _summary_section(ctx: TransferContext) -> list[str]:
+    return _summary(ctx.results)
+
+
+def _caveats(ctx: TransferContext) -> list[str]:
+    notes = caveats(ctx.models) if len(ctx.models) > 1 else []
+    return ["Caveats of the comparison across models:", "", *(f"- {n}" for n in notes), ""] if notes else []
+
+
+def _models(ctx: TransferContext) -> list[str]:
+    return [line for r in ctx.results for line in _model_section(r)]
+
+
+# A transfer report's report.md: these sections in this order, each a function (TransferContext) -> lines.
+SECTIONS: list[Callable[[TransferContext], list[str]]] = [
+    _title,
+    _produced_by,
+    _settings,
+    _matrices,
+    _summary_section,
+    _caveats,
+    _models,
+]
+
+
 def render(out_dir: str | Path) -> Path:
-    """Regenerate transfer.csv, report.md and plots/ from <out_dir>/results.db (no model is loaded)."""
+    """Regenerate transfer.csv, report.md (SECTIONS in order) and plots/ from <out_dir>/results.db (no model is
+    loaded)."""
     out = Path(out_dir)
     store = Store(out, create=False)
     try:
         results = load(store)
-        settings = store.get_meta("transfer") or {}
-        commands = store.get_meta("commands") or []
-        models = store.models()
+        ctx = TransferContext(
+            out, results, store.get_meta("transfer") or {}, store.get_meta("commands") or [], store.models()
+        )
     finally:
         store.close()
     (out / plots.PLOTS).mkdir(exist_ok=True)
     _frame(results).to_csv(out / "transfer.csv", index=False, float_format="%.6g")
-    lines = ["# harness transfer report", "", *about(out)]
-    if commands:
-        lines += ["Produced by:" if len(commands) == 1 else "Produced by these commands, in order, into one store:", ""]
-        lines += ["```", *map(str, commands), "```", ""]
-    lines += _settings_text(settings, results)
-    complete = [r for r in results if r.tasks and len(r.gain) == len(r.tasks) ** 2]
-    if complete:
-        lines += _heatmaps(complete, out, Path(plots.PLOTS) / "transfer_matrix.png")
-        lines += _dendrograms(complete, out, Path(plots.PLOTS) / "transfer_clusters.png")
-    lines += _summary(results)
-    notes = caveats(models) if len(models) > 1 else []
-    if notes:
-        lines += ["Caveats of the comparison across models:", "", *(f"- {n}" for n in notes), ""]
-    for r in results:
-        lines += _model_section(r)
+    lines = [line for section in SECTIONS for line in section(ctx)]
     path = out / "report.md"
     path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     return path

@@ -1,7 +1,11 @@
 """report.md is its sections rendered in order: a new section is one function and one entry in a list (SECTIONS
-for the whole report, MODEL_SECTIONS for each model's part), and the others render as before around it."""
+for the whole report, MODEL_SECTIONS for each model's part, report_transfer.SECTIONS for a transfer report), and
+the others render as before around it."""
 
 from __future__ import annotations
+
+import shutil
+from pathlib import Path
 
 from harness import report
 from harness.report import MODEL_SECTIONS, SECTIONS, ModelContext, ReportContext, render
@@ -47,3 +51,20 @@ def test_the_sections_alone_are_the_report(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "SECTIONS", [report.title, report.legend, report.title])
     legend = "\n".join(report.legend(None))
     assert _render(tmp_path) == f"# harness report\n\n{legend}\n# harness report\n"
+
+
+def test_a_transfer_report_is_its_sections_in_order(tmp_path, monkeypatch):
+    from harness import report_transfer
+
+    committed = Path(__file__).resolve().parent.parent / "reports" / "transfer-smollm2-target-lr1e-4"
+    for name in ("results.db", "about.md"):
+        shutil.copy(committed / name, tmp_path / name)
+    before = report_transfer.render(tmp_path).read_text(encoding="utf-8")
+    assert before == (committed / "report.md").read_text(encoding="utf-8")
+
+    def models(ctx: report_transfer.TransferContext) -> list[str]:
+        return [f"Models: {', '.join(m for m, _, _ in ctx.models)}.", ""]
+
+    monkeypatch.setattr(report_transfer, "SECTIONS", [models, *report_transfer.SECTIONS])
+    after = report_transfer.render(tmp_path).read_text(encoding="utf-8")
+    assert after == "Models: smollm2-135m.\n\n" + before
