@@ -3,48 +3,49 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 
 from harness.catalog import get_task, use_task_dirs
 from harness.config import EvalConfig, TransferConfig
 from harness.errors import HarnessError, Interrupted
-from harness.features import FeatureCache, n_states
+from harness.features import FeatureCache
 from harness.loaders import GPT3_HINT, DataSource, load_train, resolve_train_source
 from harness.lock import writer_lock
-from harness.methods import RANDOM_INIT_SUFFIX, TRAINED_METHODS
 from harness.methods import prompt as prompt_method
-from harness.methods.presets import check_overrides, load_preset
-from harness.methods.training import TrainedUnit
+from harness.methods.base import (
+    RunContext,
+    TaskContext,
+    TrainedMethod,
+    Unit,
+    get_method,
+    method_names,
+    train_sizes,
+    trained_method_names,
+)
+from harness.methods.presets import Preset, check_overrides, load_preset
 from harness.models import RANDOM_INIT_SEED, random_init_copy
 from harness.progress import progress
 from harness.prompts import PromptSet, load_prompts
 from harness.resources import read_yaml, resource_dir
-from harness.store import Store, UnitKey, VariantRecords
+from harness.store import Store, UnitKey
 from harness.synthetic import gpt3_folder, gpt3_tasks
 from harness.tasks import Example, TaskSpec, stratified_subset
-
-METHODS = {
-    "prompt": "many templates, k-shot demos, random-label demos, calibration, control prompts",
-    "ptune": "soft prompts trained on the frozen model (prompt tuning and P-tuning, peft)",
-    "bitfit": "bias-only tuning (zero-init biases added where the model has none)",
-    "probe": "logistic-regression probes on every layer's hidden states, layer chosen by CV on train",
-}
-DEFAULT_TRAIN_SIZE = 32  # FewGLUE's size
 
 
 @dataclass
 class TaskPlan:
-    spec: TaskSpec
-    prompts: PromptSet | None  # None for the presidents probe, which has no templates
-    eval_examples: list[Example]
-    train: list[Example] | None
-    units: list[prompt_method.PromptUnit]
+    """One task of a run: what its methods see (`task`), the units they planned, and what the store keeps of it."""
+
+    task: TaskContext
+    units: list[Unit]  # every method's, in the order of --methods (untrained first, then trained)
     info: dict
-    trained: list[TrainedUnit] = field(default_factory=list)
+
+    @property
+    def spec(self) -> TaskSpec:
+        return self.task.spec
 
 
 def load_suite(name: str) -> list[str]:
@@ -60,13 +61,6 @@ def load_suite(name: str) -> list[str]:
             raise HarnessError(f"{path}: a suite needs a 'tasks' list")
         tasks += [t for t in data["tasks"] if t not in tasks]
     return tasks
-
-
-def random_label_shots(cfg: EvalConfig) -> list[int]:
-    """The k that get random-label demos: as asked, else the largest k (where the report reads them)."""
-    if cfg.random_label_shots is not None:
-        return cfg.random_label_shots
-    return [max(cfg.shots)]  # validate() has rejected an empty --shots
 
 
 # Text options of both `harness eval` and `harness transfer` (fields of EvalConfig and TransferConfig)
@@ -94,10 +88,9 @@ def validate(cfg: EvalConfig) -> None:
     if cfg.templates is not None and not cfg.templates:
         raise HarnessError("--templates is empty: give comma-separated template names (see `harness tasks`)")
     if not cfg.methods:
-        raise HarnessError(f"--methods is empty: choose from {', '.join(METHODS)}")
+        raise HarnessError(f"--methods is empty: choose from {', '.join(method_names())}")
     for m in cfg.methods:
-        if m not in METHODS:
-            raise HarnessError(f"unknown method '{m}' (--methods): available methods are {', '.join(METHODS)}")
+        get_method(m, "--methods")
     if not cfg.shots:
         raise HarnessError("--shots is empty: give comma-separated numbers of demos, e.g. 0,1,4")
     for k in cfg.shots:
@@ -123,77 +116,62 @@ def validate(cfg: EvalConfig) -> None:
         ("--random-init-baseline", cfg.random_init_baseline),
         ("--permuted-label-check", cfg.permuted_label_check),
     ):
+        trained = trained_method_names()
         for m in methods:
-            if m not in TRAINED_METHODS:
-                raise HarnessError(f"unknown method '{m}' ({flag}): trained methods are {', '.join(TRAINED_METHODS)}")
+            if m not in trained:
+                raise HarnessError(f"unknown method '{m}' ({flag}): trained methods are {', '.join(trained)}")
     check_overrides(cfg.overrides)
 
 
 def trained_methods(cfg: EvalConfig) -> list[str]:
-    return [m for m in cfg.methods if m in TRAINED_METHODS]
+    return [m for m in cfg.methods if get_method(m).trained]
 
 
-def load_presets(cfg: EvalConfig) -> dict[str, dict]:
-    return {m: load_preset(m, cfg.presets_dir, cfg.overrides) for m in trained_methods(cfg)}
+def load_presets(cfg: EvalConfig) -> dict[str, Preset]:
+    """The preset of every method asked for that has one (probes/<method>.yaml, then --set)."""
+    return {
+        m: load_preset(m, cfg.presets_dir, cfg.overrides) for m in cfg.methods if get_method(m).preset_class is not None
+    }
 
 
 def plan_trained(
-    cfg: EvalConfig, spec: TaskSpec, prompts: PromptSet, train: list[Example] | None, source: str, presets: dict
-) -> tuple[list[TrainedUnit], list[str]]:
+    cfg: EvalConfig,
+    spec: TaskSpec,
+    prompts: PromptSet,
+    train: list[Example] | None,
+    source: str,
+    presets: dict[str, Preset],
+) -> tuple[list[Unit], list[str]]:
     """Units of the trained methods for one task, after checking the task can be trained on."""
-    if not presets:
+    methods: list[TrainedMethod] = [get_method(m) for m in trained_methods(cfg)]
+    if not methods:
         return [], []
     notes = []
-    if spec.generates and "probe" in presets:
-        presets = {m: p for m, p in presets.items() if m != "probe"}
-        notes.append(
-            f"probe not applicable: {spec.name} has a generated answer, not a class label to probe for "
-            "(an arithmetic task's -parity variant, e.g. add-2d-parity, gives the probe the parity of the answer)"
-        )
+    for method in list(methods):
+        reason = method.not_applicable(spec)
+        if reason:
+            methods.remove(method)
+            notes.append(reason)
     if not spec.labels and not spec.generates:
         return [], [f"trained methods not applicable: {spec.name} has no fixed label set"]
     if train is None:
         raise HarnessError(
-            f"{spec.name}: --methods {','.join(presets)} needs a train split, and {source} has none for it "
-            "(--train-set)"
+            f"{spec.name}: --methods {','.join(m.name for m in methods)} needs a train split, and {source} has none "
+            "for it (--train-set)"
         )
     available = len({e.group for e in train})
-    # "all": the task's whole train split (its metric groups); a size named twice after that is planned once
-    sizes = list(dict.fromkeys(available if n == "all" else n for n in cfg.train_sizes or [])) or [
-        min(DEFAULT_TRAIN_SIZE, available)
-    ]
-    for n in sizes:
+    for n in train_sizes(cfg.train_sizes, train):
         if n > available:
             raise HarnessError(
                 f"train size {n} (--train-sizes) is larger than {spec.name}'s train split "
                 f"({available} {'questions' if spec.grouped else 'examples'} in {source})"
             )
-    units = []
-    for method, preset in presets.items():
-        template = _trained_template(spec, prompts, preset)
-        variants = preset.get("variants", [method])
-        for variant in variants:
-            for n in sizes:
-                for seed in range(cfg.seeds):
-                    units.append(TrainedUnit(method, variant, template.name, n, seed))
-                    if method in cfg.permuted_label_check:
-                        units.append(TrainedUnit(method, variant, template.name, n, seed, True))
-                    if method in cfg.random_init_baseline:
-                        units.append(TrainedUnit(method, variant + RANDOM_INIT_SUFFIX, template.name, n, seed))
-    return units, notes
-
-
-def _trained_template(spec: TaskSpec, prompts: PromptSet, preset: dict):
-    """The preset's template (failing now, naming the file, if a SuperGLUE prompt file lacks it); the presets name
-    SuperGLUE's templates, so a generated task without that name trains on its prompt file's first template."""
-    names = {t.name for t in prompts.templates + prompts.controls}
-    if spec.loader == "superglue" or preset["template"] in names:
-        return prompts.get(preset["template"])
-    return prompts.templates[0]
+    task = TaskContext(cfg, spec, prompts, [], train, presets)
+    return [unit for method in methods for unit in method.plan(task)], notes
 
 
 def plan_tasks(
-    cfg: EvalConfig, console: Console, presets: dict[str, dict]
+    cfg: EvalConfig, console: Console, presets: dict[str, Preset]
 ) -> tuple[list[TaskPlan], list[tuple[str, str]], DataSource]:
     """Load and check every task's data and templates before any model is loaded."""
     explicit = cfg.tasks is not None
@@ -211,7 +189,7 @@ def plan_tasks(
             skipped.append((spec.name, reason))
             continue
         if spec.answer == "read":
-            plans.append(_plan_list_probe(cfg, spec, data))
+            plans.append(_plan_list_probe(cfg, spec, data, presets))
             continue
         prompts = load_prompts(spec, cfg.prompts_dir)
         val = data.load(spec, "val")
@@ -223,22 +201,14 @@ def plan_tasks(
         notes = []
         if train is None and any(k > 0 for k in cfg.shots):
             notes.append(f"no train split in {source.describe(spec)}: only zero-shot prompts were run")
-        units = []
-        if "prompt" in cfg.methods:
-            units = prompt_method.plan_units(
-                prompts,
-                cfg.shots,
-                cfg.seeds,
-                cfg.templates,
-                cfg.demo_selection,
-                len(train) if train is not None else None,
-                random_label_shots(cfg),
-            )
+        task = TaskContext(cfg, spec, prompts, eval_examples, train, presets)
+        units = [u for m in cfg.methods if not get_method(m).trained for u in get_method(m).plan(task)]
         trained, trained_notes = plan_trained(cfg, spec, prompts, train, source.describe(spec), presets)
+        units += trained
         notes += trained_notes
         # Render every template on every example now (about 50 us each), so that a bad template or a row without a
         # field a template uses fails before the model loads, naming the file and line.
-        for name in sorted({u.template for u in units} | {u.template for u in trained}):
+        for name in sorted({u.template for u in units}):
             template = prompts.get(name)
             for example in val + (train or []):
                 template.render(example)
@@ -252,17 +222,18 @@ def plan_tasks(
             "notes": notes,
             "eval_ids": [e.id for e in eval_examples],
         }
-        plans.append(TaskPlan(spec, prompts, eval_examples, train, units, info, trained))
+        plans.append(TaskPlan(task, units, info))
     return plans, skipped, data
 
 
-def _plan_list_probe(cfg: EvalConfig, spec: TaskSpec, data: DataSource) -> TaskPlan:
+def _plan_list_probe(cfg: EvalConfig, spec: TaskSpec, data: DataSource, presets: dict[str, Preset]) -> TaskPlan:
     """The presidents probe: one pass over the whole list; no templates, demos or training apply."""
     examples = data.load(spec, "val")
     notes = ["the whole list is read in one pass: --limit, --shots, --seeds and templates do not apply"]
     if trained_methods(cfg):
         notes.append("trained methods do not apply to a list read off the next-token distribution")
-    units = [prompt_method.PromptUnit("list", 0, 0)] if "prompt" in cfg.methods else []
+    task = TaskContext(cfg, spec, None, examples, None, presets)
+    units = get_method("prompt").plan(task) if "prompt" in cfg.methods else []
     info = {
         "n_eval": len(examples),
         "n_groups": len(examples),
@@ -272,7 +243,7 @@ def _plan_list_probe(cfg: EvalConfig, spec: TaskSpec, data: DataSource) -> TaskP
         "notes": notes,
         "eval_ids": [e.id for e in examples],
     }
-    return TaskPlan(spec, None, examples, None, units, info)
+    return TaskPlan(task, units, info)
 
 
 def expand_task_names(
@@ -317,17 +288,18 @@ def _check_same_train_source(store: Store, model: str, plan: TaskPlan) -> None:
         )
 
 
-def _check_same_presets(store: Store, presets: dict[str, dict]) -> None:
+def _check_same_presets(store: Store, presets: dict[str, Preset]) -> None:
     """A store holds one preset per trained method: results made with another would be mixed up."""
     stored = store.get_meta("presets") or {}
-    for method, preset in presets.items():
+    wanted = {method: preset.to_dict() for method, preset in presets.items()}
+    for method, preset in wanted.items():
         if method in stored and stored[method] != preset:
             changed = sorted(k for k in preset if stored[method].get(k) != preset[k])
             raise HarnessError(
                 f"{store.path} holds {method} results made with another preset ({', '.join(changed)} differ); "
                 "use another --out, or the same --set/--presets-dir"
             )
-    store.set_meta("presets", {**stored, **presets})
+    store.set_meta("presets", {**stored, **wanted})
 
 
 def run_eval(cfg: EvalConfig, console: Console, command: str) -> Path:
@@ -364,7 +336,7 @@ def _run_eval(cfg: EvalConfig, console: Console, command: str) -> Path:
             for name, reason in skipped:
                 store.put_task(loaded.name, name, {"skipped": reason})
             engine = Engine(loaded.model, loaded.tokenizer, batch_size=cfg.batch_size)
-            _run_model(loaded.name, plans, engine, store, cfg, console, presets)
+            _run_model(loaded.name, plans, engine, store, console)
             del engine, loaded
     finally:
         store.close()
@@ -372,32 +344,22 @@ def _run_eval(cfg: EvalConfig, console: Console, command: str) -> Path:
     return report
 
 
-def _run_model(
-    model: str,
-    plans: list[TaskPlan],
-    engine,
-    store: Store,
-    cfg: EvalConfig,
-    console: Console,
-    presets: dict[str, dict],
-) -> None:
+def _run_model(model: str, plans: list[TaskPlan], engine, store: Store, console: Console) -> None:
+    """Run every unit of `plans` not yet stored for `model`, each by its method (the registry's), storing each as it
+    ends; Ctrl-C drops only the unit in flight."""
     work = []
     selections = []  # gold prompt units stored without train scores (by an older version): add them
     for plan in plans:
         _check_same_train_source(store, model, plan)
         store.put_task(model, plan.spec.name, plan.info)
         for unit in plan.units:
-            key = UnitKey(model, plan.spec.name, "prompt", unit.key)
+            key = UnitKey(model, plan.spec.name, unit.method, unit.key)
             info = store.unit_info(key)
             if info is None:
                 work.append((plan, unit, key))
-            elif wants_selection(plan, unit, cfg) and "selection" not in info:
+            elif unit.method == "prompt" and prompt_method.wants_selection(plan.task, unit) and "selection" not in info:
                 selections.append((plan, unit, key))
-        for unit in plan.trained:
-            key = UnitKey(model, plan.spec.name, unit.method, unit.key)
-            if not store.has_unit(key):
-                work.append((plan, unit, key))
-    total_units = sum(len(p.units) + len(p.trained) for p in plans)
+    total_units = sum(len(p.units) for p in plans)
     if not work and not selections:
         console.print(f"{model}: all {total_units} units already stored in {store.path}")
         return
@@ -406,10 +368,8 @@ def _run_model(
         console.print(f"{model}: resuming, {done_before} of {total_units} units already stored")
     if selections:
         console.print(f"{model}: {len(selections)} stored prompt units get their train scores (template selection)")
-    total = sum(_cost(p, u, presets, cfg) for p, u, _ in work) + sum(_selection_cost(p) for p, _, _ in selections)
-    from harness.methods.probe import run_probe_unit  # scikit-learn and peft load only when used
-    from harness.methods.tuning import run_tuning_unit
-
+    total = sum(get_method(u.method).cost(u, p.task) for p, u, _ in work)
+    total += sum(prompt_method.selection_cost(p.task) for p, _, _ in selections)
     cache = FeatureCache()
     baseline: list = []  # the random-init copy of the model and its engine, made when first needed
 
@@ -417,53 +377,24 @@ def _run_model(
         if not baseline:
             from harness.engine import Engine
 
-            baseline.append(Engine(random_init_copy(engine.model, RANDOM_INIT_SEED), engine.tokenizer, cfg.batch_size))
+            copy = random_init_copy(engine.model, RANDOM_INIT_SEED)
+            baseline.append(Engine(copy, engine.tokenizer, engine.batch_size))
         return baseline[0]
 
     with progress(console, "steps") as bar:
         job = bar.add_task(model, total=total)
+
+        def context(plan: TaskPlan) -> RunContext:
+            advance = lambda n: bar.advance(job, n)  # noqa: E731
+            return RunContext(plan.task, model, engine, cache, advance, random_engine, RANDOM_INIT_SEED)
+
         try:
             for plan, unit, key in selections:
                 bar.update(job, description=f"{model} · {plan.spec.name} · train scores of {unit.key}")
-                store.add_unit_info(
-                    key, {"selection": _train_scores(plan, unit, engine, cfg, lambda n: bar.advance(job, n))}
-                )
+                store.add_unit_info(key, {"selection": prompt_method.train_scores(unit, context(plan))})
             for plan, unit, key in work:
                 bar.update(job, description=f"{model} · {plan.spec.name} · {key.method} {unit.key}")
-                advance = lambda n: bar.advance(job, n)  # noqa: E731
-                if isinstance(unit, prompt_method.PromptUnit):
-                    outputs, info = _run_prompt_unit(model, plan, unit, engine, cfg, presets, cache, advance)
-                elif unit.method == "probe":
-                    random_init = unit.variant.endswith(RANDOM_INIT_SUFFIX)
-                    outputs, info = run_probe_unit(
-                        unit,
-                        plan.spec,
-                        plan.prompts,
-                        random_engine() if random_init else engine,
-                        f"{model}@random-init-s{RANDOM_INIT_SEED}" if random_init else model,  # features cache key
-                        plan.eval_examples,
-                        plan.train,
-                        presets["probe"],
-                        cache,
-                    )
-                    advance(_cost(plan, unit, presets, cfg))
-                else:
-                    random_init = unit.variant.endswith(RANDOM_INIT_SUFFIX)
-                    outputs, info = run_tuning_unit(
-                        replace(unit, variant=unit.variant.removesuffix(RANDOM_INIT_SUFFIX)),
-                        plan.spec,
-                        plan.prompts,
-                        random_engine().model if random_init else engine.model,
-                        engine.tokenizer,
-                        plan.eval_examples,
-                        plan.train,
-                        presets[unit.method],
-                        advance,
-                    )
-                    if random_init:
-                        outputs = [replace(o, variant=unit.stored_variant) for o in outputs]
-                        info = {**info, "random_init": True, "random_init_seed": RANDOM_INIT_SEED}
-                    advance(len(plan.eval_examples))
+                outputs, info = get_method(unit.method).run(unit, context(plan))
                 store.put_unit(key, outputs, info)
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (harness.errors.Terminated): the unit in flight is dropped
             missing = sum(not store.has_unit(key) for _, _, key in work)  # exact even if it came just after a commit
@@ -471,74 +402,3 @@ def _run_model(
                 f"{total_units - missing} of {total_units} units of {model} are stored in {store.path}; "
                 "rerun the same command to resume"
             ) from None
-
-
-def _cost(plan: TaskPlan, unit, presets: dict, cfg: EvalConfig) -> int:
-    """Progress steps of a unit: its eval requests, plus the optimiser steps of a training run, plus the
-    train examples that score a prompt for template selection."""
-    if isinstance(unit, TrainedUnit) and unit.method != "probe":
-        return presets[unit.method]["max_steps"] + len(plan.eval_examples)
-    if not isinstance(unit, prompt_method.PromptUnit):
-        return len(plan.eval_examples)
-    prompts = plan.prompts
-    calibrated = unit.kind == "gold" and prompts is not None and prompts.content_free is not None
-    calibrated = calibrated and prompts.get(unit.template).fixed_choices  # its content-free input is one more request
-    selection = _selection_cost(plan) if wants_selection(plan, unit, cfg) else 0
-    return len(plan.eval_examples) + int(calibrated) + selection
-
-
-def wants_selection(plan: TaskPlan, unit, cfg: EvalConfig) -> bool:
-    """Gold prompts at k = 0 and the largest k get train scores: the decomposition picks among these."""
-    return unit.kind == "gold" and bool(plan.train) and unit.shots in (0, max(cfg.shots))
-
-
-def _selection_cost(plan: TaskPlan) -> int:
-    return len(prompt_method.selection_examples(plan.train or [], [], plan.spec.name)) + 1
-
-
-def _run_prompt_unit(model, plan: TaskPlan, unit, engine, cfg: EvalConfig, presets, cache: FeatureCache, advance):
-    """A prompt unit; when it scores the probe's template zero-shot, the probe's eval features come from the
-    same forward pass (the hidden states at its answer slot are the last token's)."""
-    if plan.spec.answer == "read":
-        from harness.presidents import read_list
-
-        records = read_list(engine, plan.eval_examples)
-        advance(len(records))
-        return [VariantRecords("gold", unit.template, 0, 0, records)], {"variants": ["gold"]}
-    probe = presets.get("probe")
-    share = (
-        probe is not None
-        and probe["pooling"] == "last"
-        and unit.template == probe["template"]
-        and unit.shots == 0
-        and unit.kind in ("control", "gold")
-    )
-    sink: list | None = [] if share else None
-    outputs = prompt_method.run_unit(
-        unit,
-        plan.spec,
-        plan.prompts,
-        engine,
-        plan.eval_examples,
-        plan.train,
-        cfg.demo_selection,
-        progress=advance,
-        hidden_sink=sink,
-        hidden_layers=list(range(n_states(engine.model))) if share else (),
-    )
-    if share:
-        from harness.methods.probe import probe_texts
-
-        template = plan.prompts.get(unit.template)
-        texts = probe_texts(template, plan.eval_examples)
-        cache.save(cache.path(model, plan.spec.name, template.name, "val", "last", texts), np.stack(sink))
-    info: dict = {"variants": [o.variant for o in outputs]}
-    if wants_selection(plan, unit, cfg):
-        info["selection"] = _train_scores(plan, unit, engine, cfg, advance)
-    return outputs, info
-
-
-def _train_scores(plan: TaskPlan, unit, engine, cfg: EvalConfig, advance) -> dict | None:
-    return prompt_method.score_selection(
-        unit, plan.spec, plan.prompts, engine, plan.eval_examples, plan.train, cfg.demo_selection, advance
-    )

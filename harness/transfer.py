@@ -13,7 +13,7 @@ Source and target samples are disjoint, so the diagonal (A -> A) is A's specific
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -22,12 +22,13 @@ from rich.console import Console
 from harness.catalog import get_task, use_task_dirs
 from harness.config import TransferConfig
 from harness.errors import HarnessError, Interrupted
-from harness.evaluate import _trained_template, check_given
+from harness.evaluate import check_given
 from harness.filenames import slug
 from harness.loaders import DataSource, load_train, resolve_train_source
 from harness.lock import writer_lock
-from harness.methods.presets import check_overrides, load_preset
-from harness.methods.training import split_holdout, train_and_score
+from harness.methods.base import TuningMethod, get_method, method_names, split_holdout, trained_template
+from harness.methods.presets import TrainingPreset, check_overrides, load_preset
+from harness.methods.training import train_and_score
 from harness.progress import progress
 from harness.prompts import Template, load_prompts
 from harness.store import Record, Store, UnitKey, VariantRecords
@@ -75,8 +76,9 @@ def validate(cfg: TransferConfig) -> None:
     """Check the options before any data, model or store is touched; each message names its flag."""
     check_given(cfg)
     use_task_dirs(cfg.tasks_dirs)
-    if cfg.method not in ("bitfit", "ptune"):
-        raise HarnessError(f"unknown method '{cfg.method}' (--method): transfer trains bitfit or ptune")
+    tuned = [m for m in method_names() if isinstance(get_method(m), TuningMethod)]
+    if cfg.method not in tuned:
+        raise HarnessError(f"unknown method '{cfg.method}' (--method): transfer trains {' or '.join(tuned)}")
     if len(cfg.tasks) < 2:
         raise HarnessError("--tasks needs at least two tasks to transfer between")
     if len(set(cfg.tasks)) != len(cfg.tasks):
@@ -98,7 +100,7 @@ def validate(cfg: TransferConfig) -> None:
     check_overrides(cfg.overrides)
 
 
-def plan(cfg: TransferConfig, preset: dict) -> tuple[list[TransferTask], DataSource]:
+def plan(cfg: TransferConfig, preset: TrainingPreset) -> tuple[list[TransferTask], DataSource]:
     """Load and check every task's data and template before a model is loaded."""
     data = DataSource.from_option(cfg.data_dir)
     source = resolve_train_source(cfg.train_set, data, cfg.fewglue_dir)
@@ -120,24 +122,24 @@ def plan(cfg: TransferConfig, preset: dict) -> tuple[list[TransferTask], DataSou
                 f"examples (the samples are disjoint); {task_source.describe(spec)} has {available}"
             )
         prompts = load_prompts(spec, cfg.prompts_dir)
-        template = _trained_template(spec, prompts, preset)
+        template = trained_template(spec, prompts, preset)
         eval_examples = stratified_subset(data.load(spec, "val"), cfg.limit, cfg.limit_seed)
         template.render(eval_examples[0])  # a bad template fails now, naming its file, before the model loads
         tasks.append(TransferTask(spec, template, eval_examples, train_examples))
     return tasks, data
 
 
-def settings(cfg: TransferConfig, preset: dict, data: DataSource) -> dict:
+def settings(cfg: TransferConfig, preset: TrainingPreset, data: DataSource) -> dict:
     """What a store's transfer results depend on: a rerun with other settings would mix incomparable numbers."""
     return {
         "method": cfg.method,
         "variant": _variant(cfg, preset),
-        "preset": preset,
+        "preset": preset.to_dict(),
         "source_n": cfg.source_n,
         "target_n": cfg.target_n,
         "source_steps": cfg.source_steps,
         "target_steps": cfg.target_steps,
-        "target_lr": cfg.target_lr or preset["learning_rate"],
+        "target_lr": cfg.target_lr or preset.learning_rate,
         "source_eval_every": cfg.source_eval_every,
         "limit": cfg.limit,
         "limit_seed": cfg.limit_seed,
@@ -146,8 +148,9 @@ def settings(cfg: TransferConfig, preset: dict, data: DataSource) -> dict:
     }
 
 
-def _variant(cfg: TransferConfig, preset: dict) -> str:
-    return preset["variants"][0] if cfg.method == "ptune" else "bitfit"
+def _variant(cfg: TransferConfig, preset: TrainingPreset) -> str:
+    """The one variant transfer trains: the method's first (ptune: its preset's first, prompt tuning)."""
+    return get_method(cfg.method).variants(preset)[0]
 
 
 def run_transfer(cfg: TransferConfig, console: Console, command: str) -> Path:
@@ -202,7 +205,9 @@ def state_path(out: str | Path, model: str, variant: str, task: str, source_n: i
 class Runner:
     """Runs one model's missing units, sources first so that each source state is trained once."""
 
-    def __init__(self, model_name, model, tokenizer, tasks: list[TransferTask], cfg, preset: dict, store: Store):
+    def __init__(
+        self, model_name, model, tokenizer, tasks: list[TransferTask], cfg, preset: TrainingPreset, store: Store
+    ):
         self.name, self.model, self.tokenizer = model_name, model, tokenizer
         self.tasks, self.cfg, self.preset, self.store = tasks, cfg, preset, store
         self.variant = _variant(cfg, preset)
@@ -293,14 +298,13 @@ class Runner:
         target phase runs `target_steps` on all of its few examples and keeps the last state."""
         cfg = self.cfg
         if brief:
-            preset = self.preset | {
-                "steps": cfg.target_steps,
-                "learning_rate": cfg.target_lr or self.preset["learning_rate"],
-            }
+            preset = replace(
+                self.preset, max_steps=cfg.target_steps, learning_rate=cfg.target_lr or self.preset.learning_rate
+            )
             fit, held = sample, []
         else:
-            preset = self.preset | {"steps": cfg.source_steps, "eval_every": cfg.source_eval_every}
-            fit, held = split_holdout(sample, preset["holdout"], seed)
+            preset = replace(self.preset, max_steps=cfg.source_steps, eval_every=cfg.source_eval_every)
+            fit, held = split_holdout(sample, preset.holdout, seed)
         evals = task.eval_examples if score else []
         run = train_and_score(
             self.model,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import HarnessError
+from harness.methods.base import TrainedUnit
 from harness.methods.prompt import PromptUnit
-from harness.methods.training import TrainedUnit
 from harness.store import UnitName
 
 

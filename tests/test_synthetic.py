@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 
@@ -148,8 +149,8 @@ def test_presidents_ranks_match_a_plain_forward_pass_on_a_real_model(smollm2):
 
 @pytest.mark.parametrize("method,variant", [("bitfit", "bitfit"), ("ptune", "prompt-tuning")])
 def test_trained_methods_on_generated_answers(tiny_lm, method, variant):
+    from harness.methods.base import TrainedUnit, control_examples
     from harness.methods.presets import load_preset
-    from harness.methods.training import TrainedUnit, control_examples
     from harness.methods.tuning import run_tuning_unit
     from harness.prompts import load_prompts
     from harness.synthetic import ANSWER_FIELDS
@@ -158,9 +159,9 @@ def test_trained_methods_on_generated_answers(tiny_lm, method, variant):
     spec = get_task("add-1d")
     prompts = load_prompts(spec.prompts_name)
     evals, train = generate_split(spec, "val")[:6], generate_split(spec, "train")
-    preset = {**load_preset(method, None, []), "steps": 3, "eval_every": 3}
+    preset = dataclasses.replace(load_preset(method, None, []), max_steps=3, eval_every=3)
     if method == "ptune":
-        preset["num_virtual_tokens"] = 4
+        preset = dataclasses.replace(preset, num_virtual_tokens=4)
     before = [p.detach().clone() for p in model.parameters()]
     outputs, info = run_tuning_unit(
         TrainedUnit(method, variant, "question", 16, 0), spec, prompts, model, tokenizer, evals, train, preset

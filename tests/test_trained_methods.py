@@ -18,18 +18,10 @@ import torch
 from harness.errors import HarnessError
 from harness.features import FeatureCache
 from harness.methods import bitfit
+from harness.methods.base import TrainedUnit, control_examples, split_holdout
 from harness.methods.presets import check_overrides, load_preset
 from harness.methods.probe import run_probe_unit
-from harness.methods.training import (
-    ChoiceScorer,
-    TrainedUnit,
-    _evaluate,
-    control_examples,
-    fit_items,
-    split_holdout,
-    train,
-    unit_converged,
-)
+from harness.methods.training import ChoiceScorer, _evaluate, fit_items, train, unit_converged
 from harness.methods.tuning import run_tuning_unit
 from harness.metrics import accuracy
 from harness.prompts import load_prompts
@@ -132,10 +124,10 @@ def test_bitfit_step0_identical_on_smollm2(smollm2):
 # ---------------------------------------------------------------- presets
 def test_presets_load_and_reject_bad_keys_and_types(tmp_path):
     shipped = load_preset("ptune")
-    assert shipped["variants"] == ["prompt-tuning", "p-tuning"] and shipped["num_virtual_tokens"] == 20
-    assert load_preset("ptune", overrides=["ptune.max_steps=7", "bitfit.max_steps=3"])["max_steps"] == 7
-    assert load_preset("ptune", overrides=["ptune.steps=9"])["max_steps"] == 9  # the old name still works
-    assert load_preset("probe", overrides=["probe.layers=[2, 5]"])["layers"] == [2, 5]
+    assert shipped.variants == ["prompt-tuning", "p-tuning"] and shipped.num_virtual_tokens == 20
+    assert load_preset("ptune", overrides=["ptune.max_steps=7", "bitfit.max_steps=3"]).max_steps == 7
+    assert load_preset("ptune", overrides=["ptune.steps=9"]).max_steps == 9  # the old name still works
+    assert load_preset("probe", overrides=["probe.layers=[2, 5]"]).layers == [2, 5]
 
     (tmp_path / "bitfit.yaml").write_text("learning_rate: 0.01\nsteps: 5\nwarmup: 3\n")
     with pytest.raises(HarnessError, match=r"bitfit.yaml: unknown key 'warmup'"):
@@ -286,7 +278,7 @@ def test_cli_trained_methods_end_to_end_and_bad_input(tiny_dir, env, tmp_path):
 def test_probe_log_probabilities_match_sklearn_and_stay_finite(n_classes):
     from harness.methods.probe import _fit_predict, _pipeline
 
-    preset = {"C": 1.0, "max_iter": 2000}
+    preset = dataclasses.replace(load_preset("probe"), C=1.0, max_iter=2000)
     rng = np.random.default_rng(0)
     y = np.arange(60) % n_classes
     x = rng.normal(size=(60, 5)) + y[:, None] * 0.8
@@ -308,14 +300,14 @@ def _bitfit_run(tiny_lm, category, fit_label=None, **preset):
     fit, held = split_holdout(train_examples[:32], 0.25, seed=0)
     if fit_label is not None:
         fit = [dataclasses.replace(e, label=fit_label) for e in fit]
-    full = {**load_preset("bitfit"), **preset}
+    full = dataclasses.replace(load_preset("bitfit"), **preset)
     with bitfit.bias_only(model) as (params, _):
         scorer = ChoiceScorer(model, tokenizer)
         fit_items_, held_items = fit_items(scorer, template, fit), fit_items(scorer, template, held)
         result = train(scorer, params, fit_items_, held_items, full, seed=0)
         kept = [p.detach().clone() for p in params]
-        recomputed = _evaluate(scorer, held_items, full["objective"], full["batch_size"])[0]
-        train_loss = _evaluate(scorer, fit_items_, full["objective"], full["batch_size"])[0]
+        recomputed = _evaluate(scorer, held_items, full.objective, full.batch_size)[0]
+        train_loss = _evaluate(scorer, fit_items_, full.objective, full.batch_size)[0]
     return result, kept, recomputed, train_loss
 
 
@@ -361,7 +353,7 @@ def test_the_kept_state_is_the_best_held_out_step_not_the_last(tiny_lm, category
 def test_tuning_unit_info_records_convergence(tiny_lm, category):
     model, tokenizer = tiny_lm
     prompts, train_examples, evals = category
-    preset = {**load_preset("bitfit"), "max_steps": 3, "eval_every": 1, "patience": 10}
+    preset = dataclasses.replace(load_preset("bitfit"), max_steps=3, eval_every=1, patience=10)
     unit = TrainedUnit("bitfit", "bitfit", "lm-eval", 16, 0)
     _, info = run_tuning_unit(unit, CATEGORY, prompts, model, tokenizer, evals[:4], train_examples, preset)
     assert (info["steps_run"], info["stopped_by"], info["converged"]) == (3, "max_steps", False)

@@ -9,13 +9,28 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+from harness.methods.base import TuningMethod, register
+from harness.methods.presets import TrainingPreset
+
+if TYPE_CHECKING:
+    import torch
+
+    from harness.prompts import Template
+
+
+@dataclass(frozen=True)
+class BitFitPreset(TrainingPreset):
+    """probes/bitfit.yaml: the training settings only (what is trained is fixed: every bias)."""
 
 
 @contextmanager
 def bias_only(model: torch.nn.Module) -> Iterator[tuple[list[torch.nn.Parameter], dict]]:
     """Yield (trainable biases, description) with every other parameter frozen."""
+    import torch
+
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
     model.requires_grad_(False)
     added, existing = [], []
@@ -47,3 +62,17 @@ def bias_only(model: torch.nn.Module) -> Iterator[tuple[list[torch.nn.Parameter]
                 module.bias.copy_(original)
         for name, p in model.named_parameters():
             p.requires_grad_(flags.get(name, False))
+
+
+class BitFit(TuningMethod):
+    name = "bitfit"
+    description = "bias-only tuning (zero-init biases added where the model has none)"
+    preset_class = BitFitPreset
+
+    @contextmanager
+    def trainable(self, model, tokenizer, variant: str, preset: BitFitPreset, template: Template, seed: int):
+        with bias_only(model) as (params, detail):
+            yield None, params, detail  # no soft prompt
+
+
+register(BitFit())

@@ -17,23 +17,40 @@ import math
 import random
 import time
 import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from scipy.special import log_softmax
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
-from harness.engine import Engine
 from harness.errors import HarnessError
-from harness.features import FeatureCache, last_token_features, mean_pooled_features
 from harness.methods import is_random_init
-from harness.methods.training import TrainedUnit, control_examples, train_sample
-from harness.prompts import PromptSet, Template
+from harness.methods.base import (
+    RunContext,
+    TrainedMethod,
+    TrainedUnit,
+    control_examples,
+    register,
+    train_sample,
+)
+from harness.methods.presets import Preset, setting
 from harness.store import Record, VariantRecords
-from harness.tasks import Example, TaskSpec
+
+if TYPE_CHECKING:
+    from harness.engine import Engine
+    from harness.features import FeatureCache
+    from harness.prompts import PromptSet, Template
+    from harness.tasks import Example, TaskSpec
+
+
+@dataclass(frozen=True)
+class ProbePreset(Preset):
+    """probes/probe.yaml: which hidden states are read, and the logistic regression fit on them."""
+
+    pooling: Literal["last", "mean"] = setting("last: the last token of the rendering; mean: mean over its tokens")
+    layers: Literal["all"] | list[int] = setting("all, or a list of layer indices (0 = embeddings)")
+    C: float = setting("inverse L2 strength of the logistic regression", positive=True)
+    max_iter: int = setting("the solver's iteration cap", positive=True)
+    cv_folds: int = setting("folds of the cross-validation on train that chooses the layer", at_least=2)
 
 
 def probe_texts(template: Template, examples: list[Example]) -> list[str]:
@@ -58,6 +75,8 @@ def features(
         return found, False
     if engine is None:
         raise RuntimeError("features are not cached and no model was given")
+    from harness.features import last_token_features, mean_pooled_features  # torch loads with the model
+
     if pooling == "last":
         _, choices = template.render(examples[0])
         array = last_token_features(engine, texts, [template.target_delimiter + c for c in choices])
@@ -67,11 +86,17 @@ def features(
     return array, True
 
 
-def _pipeline(preset: dict) -> object:
-    return make_pipeline(StandardScaler(), LogisticRegression(C=preset["C"], max_iter=preset["max_iter"]))
+def _pipeline(preset: ProbePreset) -> object:
+    from sklearn.linear_model import LogisticRegression  # scikit-learn loads when a probe is fit
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=preset.C, max_iter=preset.max_iter))
 
 
 def _folds(y: np.ndarray, groups: list[str], k: int, seed: int):
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
     counts = np.bincount(y)
     smallest = counts[counts > 0].min()
     if smallest >= 2 and len(counts[counts > 0]) > 1:
@@ -79,8 +104,11 @@ def _folds(y: np.ndarray, groups: list[str], k: int, seed: int):
     return GroupKFold(n_splits=min(k, len(set(groups)))).split(y, y, groups)
 
 
-def _fit_predict(preset: dict, x: np.ndarray, y: np.ndarray, x_eval: np.ndarray, n_classes: int) -> np.ndarray:
+def _fit_predict(preset: ProbePreset, x: np.ndarray, y: np.ndarray, x_eval: np.ndarray, n_classes: int) -> np.ndarray:
     """Log-probabilities (eval, classes); a class never seen in training gets a tiny probability."""
+    from scipy.special import log_softmax
+    from sklearn.exceptions import ConvergenceWarning
+
     out = np.full((len(x_eval), n_classes), np.log(1e-9))
     if len(set(y.tolist())) == 1:
         out[:, y[0]] = 0.0
@@ -97,9 +125,11 @@ def _fit_predict(preset: dict, x: np.ndarray, y: np.ndarray, x_eval: np.ndarray,
     return out
 
 
-def cv_accuracy(preset: dict, x: np.ndarray, y: np.ndarray, groups: list[str], seed: int, n_classes: int) -> float:
+def cv_accuracy(
+    preset: ProbePreset, x: np.ndarray, y: np.ndarray, groups: list[str], seed: int, n_classes: int
+) -> float:
     correct = 0
-    for train_idx, test_idx in _folds(y, groups, preset["cv_folds"], seed):
+    for train_idx, test_idx in _folds(y, groups, preset.cv_folds, seed):
         pred = _fit_predict(preset, x[train_idx], y[train_idx], x[test_idx], n_classes).argmax(1)
         correct += int((pred == y[test_idx]).sum())
     return correct / len(y)
@@ -114,7 +144,7 @@ def mdl_blocks(n: int) -> list[int]:
     return ends + [n]
 
 
-def online_codelength(preset: dict, x: np.ndarray, y: np.ndarray, n_classes: int, seed: int) -> dict:
+def online_codelength(preset: ProbePreset, x: np.ndarray, y: np.ndarray, n_classes: int, seed: int) -> dict:
     """MDL of the labels given the features, online code (Voita & Titov 2020), in bits.
 
     The examples are shuffled (seeded); the first block is sent with the uniform code, each next block with a
@@ -150,7 +180,7 @@ def run_probe_unit(
     model: str,
     eval_examples: list[Example],
     train_examples: list[Example],
-    preset: dict,
+    preset: ProbePreset,
     cache: FeatureCache,
 ) -> tuple[list[VariantRecords], dict]:
     started = time.perf_counter()
@@ -162,11 +192,11 @@ def run_probe_unit(
         sample = control_examples(sample, unit.seed, "train")
         evals = control_examples(eval_examples, unit.seed, "eval")
     # Features depend on the inputs only, so task and control share them (and all seeds share eval's).
-    x_train, computed_train = features(cache, engine, model, task.name, template, "train", preset["pooling"], sample)
-    x_eval, computed_eval = features(cache, engine, model, task.name, template, "val", preset["pooling"], evals)
+    x_train, computed_train = features(cache, engine, model, task.name, template, "train", preset.pooling, sample)
+    x_eval, computed_eval = features(cache, engine, model, task.name, template, "val", preset.pooling, evals)
     y = np.array([e.label for e in sample])
     y_eval = np.array([e.label for e in evals])
-    layers = list(range(x_train.shape[1])) if preset["layers"] == "all" else list(preset["layers"])
+    layers = list(range(x_train.shape[1])) if preset.layers == "all" else list(preset.layers)
     bad = [layer for layer in layers if not 0 <= layer < x_train.shape[1]]
     if bad:
         raise HarnessError(f"probe.layers: layer(s) {bad} out of range 0..{x_train.shape[1] - 1} for {model}")
@@ -185,8 +215,8 @@ def run_probe_unit(
     ]
     width = x_train.shape[2]
     info = {
-        "probe": f"logistic regression on layer {best} of {x_train.shape[1] - 1} ({preset['pooling']} token(s) of "
-        f"template '{template.name}'), chosen by {preset['cv_folds']}-fold CV on train",
+        "probe": f"logistic regression on layer {best} of {x_train.shape[1] - 1} ({preset.pooling} token(s) of "
+        f"template '{template.name}'), chosen by {preset.cv_folds}-fold CV on train",
         "layer": best,
         "layers": layers,
         "cv_curve": cv_curve,
@@ -199,3 +229,37 @@ def run_probe_unit(
         "seconds": round(time.perf_counter() - started, 1),
     }
     return [VariantRecords(unit.stored_variant, unit.template, unit.train_size, unit.seed, records)], info
+
+
+class Probe(TrainedMethod):
+    name = "probe"
+    description = "logistic-regression probes on every layer's hidden states, layer chosen by CV on train"
+    preset_class = ProbePreset
+
+    def not_applicable(self, spec: TaskSpec) -> str | None:
+        if spec.generates:
+            return (
+                f"probe not applicable: {spec.name} has a generated answer, not a class label to probe for "
+                "(an arithmetic task's -parity variant, e.g. add-2d-parity, gives the probe the parity of the answer)"
+            )
+        return None
+
+    def run(self, unit: TrainedUnit, ctx: RunContext) -> tuple[list[VariantRecords], dict]:
+        task = ctx.task
+        random_init = is_random_init(unit.variant)
+        outputs, info = run_probe_unit(
+            unit,
+            task.spec,
+            task.prompts,
+            ctx.random_engine() if random_init else ctx.engine,
+            f"{ctx.model}@random-init-s{ctx.random_init_seed}" if random_init else ctx.model,  # features cache key
+            task.eval_examples,
+            task.train,
+            task.presets[self.name],
+            ctx.cache,
+        )
+        ctx.advance(self.cost(unit, task))
+        return outputs, info
+
+
+register(Probe())

@@ -14,22 +14,30 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
+import numpy as np
 
-from harness.engine import Engine, Request, Scored
 from harness.errors import HarnessError
+from harness.methods.base import Method, RunContext, TaskContext, register
 from harness.metrics import accuracy
 from harness.prompts import PromptSet, Template
 from harness.store import Record, UnitName, VariantRecords
 from harness.synthetic import random_answer_fields
 from harness.tasks import Example, TaskSpec
 
+if TYPE_CHECKING:
+    import torch
+
+    from harness.config import EvalConfig
+    from harness.engine import Engine, Request, Scored
+
 
 @dataclass(frozen=True)
 class PromptUnit:
     """One pass over the eval set. `kind`: gold (also yields `calibrated`), random_labels or control."""
 
+    method: ClassVar[str] = "prompt"
     template: str
     shots: int
     seed: int
@@ -156,6 +164,8 @@ def selection_examples(train: list[Example], demos: list[Example], task: str) ->
 
 
 def _requests(template: Template, prefix: str, examples: list[Example]) -> tuple[list[Request], list[list[str]]]:
+    from harness.engine import Request  # torch loads with the engine
+
     rendered = [template.render(ex) for ex in examples]
     requests = [Request(prefix + text, [template.target_delimiter + c for c in choices]) for text, choices in rendered]
     return requests, [choices for _, choices in rendered]
@@ -163,6 +173,8 @@ def _requests(template: Template, prefix: str, examples: list[Example]) -> tuple
 
 def _content_free_request(template: Template, prompts: PromptSet, prefix: str, base: Example) -> Request:
     """The content-free input of contextual calibration: `base` with the task's content fields blanked."""
+    from harness.engine import Request
+
     cf_text, cf_choices = template.render(base, {**base.fields, **prompts.content_free})
     return Request(prefix + cf_text, [template.target_delimiter + c for c in cf_choices])
 
@@ -240,7 +252,7 @@ def run_unit(
     scored = engine.score(requests, hidden_layers=hidden_layers, progress=progress, content_ranks=task.generates)
     if hidden_sink is not None:
         for s in scored[: len(eval_examples)]:
-            hidden_sink.append(torch.stack([s.hidden[layer] for layer in hidden_layers]).numpy())
+            hidden_sink.append(np.stack([s.hidden[layer].numpy() for layer in hidden_layers]))
     records = [
         _record(ex, s, choices, gold, keep_texts)
         for ex, s, choices, gold in zip(eval_examples, scored, all_choices, golds)
@@ -315,3 +327,100 @@ def _add_generated(
     if task.generates:
         contexts = [r.context for r in requests[: len(records)]]
         add_generated(engine, contexts, all_choices, records, task.max_new_tokens, task.stop)
+
+
+# ---------------------------------------------------------------- the method: plan, cost and run in `harness eval`
+def random_label_shots(cfg: EvalConfig) -> list[int]:
+    """The k that get random-label demos: as asked, else the largest k (where the report reads them)."""
+    if cfg.random_label_shots is not None:
+        return cfg.random_label_shots
+    return [max(cfg.shots)]  # validate() has rejected an empty --shots
+
+
+def wants_selection(task: TaskContext, unit: PromptUnit) -> bool:
+    """Gold prompts at k = 0 and the largest k get train scores: the decomposition picks among these."""
+    return unit.kind == "gold" and bool(task.train) and unit.shots in (0, max(task.cfg.shots))
+
+
+def selection_cost(task: TaskContext) -> int:
+    return len(selection_examples(task.train or [], [], task.spec.name)) + 1
+
+
+def train_scores(unit: PromptUnit, ctx: RunContext) -> dict | None:
+    """`score_selection` of a unit in a run (also for a unit an older version stored without them)."""
+    task = ctx.task
+    return score_selection(
+        unit, task.spec, task.prompts, ctx.engine, task.eval_examples, task.train, task.cfg.demo_selection, ctx.advance
+    )
+
+
+class Prompt(Method):
+    name = "prompt"
+    description = "many templates, k-shot demos, random-label demos, calibration, control prompts"
+
+    def plan(self, task: TaskContext) -> list[PromptUnit]:
+        cfg = task.cfg
+        if task.spec.answer == "read":  # the presidents list: one pass, no templates or demos
+            return [PromptUnit("list", 0, 0)]
+        train_size = len(task.train) if task.train is not None else None
+        return plan_units(
+            task.prompts, cfg.shots, cfg.seeds, cfg.templates, cfg.demo_selection, train_size, random_label_shots(cfg)
+        )
+
+    def cost(self, unit: PromptUnit, task: TaskContext) -> int:
+        """Eval requests, the content-free request of a calibrated unit, and the train examples that score a prompt
+        for template selection."""
+        prompts = task.prompts
+        calibrated = unit.kind == "gold" and prompts is not None and prompts.content_free is not None
+        calibrated = calibrated and prompts.get(unit.template).fixed_choices
+        selection = selection_cost(task) if wants_selection(task, unit) else 0
+        return len(task.eval_examples) + int(calibrated) + selection
+
+    def run(self, unit: PromptUnit, ctx: RunContext) -> tuple[list[VariantRecords], dict]:
+        """A prompt unit; when it scores the probe's template zero-shot, the probe's eval features come from the
+        same forward pass (the hidden states at its answer slot are the last token's)."""
+        task = ctx.task
+        if task.spec.answer == "read":
+            from harness.presidents import read_list
+
+            records = read_list(ctx.engine, task.eval_examples)
+            ctx.advance(len(records))
+            return [VariantRecords("gold", unit.template, 0, 0, records)], {"variants": ["gold"]}
+        from harness.features import n_states
+
+        probe = task.presets.get("probe")
+        share = (
+            probe is not None
+            and probe.pooling == "last"
+            and unit.template == probe.template
+            and unit.shots == 0
+            and unit.kind in ("control", "gold")
+        )
+        sink: list | None = [] if share else None
+        outputs = run_unit(
+            unit,
+            task.spec,
+            task.prompts,
+            ctx.engine,
+            task.eval_examples,
+            task.train,
+            task.cfg.demo_selection,
+            progress=ctx.advance,
+            hidden_sink=sink,
+            hidden_layers=list(range(n_states(ctx.engine.model))) if share else (),
+        )
+        if share:
+            from harness.methods.probe import probe_texts
+
+            template = task.prompts.get(unit.template)
+            texts = probe_texts(template, task.eval_examples)
+            ctx.cache.save(
+                ctx.cache.path(ctx.model, task.spec.name, template.name, "val", "last", texts), np.stack(sink)
+            )
+        info: dict = {"variants": [o.variant for o in outputs]}
+        if wants_selection(task, unit):
+            info["selection"] = train_scores(unit, ctx)
+        return outputs, info
+
+
+register(Prompt())

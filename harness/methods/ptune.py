@@ -12,15 +12,27 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
-import torch
-from peft import PromptEncoderConfig, PromptTuningConfig
-from peft.tuners.p_tuning.model import PromptEncoder
-from peft.tuners.prompt_tuning.model import PromptEmbedding
-
+from harness.methods.base import TuningMethod, register
+from harness.methods.presets import TrainingPreset, setting
 from harness.prompts import Template
 
-VARIANTS = ("prompt-tuning", "p-tuning")
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class PTunePreset(TrainingPreset):
+    """probes/ptune.yaml: the training settings, and the soft prompt's."""
+
+    variants: list[Literal["prompt-tuning", "p-tuning"]] = setting(
+        "prompt-tuning (PromptTuningConfig, Lester et al. 2021) and/or p-tuning (PromptEncoderConfig, Liu et al. "
+        "2021): each is its own stored variant"
+    )
+    num_virtual_tokens: int = setting("soft prompt length, in virtual tokens", positive=True)
+    encoder_hidden_size: int = setting("width of p-tuning's MLP encoder", positive=True)
 
 
 def init_text(template: Template) -> str:
@@ -31,13 +43,18 @@ def init_text(template: Template) -> str:
 
 @contextmanager
 def soft_prompt(
-    model: torch.nn.Module, tokenizer, variant: str, preset: dict, template: Template, seed: int
+    model: torch.nn.Module, tokenizer, variant: str, preset: PTunePreset, template: Template, seed: int
 ) -> Iterator[tuple[Callable[[int], torch.Tensor], list[torch.nn.Parameter], dict]]:
     """Yield (prompt(batch) -> embeddings, trainable parameters, description); the model is frozen meanwhile."""
+    import torch
+    from peft import PromptEncoderConfig, PromptTuningConfig
+    from peft.tuners.p_tuning.model import PromptEncoder
+    from peft.tuners.prompt_tuning.model import PromptEmbedding
+
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
     model.requires_grad_(False)
     embeddings = model.get_input_embeddings()
-    n, dim = preset["num_virtual_tokens"], embeddings.weight.shape[1]
+    n, dim = preset.num_virtual_tokens, embeddings.weight.shape[1]
     torch.manual_seed(seed)
     if variant == "prompt-tuning":
         config = PromptTuningConfig(
@@ -57,11 +74,11 @@ def soft_prompt(
             num_virtual_tokens=n,
             token_dim=dim,
             num_transformer_submodules=1,
-            encoder_hidden_size=preset["encoder_hidden_size"],
+            encoder_hidden_size=preset.encoder_hidden_size,
             encoder_reparameterization_type="MLP",
         )
         module = PromptEncoder(config)
-        detail = f"{n} virtual tokens from an MLP encoder (hidden size {preset['encoder_hidden_size']})"
+        detail = f"{n} virtual tokens from an MLP encoder (hidden size {preset.encoder_hidden_size})"
     else:
         raise ValueError(variant)
     module = module.to(embeddings.weight.device)
@@ -76,3 +93,18 @@ def soft_prompt(
     finally:
         for name, p in model.named_parameters():
             p.requires_grad_(flags.get(name, False))
+
+
+class PTune(TuningMethod):
+    name = "ptune"
+    description = "soft prompts trained on the frozen model (prompt tuning and P-tuning, peft)"
+    preset_class = PTunePreset
+
+    def variants(self, preset: PTunePreset) -> list[str]:
+        return list(preset.variants)
+
+    def trainable(self, model, tokenizer, variant: str, preset: PTunePreset, template: Template, seed: int):
+        return soft_prompt(model, tokenizer, variant, preset, template, seed)
+
+
+register(PTune())

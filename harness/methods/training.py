@@ -1,5 +1,5 @@
-"""What the trained methods (ptune, bitfit, probe) share: train samples, control labels, choice scoring with
-gradients, and a training loop with held-out early stopping.
+"""What the tuned methods (ptune, bitfit) share: choice scoring with gradients, and a training loop with held-out
+early stopping. (Train samples, the held-out split and control labels, which the probe shares too, are in base.py.)
 
 Every trained method scores an example the way the prompt method does: the log-likelihood of each answer choice
 after the rendered template (lm-evaluation-harness tokenization), so its outputs are per-example choice scores
@@ -11,80 +11,25 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
 
 from harness.engine import Engine, slot_diagnostics
 from harness.errors import HarnessError
-from harness.methods import CONTROL_SUFFIX
+from harness.methods.base import get_method
+from harness.methods.presets import TrainingPreset
 from harness.methods.prompt import add_generated, gold_indices
 from harness.prompts import Template
-from harness.store import Record, UnitName
-from harness.tasks import Example, TaskSpec, stratified_subset
+from harness.store import Record
+from harness.tasks import Example, TaskSpec
 
 # Bounds the padded positions of one scoring batch (forward, or forward + backward when training): activation
 # memory for backward is about 1.3 MB per position on SmolLM2-135M, so 1024 keeps training well under 4 GB.
 TRAIN_BATCH_POSITIONS = 1024
 # A row shorter than this share of its batch's longest row starts a new batch (bounds the padding computed).
 PAD_SLACK = 0.75
-
-
-@dataclass(frozen=True)
-class TrainedUnit:
-    """One training run and its evaluation: a method variant, train size and seed, on the task or its control."""
-
-    method: str  # ptune | bitfit | probe
-    variant: str  # prompt-tuning | p-tuning | bitfit | probe
-    template: str
-    train_size: int
-    seed: int
-    control: bool = False
-
-    @property
-    def stored_variant(self) -> str:
-        return self.variant + CONTROL_SUFFIX if self.control else self.variant
-
-    @property
-    def key(self) -> str:
-        return str(UnitName(self.stored_variant, self.template, f"n{self.train_size}", self.seed))
-
-
-# ---------------------------------------------------------------- data
-def train_sample(train: list[Example], size: int, seed: int) -> list[Example]:
-    """A seeded, label-stratified sample of `size` metric groups (all of train when it has exactly that many)."""
-    return stratified_subset(train, size, seed)
-
-
-def split_holdout(sample: list[Example], share: float, seed: int) -> tuple[list[Example], list[Example]]:
-    """(fit, held out): whole metric groups, at least one on each side. Eval data never enters here."""
-    groups = sorted({e.group for e in sample})
-    if len(groups) < 2:
-        raise HarnessError(f"a train sample of {len(groups)} example(s) cannot be split for early stopping")
-    rng = random.Random(f"holdout/{seed}")
-    rng.shuffle(groups)
-    n_hold = min(len(groups) - 1, max(1, round(share * len(groups))))
-    held = set(groups[:n_hold])
-    return [e for e in sample if e.group not in held], [e for e in sample if e.group in held]
-
-
-def control_examples(examples: list[Example], seed: int, salt: str, answer_fields: Sequence[str] = ()) -> list[Example]:
-    """The control task (after Hewitt & Liang 2019): the same inputs, the labels permuted at random.
-
-    The permutation keeps the label distribution and breaks any relation between input and label, so what a
-    method reaches on it is what it gets from fitting arbitrary labels and the label prior alone. A generated
-    answer has no label: its `answer_fields` are permuted together instead (another example's answer).
-    """
-    rng = random.Random(f"control/{salt}/{seed}")
-    if answer_fields:
-        answers = [{k: e.fields[k] for k in answer_fields if k in e.fields} for e in examples]
-        rng.shuffle(answers)
-        return [replace(e, fields={**e.fields, **a}) for e, a in zip(examples, answers)]
-    labels = [e.label for e in examples]
-    rng.shuffle(labels)
-    return [replace(e, label=label) for e, label in zip(examples, labels)]
 
 
 # ---------------------------------------------------------------- scoring with gradients
@@ -253,12 +198,6 @@ def unit_converged(info: dict) -> bool | None:
     return None if value is None else bool(value)
 
 
-def step_cap(preset: dict) -> int:
-    """The most optimiser steps of a run: `max_steps`; a caller that sets the old key `steps` on a loaded preset
-    (harness/transfer.py's source and target phases) overrides it."""
-    return int(preset["steps"] if "steps" in preset else preset["max_steps"])
-
-
 def _evaluate(scorer: ChoiceScorer, items: list[_Item], objective: str, batch_size: int) -> tuple[float, float]:
     total_loss, correct = 0.0, 0
     with torch.no_grad():
@@ -275,7 +214,7 @@ def train(
     params: list[torch.nn.Parameter],
     fit: list[_Item],
     held: list[_Item],
-    preset: dict,
+    preset: TrainingPreset,
     seed: int,
     progress: Callable[[int], None] | None = None,
 ) -> TrainResult:
@@ -290,9 +229,9 @@ def train(
     started = time.perf_counter()
     torch.manual_seed(seed)
     rng = random.Random(f"batches/{seed}")
-    opt = torch.optim.AdamW(params, lr=preset["learning_rate"], weight_decay=0.0)
-    objective, batch_size = preset["objective"], preset["batch_size"]
-    max_steps, max_seconds = step_cap(preset), preset.get("max_seconds")
+    opt = torch.optim.AdamW(params, lr=preset.learning_rate, weight_decay=0.0)
+    objective, batch_size = preset.objective, preset.batch_size
+    max_steps, max_seconds = preset.max_steps, preset.max_seconds
     loss, acc = _evaluate(scorer, held, objective, batch_size) if held else (float("nan"), float("nan"))
     best = (loss, 0, acc, [p.detach().clone() for p in params])
     curve = [(0, loss, acc)]
@@ -312,7 +251,7 @@ def train(
         if progress:
             progress(1)
         out_of_time = max_seconds is not None and time.perf_counter() - started >= max_seconds
-        if held and (step % preset["eval_every"] == 0 or step == max_steps or out_of_time):
+        if held and (step % preset.eval_every == 0 or step == max_steps or out_of_time):
             loss, acc = _evaluate(scorer, held, objective, batch_size)
             curve.append((step, loss, acc))
             if loss < best[0] - 1e-6:
@@ -320,7 +259,7 @@ def train(
                 checks_without_gain = 0
             else:
                 checks_without_gain += 1
-                if checks_without_gain >= preset["patience"]:
+                if checks_without_gain >= preset.patience:
                     stopped_by = "patience"
                     break
         if out_of_time:
@@ -387,22 +326,6 @@ def score_examples(
     return records
 
 
-@contextmanager
-def trainable(
-    model, tokenizer, method: str, variant: str, preset: dict, template: Template, seed: int
-) -> Iterator[tuple[Callable[[int], torch.Tensor] | None, list[torch.nn.Parameter], dict]]:
-    """(soft prompt or None, trainable parameters, description) of a fresh untrained ptune or bitfit state; the
-    model is restored after."""
-    from harness.methods import bitfit, ptune
-
-    if method == "bitfit":
-        with bitfit.bias_only(model) as (params, detail):
-            yield None, params, detail
-    else:
-        with ptune.soft_prompt(model, tokenizer, variant, preset, template, seed) as (prompt, params, detail):
-            yield prompt, params, detail
-
-
 def fit_items(scorer: ChoiceScorer, template: Template, examples: list[Example]) -> list[_Item]:
     items = scorer.items(template, examples)
     for it, ex in zip(items, examples):
@@ -434,7 +357,7 @@ def train_and_score(
     tokenizer,
     method: str,
     variant: str,
-    preset: dict,
+    preset: TrainingPreset,
     template: Template,
     task: TaskSpec,
     fit: list[Example],
@@ -451,9 +374,10 @@ def train_and_score(
     prompt method scores it. The model is restored after. Used by `harness eval` (methods/tuning.py) and
     `harness transfer`."""
     if task.generates:  # one answer to generate: train on its tokens (a softmax over one choice has no gradient)
-        preset = {**preset, "objective": "lm"}
+        preset = replace(preset, objective="lm")
     generate = task.max_new_tokens if task.generates else 0
-    with trainable(model, tokenizer, method, variant, preset, template, seed) as (prompt, params, detail):
+    trainable = get_method(method).trainable(model, tokenizer, variant, preset, template, seed)
+    with trainable as (prompt, params, detail):
         if start is not None:
             with torch.no_grad():
                 for p, saved in zip(params, start, strict=True):
@@ -463,7 +387,7 @@ def train_and_score(
         fit_items_, held_items = fit_items(scorer, template, fit), fit_items(scorer, template, held)
         result = train(scorer, params, fit_items_, held_items, preset, seed, progress)
         scored = time.perf_counter()
-        batch_size = preset["batch_size"]
+        batch_size = preset.batch_size
         records = score_examples(scorer, template, evals, batch_size, generate, task.stop) if evals else []
         held_records = score_examples(scorer, template, held, batch_size, generate, task.stop) if score_held else []
         eval_seconds = time.perf_counter() - scored

@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from harness.methods.training import TrainedUnit, control_examples, split_holdout, train_and_score, train_sample
+from harness.methods.base import TrainedUnit, control_examples, split_holdout, train_sample
+from harness.methods.presets import TrainingPreset
+from harness.methods.training import train_and_score
 from harness.metrics import accuracy
 from harness.prompts import PromptSet
 from harness.store import VariantRecords
@@ -21,7 +23,7 @@ def run_tuning_unit(
     tokenizer,
     eval_examples: list[Example],
     train_examples: list[Example],
-    preset: dict,
+    preset: TrainingPreset,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[list[VariantRecords], dict]:
     started = time.perf_counter()
@@ -32,7 +34,7 @@ def run_tuning_unit(
     if unit.control:
         sample = control_examples(sample, unit.seed, "train", answers)
         evals = control_examples(eval_examples, unit.seed, "eval", answers)
-    fit, held = split_holdout(sample, preset["holdout"], unit.seed)
+    fit, held = split_holdout(sample, preset.holdout, unit.seed)
     run = train_and_score(
         model,
         tokenizer,
