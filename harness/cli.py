@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import inspect
 import re
 import shlex
 import signal
 import sys
-from typing import Annotated
+import typing
+from collections.abc import Callable
+from types import UnionType
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,10 +24,16 @@ try:  # recent typer ships its own copy of click (typer._click), whose exception
 except ImportError:  # pragma: no cover - older typer runs on click itself
     from click import exceptions as click_errors
 
+from harness.config import (
+    OPTION,
+    EvalConfig,
+    OptionSpec,
+    PromptsConfig,
+    ReportConfig,
+    TasksConfig,
+    TransferConfig,
+)
 from harness.errors import HarnessError, Interrupted, Terminated
-
-# `harness transfer`'s default: five arithmetic skills and three text tasks with labels
-DEFAULT_TRANSFER_TASKS = ["add-2d", "sub-2d", "mul-2d", "div-2d", "mixed-1d", "boolq", "rte", "copa"]
 
 app = typer.Typer(
     help="Measure what a language model can do: prompting and trained elicitation side by side.",
@@ -34,310 +45,136 @@ console = Console(stderr=True)
 out_console = Console()
 
 
-# --tasks-dir, written once for every command that reads tasks
-TasksDir = Annotated[
-    list[str],
-    typer.Option(
-        "--tasks-dir",
-        help="Folder of task files (harness tasks/<name>.yaml shape, or lm-evaluation-harness task YAMLs); "
-        "repeatable; also $HARNESS_TASKS_DIR. Its tasks take precedence over shipped ones of the same name.",
-    ),
-]
+# The commands' flags are built from their config dataclasses (harness/config.py): one field, one flag.
 
 
-def _split(value: str | None) -> list[str] | None:
-    """Comma-separated items, stripped: None when the option was not given, [] when it was given empty (`--tasks ,`),
-    which validate() refuses rather than falling back to the default."""
-    if value is None:
-        return None
-    return [v.strip() for v in value.split(",") if v.strip()]
+def _flag(f: dataclasses.Field) -> str:
+    """A field as the user types it: --seeds, --set (a flag of its own), or TASK (an argument)."""
+    spec: OptionSpec = f.metadata[OPTION]
+    if spec.argument:
+        return f.name.upper()
+    return spec.flag or "--" + f.name.replace("_", "-")
 
 
-def _ints(value: str, flag: str) -> list[int]:
+def _cli_type(config: type, f: dataclasses.Field, hint: Any) -> type:
+    """The type typer parses the flag as: str for a field with a parser, else the field's type without None."""
+    if f.metadata[OPTION].parse is not None:
+        return str
+    union = typing.get_origin(hint) in (UnionType, typing.Union)
+    types = [t for t in (typing.get_args(hint) if union else (hint,)) if t is not type(None)]
+    if len(types) == 1 and (types[0] in (int, float, str, bool) or types[0] == list[str]):
+        return types[0]
+    raise TypeError(f"{config.__name__}.{f.name}: a {hint} option needs parse= (see harness.config.option)")
+
+
+def _parameter(config: type, f: dataclasses.Field, hint: Any) -> inspect.Parameter:
+    """The typer parameter of one field, with the field's default (a list one as the user writes it)."""
+    spec: OptionSpec = f.metadata[OPTION]
+    kind = _cli_type(config, f, hint)
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if isinstance(default, list):
+        # comma-separated for a field with a parser (which must read it back), else the repeated flag's values
+        written = ",".join(str(v) for v in default) if spec.parse else default
+        if spec.parse and default and spec.parse(written) != default:
+            raise TypeError(f"{config.__name__}.{f.name}: its default {default!r} does not read back from {written!r}")
+        default = written or None  # an empty list: typer's "not given"
+    if spec.argument:
+        info = typer.Argument(help=spec.help)
+    else:
+        # no names given: typer's own, which for a bool is --name/--no-name
+        names = [_flag(f), spec.short] if spec.short or spec.flag else []
+        info = typer.Option(*[n for n in names if n], help=spec.help)
+    return inspect.Parameter(
+        f.name,
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=Annotated[kind, info],
+        default=inspect.Parameter.empty if default is dataclasses.MISSING else default,
+    )
+
+
+def option_fields(config: type) -> list[dataclasses.Field]:
+    """The fields of a config dataclass that are command-line options (those defined with config.option)."""
+    return [f for f in dataclasses.fields(config) if OPTION in f.metadata]
+
+
+def parse_option(f: dataclasses.Field, value: Any) -> Any:
+    """A field's value from what typer parsed; a parser's complaint becomes one line naming the flag."""
+    parse = f.metadata[OPTION].parse
+    if parse is None:
+        return value
     try:
-        return [int(v) for v in _split(value) or []]
-    except ValueError:
-        raise HarnessError(f"{flag} expects comma-separated integers, got '{value}'") from None
+        return parse(value)
+    except ValueError as err:
+        raise HarnessError(f"{_flag(f)} {err}") from None
+
+
+def from_config(config: type) -> Callable[[Callable[[Any], None]], Callable[..., None]]:
+    """Decorator: turns `run(cfg)` into a typer command whose options are the fields of the dataclass `config`.
+    An option not given leaves its field at the dataclass's default."""
+    hints = typing.get_type_hints(config)
+    fields = option_fields(config)
+    signature = inspect.Signature([_parameter(config, f, hints[f.name]) for f in fields])
+
+    def decorate(run: Callable[[Any], None]) -> Callable[..., None]:
+        def command(**given: Any) -> None:
+            values = {f.name: parse_option(f, given[f.name]) for f in fields if given[f.name] is not None}
+            run(config(**values))
+
+        command.__signature__ = signature  # what typer reads the options from
+        command.__name__, command.__qualname__, command.__doc__ = run.__name__, run.__qualname__, run.__doc__
+        return command
+
+    return decorate
 
 
 def _train_sizes(value: str) -> list[int | str]:
-    """--train-sizes: integers, or `all` for a task's whole train split (resolved per task)."""
-    try:
-        return [v.lower() if v.lower() == "all" else int(v) for v in _split(value) or []]
-    except ValueError:
-        raise HarnessError(f"--train-sizes expects comma-separated integers or 'all', got '{value}'") from None
+    """--train-sizes as the command line reads it (tests/test_trained_methods.py checks it through this name)."""
+    return parse_option(next(f for f in option_fields(EvalConfig) if f.name == "train_sizes"), value)
 
 
-def _random_label_shots(value: str | None) -> list[int] | None:
-    if value is None:
-        return None
-    if not _split(value):
-        raise HarnessError("--random-label-shots is empty: give k values from --shots, or 'none'")
-    return [] if value.strip().lower() == "none" else _ints(value, "--random-label-shots")
-
-
-def _methods_or_none(value: str, flag: str) -> list[str]:
-    """A comma-separated list of methods, or 'none' for none; empty is a mistake, not 'none'."""
-    if value.strip().lower() == "none":
-        return []
-    names = _split(value)
-    if not names:
-        raise HarnessError(f"{flag} is empty: name trained methods, comma-separated, or 'none'")
-    return names
+def _command_line() -> str:
+    """The command as the user typed it, stored with the results."""
+    return "harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 @app.command("eval")
-def eval_command(
-    model: Annotated[
-        list[str],
-        typer.Option(
-            "--model",
-            "-m",
-            help="Short name (see `harness models`), Hub id, local HF folder or .gguf file. Repeat for several sizes.",
-        ),
-    ] = None,
-    suite: Annotated[
-        str, typer.Option(help="Suite(s) in suites/, comma-separated, or a suite YAML file.")
-    ] = "superglue",
-    tasks: Annotated[
-        str, typer.Option(help="Comma-separated tasks; overrides the suite's list (see `harness tasks`).")
-    ] = None,
-    methods: Annotated[
-        str,
-        typer.Option(
-            help="Comma-separated methods: prompt (templates, demos, controls), ptune (soft prompts), "
-            "bitfit (bias-only tuning), probe (linear probes on hidden states)."
-        ),
-    ] = "prompt",
-    shots: Annotated[str, typer.Option(help="Comma-separated numbers of demos (k).")] = "0,1,4",
-    random_label_shots: Annotated[
-        str, typer.Option(help="k values that also get random-label demos (default: the largest k; 'none' for none).")
-    ] = None,
-    seeds: Annotated[
-        int, typer.Option(help="Demo seeds per (template, k>0): each draws its own demo set from train.")
-    ] = 3,
-    templates: Annotated[
-        str, typer.Option(help="Comma-separated template names (default: all). Control templates always run.")
-    ] = None,
-    limit: Annotated[
-        int,
-        typer.Option(
-            help="Evaluate a seeded, label-stratified subset of this many val examples per task (MultiRC: questions). Default: all."
-        ),
-    ] = None,
-    limit_seed: Annotated[int, typer.Option(help="Seed of the --limit subset.")] = 0,
-    batch_size: Annotated[
-        int, typer.Option(help="Rows per forward pass (default: picked from sequence lengths and memory).")
-    ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    dtype: Annotated[
-        str, typer.Option(help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16.")
-    ] = "auto",
-    out: Annotated[
-        str, typer.Option(help="Output folder: results.db, summary.csv, report.md, plots/. Rerunning resumes.")
-    ] = "runs/latest",
-    data_dir: Annotated[
-        str,
-        typer.Option(
-            help="Folder of SuperGLUE jsonl files (<dir>/<Task>/{train,val}.jsonl). Default: $HARNESS_DATA_DIR, else the Hugging Face Hub.",
-            envvar=None,
-        ),
-    ] = None,
-    train_set: Annotated[
-        str,
-        typer.Option(
-            help="Where demos come from: auto (FewGLUE if found, else SuperGLUE train), fewglue, superglue, or a folder."
-        ),
-    ] = "auto",
-    fewglue_dir: Annotated[
-        str,
-        typer.Option(
-            help="FewGLUE folder. Default: $HARNESS_FEWGLUE_DIR, else a 'fewglue' folder beside the data folder."
-        ),
-    ] = None,
-    demo_selection: Annotated[
-        str, typer.Option(help="random (seeded, one demo set per k and seed) or first (the first k train examples).")
-    ] = "random",
-    prompts_dir: Annotated[
-        str, typer.Option(help="Folder of <task>.yaml prompt files to use instead of the task files' templates.")
-    ] = None,
-    tasks_dir: TasksDir = None,
-    trust_remote_code: Annotated[
-        bool, typer.Option(help="Allow model code from the Hub to run (off by default).")
-    ] = False,
-    train_sizes: Annotated[
-        str,
-        typer.Option(
-            help="Trained methods: comma-separated train sample sizes for learning curves, e.g. 8,32,128,all "
-            "(all: the task's whole train split; default 32, FewGLUE's size). A quarter of each sample is held "
-            "out for early stopping; eval data never is."
-        ),
-    ] = None,
-    set_: Annotated[
-        list[str],
-        typer.Option(
-            "--set",
-            help="Override a method preset (probes/<method>.yaml): METHOD.KEY=VALUE, e.g. ptune.max_steps=40. Repeatable.",
-        ),
-    ] = None,
-    presets_dir: Annotated[
-        str, typer.Option(help="Folder of <method>.yaml presets to use instead of the shipped probes/.")
-    ] = None,
-    random_init_baseline: Annotated[
-        str,
-        typer.Option(
-            help="Trained methods that also run on a seeded re-initialisation of the model (variant "
-            "<variant>-random-init), the baseline of their selectivity: comma-separated, or 'none'."
-        ),
-    ] = "probe",
-    permuted_label_check: Annotated[
-        str,
-        typer.Option(
-            help="Trained methods that also train and score with permuted labels (variant <variant>-control): a "
-            "sanity check that should sit at chance, one more unit per trained unit. Comma-separated, or 'none'."
-        ),
-    ] = "ptune,bitfit,probe",
-) -> None:
+@from_config(EvalConfig)
+def eval_command(cfg: EvalConfig) -> None:
     """Evaluate models on a suite; writes OUT/results.db, OUT/summary.csv, OUT/report.md."""
-    from harness.config import EvalConfig
     from harness.evaluate import run_eval
-    from harness.model_catalog import DEFAULT_MODEL
 
-    cfg = EvalConfig(
-        models=list(model) if model else [DEFAULT_MODEL],
-        suite=suite,
-        tasks=_split(tasks),
-        methods=_split(methods) or [],
-        shots=_ints(shots, "--shots"),
-        random_label_shots=_random_label_shots(random_label_shots),
-        seeds=seeds,
-        templates=_split(templates),
-        limit=limit,
-        limit_seed=limit_seed,
-        batch_size=batch_size,
-        device=device,
-        dtype=dtype,
-        out=out,
-        data_dir=data_dir,
-        train_set=train_set,
-        fewglue_dir=fewglue_dir,
-        demo_selection=demo_selection,
-        train_sizes=_train_sizes(train_sizes) if train_sizes is not None else None,
-        overrides=list(set_ or []),
-        presets_dir=presets_dir,
-        random_init_baseline=_methods_or_none(random_init_baseline, "--random-init-baseline"),
-        permuted_label_check=_methods_or_none(permuted_label_check, "--permuted-label-check"),
-        prompts_dir=prompts_dir,
-        tasks_dirs=list(tasks_dir or []),
-        trust_remote_code=trust_remote_code,
-    )
-    command = "harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    report = run_eval(cfg, console, command)
+    report = run_eval(cfg, console, _command_line())
     console.print(f"report: {report}")
 
 
 @app.command("transfer")
-def transfer_command(
-    model: Annotated[
-        list[str],
-        typer.Option(
-            "--model", "-m", help="Short name, Hub id, local HF folder or .gguf file. Repeat for several sizes."
-        ),
-    ] = None,
-    tasks: Annotated[
-        str,
-        typer.Option(help="Comma-separated tasks (at least two); every ordered pair (A, B) is run, A = B included."),
-    ] = ",".join(DEFAULT_TRANSFER_TASKS),
-    method: Annotated[
-        str, typer.Option(help="bitfit (bias-only tuning) or ptune (its preset's first variant: prompt tuning).")
-    ] = "bitfit",
-    source_n: Annotated[int, typer.Option(help="Train examples of the source task A.")] = 200,
-    target_n: Annotated[int, typer.Option(help="Train examples of the target task B (disjoint from A's sample).")] = 10,
-    source_steps: Annotated[
-        int, typer.Option(help="Most optimiser steps on A; a quarter of A's sample is held out for early stopping.")
-    ] = 50,
-    target_steps: Annotated[int, typer.Option(help="Optimiser steps on B; the last state is kept.")] = 10,
-    target_lr: Annotated[
-        float, typer.Option(help="Learning rate on B (default: the preset's, as on A); a fresh AdamW either way.")
-    ] = None,
-    source_eval_every: Annotated[int, typer.Option(help="Steps between held-out checks on A.")] = 10,
-    seeds: Annotated[int, typer.Option(help="Training seeds: each draws its own samples and initialisation.")] = 3,
-    limit: Annotated[int, typer.Option(help="Seeded, label-stratified val examples scored per task.")] = 100,
-    limit_seed: Annotated[int, typer.Option(help="Seed of the --limit subset.")] = 0,
-    out: Annotated[str, typer.Option(help="Output folder: results.db, states/, transfer.csv, report.md, plots/.")] = (
-        "runs/transfer"
-    ),
-    data_dir: Annotated[
-        str, typer.Option(help="Folder of SuperGLUE jsonl files. Default: $HARNESS_DATA_DIR, else the Hub.")
-    ] = None,
-    train_set: Annotated[
-        str, typer.Option(help="superglue (default: FewGLUE's 32 examples are too few), fewglue, auto or a folder.")
-    ] = "superglue",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
-    set_: Annotated[
-        list[str], typer.Option("--set", help="Override a preset: METHOD.KEY=VALUE, e.g. bitfit.learning_rate=3e-3.")
-    ] = None,
-    presets_dir: Annotated[str, typer.Option(help="Folder of <method>.yaml presets.")] = None,
-    prompts_dir: Annotated[str, typer.Option(help="Folder of <task>.yaml prompt files.")] = None,
-    tasks_dir: TasksDir = None,
-    trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from the Hub to run.")] = False,
-) -> None:
+@from_config(TransferConfig)
+def transfer_command(cfg: TransferConfig) -> None:
     """Train on task A, then briefly on B, and compare B's score with training on B alone, for every ordered
     pair: the matrix of gains, its asymmetries and a clustering of tasks, per model. Resumable: rerun to resume."""
-    from harness.config import TransferConfig
-    from harness.model_catalog import DEFAULT_MODEL
     from harness.transfer import run_transfer
 
-    cfg = TransferConfig(
-        models=list(model) if model else [DEFAULT_MODEL],
-        tasks=_split(tasks) or [],
-        method=method,
-        source_n=source_n,
-        target_n=target_n,
-        source_steps=source_steps,
-        target_steps=target_steps,
-        target_lr=target_lr,
-        source_eval_every=source_eval_every,
-        seeds=seeds,
-        limit=limit,
-        limit_seed=limit_seed,
-        device=device,
-        dtype=dtype,
-        out=out,
-        data_dir=data_dir,
-        train_set=train_set,
-        prompts_dir=prompts_dir,
-        tasks_dirs=list(tasks_dir or []),
-        presets_dir=presets_dir,
-        overrides=list(set_ or []),
-        trust_remote_code=trust_remote_code,
-    )
-    command = "harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    console.print(f"report: {run_transfer(cfg, console, command)}")
+    console.print(f"report: {run_transfer(cfg, console, _command_line())}")
 
 
 @app.command("report")
-def report_command(
-    out: Annotated[str, typer.Argument(help="Output folder of a previous `harness eval` or `harness transfer`.")],
-) -> None:
+@from_config(ReportConfig)
+def report_command(cfg: ReportConfig) -> None:
     """Re-render the report, its CSV and plots from OUT/results.db (no model is loaded)."""
     from harness.report import render
     from harness.report_transfer import render as render_transfer
     from harness.store import Store
     from harness.transfer_matrix import KIND
 
-    store = Store(out, create=False)
+    store = Store(cfg.out, create=False)
     kind = store.get_meta("kind")
     store.close()
-    console.print(f"report: {(render_transfer if kind == KIND else render)(out)}")
+    console.print(f"report: {(render_transfer if kind == KIND else render)(cfg.out)}")
 
 
 @app.command("tasks")
-def tasks_command(
-    prompts_dir: Annotated[str, typer.Option(help="Folder of <task>.yaml prompt files.")] = None,
-    tasks_dir: TasksDir = None,
-) -> None:
+@from_config(TasksConfig)
+def tasks_command(cfg: TasksConfig) -> None:
     """List tasks (one YAML file each), their labels, metrics and templates, and the file each came from. A family
     file serves every name its pattern matches: add-Nd, sub-Nd, mul-Nd, div-Nd, mixed-Nd (N digits), their -parity
     variants (add-2d-parity), sort-N (N numbers), gpt3-<file of a gpt3-arithmetic folder>."""
@@ -345,7 +182,7 @@ def tasks_command(
     from harness.prompts import load_prompts
     from harness.tasks import TaskSpec
 
-    use_task_dirs(list(tasks_dir or []))
+    use_task_dirs(cfg.tasks_dirs)
     table = Table("task", "labels", "metrics", "templates", "controls", "file")
     for name, entry in listing():
         spec: TaskSpec = spec_of(entry, entry.name or entry.example)
@@ -353,7 +190,7 @@ def tasks_command(
         if spec.answer == "read":
             table.add_row(name, "(a list, read line by line)", ", ".join(spec.metrics), "–", "–", where)
             continue
-        prompts = load_prompts(spec, prompts_dir)
+        prompts = load_prompts(spec, cfg.prompts_dir)
         table.add_row(
             name,
             "(generated answer)" if spec.generates else ", ".join(spec.labels) or "(choices per example)",
@@ -366,27 +203,20 @@ def tasks_command(
 
 
 @app.command("prompts")
-def prompts_command(
-    task: Annotated[str, typer.Argument(help="Task name (see `harness tasks`).")],
-    data_dir: Annotated[
-        str, typer.Option(help="Folder of SuperGLUE jsonl files; default $HARNESS_DATA_DIR, else the Hub.")
-    ] = None,
-    example: Annotated[int, typer.Option(help="Index of the val example to render.")] = 0,
-    prompts_dir: Annotated[str, typer.Option(help="Folder of <task>.yaml prompt files.")] = None,
-    tasks_dir: TasksDir = None,
-) -> None:
+@from_config(PromptsConfig)
+def prompts_command(cfg: PromptsConfig) -> None:
     """Render every template of TASK on a real val example, with its answer choices."""
     from harness.catalog import get_task, use_task_dirs
     from harness.loaders import DataSource
     from harness.prompts import load_prompts
 
-    use_task_dirs(list(tasks_dir or []))
-    spec = get_task(task)
-    prompts = load_prompts(spec, prompts_dir)
-    examples = DataSource.from_option(data_dir).load(spec, "val")
-    if not 0 <= example < len(examples):
-        raise HarnessError(f"--example {example} is out of range (0..{len(examples) - 1})")
-    ex = examples[example]
+    use_task_dirs(cfg.tasks_dirs)
+    spec = get_task(cfg.task)
+    prompts = load_prompts(spec, cfg.prompts_dir)
+    examples = DataSource.from_option(cfg.data_dir).load(spec, "val")
+    if not 0 <= cfg.example < len(examples):
+        raise HarnessError(f"--example {cfg.example} is out of range (0..{len(examples) - 1})")
+    ex = examples[cfg.example]
     for t in prompts.templates + prompts.controls:
         text, choices = t.render(ex)
         kind = " (control)" if t.control else ""

@@ -1,70 +1,282 @@
-"""The options of each command, one dataclass per command: what `harness eval` and `harness transfer` run with.
+"""The options of each command, one dataclass per command: what `harness eval`, `harness transfer`, `harness report`,
+`harness tasks` and `harness prompts` run with.
 
-The CLI (cli.py) fills these from flags; code and tests build them directly. Imports nothing heavy (no torch).
+Each field is defined with option(): its default, help text and, where the command line needs them, its flag, short
+alias and parser. cli.py builds the commands' flags from these fields, so a new option is one new field; code and
+tests build the dataclasses directly. Environment variables ($HARNESS_DATA_DIR, $HARNESS_FEWGLUE_DIR,
+$HARNESS_TASKS_DIR) are read where the value is used, so a config built in code honours them as the CLI does.
+Imports nothing heavy (no torch).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field
+from typing import Any
 
 from harness.methods import TRAINED_METHODS
+from harness.model_catalog import DEFAULT_MODEL
+
+# `harness transfer`'s default: five arithmetic skills and three text tasks with labels
+DEFAULT_TRANSFER_TASKS = ["add-2d", "sub-2d", "mul-2d", "div-2d", "mixed-1d", "boolq", "rte", "copa"]
+
+OPTION = "option"  # the key of a field's OptionSpec in its metadata
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """What the command line needs of a field beyond its name, type and default (see option())."""
+
+    help: str
+    flag: str | None = None
+    short: str | None = None
+    parse: Callable[[str], Any] | None = None
+    argument: bool = False
+
+
+def option(
+    default: Any = MISSING,
+    *,
+    help: str,
+    flag: str | None = None,
+    short: str | None = None,
+    parse: Callable[[str], Any] | None = None,
+    argument: bool = False,
+) -> Any:
+    """A dataclass field that is also a command-line option of its command.
+
+    default: the value when the option is not given (a list is copied for each instance); none: required.
+    help: the option's line in `--help`. flag: the long flag where it is not the field's name with dashes (`--set`
+    for `overrides`); short: a one-letter alias (`-m`). parse: turns the string the user typed into the field's
+    value (the comma lists below), raising ValueError with what it expected; without it the flag has the field's
+    type (int, float, str or bool; None allowed), and a list[str] field is a repeatable flag. argument: a
+    positional argument (`harness report OUT`), not a flag.
+    """
+    spec = OptionSpec(help, flag, short, parse, argument)
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={OPTION: spec})
+    return field(default=default, metadata={OPTION: spec})
+
+
+# Parsers of comma-separated flags. A ValueError's message follows the flag's name: "--shots expects ...".
+
+
+def comma_list(value: str) -> list[str]:
+    """Comma-separated items, stripped; [] when given empty (`--tasks ,`), which validate() refuses rather than
+    falling back to the default."""
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def comma_ints(value: str) -> list[int]:
+    try:
+        return [int(v) for v in comma_list(value)]
+    except ValueError:
+        raise ValueError(f"expects comma-separated integers, got '{value}'") from None
+
+
+def k_values_or_none(value: str) -> list[int]:
+    """--random-label-shots: k values, or 'none' for none; empty is a mistake, not 'none'."""
+    if not comma_list(value):
+        raise ValueError("is empty: give k values from --shots, or 'none'")
+    return [] if value.strip().lower() == "none" else comma_ints(value)
+
+
+def trained_methods_or_none(value: str) -> list[str]:
+    """Comma-separated trained methods, or 'none' for none; empty is a mistake, not 'none'."""
+    if value.strip().lower() == "none":
+        return []
+    names = comma_list(value)
+    if not names:
+        raise ValueError("is empty: name trained methods, comma-separated, or 'none'")
+    return names
+
+
+def sizes_or_all(value: str) -> list[int | str]:
+    """--train-sizes: integers, or `all` for a task's whole train split (resolved per task)."""
+    try:
+        return [v.lower() if v.lower() == "all" else int(v) for v in comma_list(value)]
+    except ValueError:
+        raise ValueError(f"expects comma-separated integers or 'all', got '{value}'") from None
+
+
+def tasks_dirs_option() -> Any:
+    """--tasks-dir, the same for every command that reads tasks."""
+    return option(
+        [],
+        flag="--tasks-dir",
+        help="Folder of task files (harness tasks/<name>.yaml shape, or lm-evaluation-harness task YAMLs); "
+        "repeatable; also $HARNESS_TASKS_DIR. Its tasks take precedence over shipped ones of the same name.",
+    )
 
 
 @dataclass
 class EvalConfig:
-    models: list[str]
-    suite: str = "superglue"
-    tasks: list[str] | None = None
-    methods: list[str] = field(default_factory=lambda: ["prompt"])
-    shots: list[int] = field(default_factory=lambda: [0, 1, 4])
-    random_label_shots: list[int] | None = None  # None: the largest k of `shots`
-    seeds: int = 3
-    templates: list[str] | None = None
-    limit: int | None = None
-    limit_seed: int = 0
-    batch_size: int | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-    out: str = "runs/latest"
-    data_dir: str | None = None
-    train_set: str = "auto"
-    fewglue_dir: str | None = None
-    demo_selection: str = "random"
-    prompts_dir: str | None = None
-    tasks_dirs: list[str] = field(default_factory=list)  # --tasks-dir: the user's task files
-    trust_remote_code: bool = False
-    train_sizes: list[int | str] | None = None  # trained methods; "all": the whole train split; None: 32 (FewGLUE)
-    overrides: list[str] = field(default_factory=list)  # --set method.key=value
-    presets_dir: str | None = None
-    # trained methods also run on a re-initialised copy of the model (variant `<variant>-random-init`): the
-    # baseline that selectivity is measured against
-    random_init_baseline: list[str] = field(default_factory=lambda: ["probe"])
-    # trained methods that also run with permuted labels: a sanity check that should sit at chance
-    permuted_label_check: list[str] = field(default_factory=lambda: list(TRAINED_METHODS))
+    """`harness eval`: evaluate models on a suite."""
+
+    models: list[str] = option(
+        [DEFAULT_MODEL],
+        flag="--model",
+        short="-m",
+        help="Short name (see `harness models`), Hub id, local HF folder or .gguf file. Repeat for several sizes.",
+    )
+    suite: str = option("superglue", help="Suite(s) in suites/, comma-separated, or a suite YAML file.")
+    tasks: list[str] | None = option(
+        None, parse=comma_list, help="Comma-separated tasks; overrides the suite's list (see `harness tasks`)."
+    )
+    methods: list[str] = option(
+        ["prompt"],
+        parse=comma_list,
+        help="Comma-separated methods: prompt (templates, demos, controls), ptune (soft prompts), "
+        "bitfit (bias-only tuning), probe (linear probes on hidden states).",
+    )
+    shots: list[int] = option([0, 1, 4], parse=comma_ints, help="Comma-separated numbers of demos (k).")
+    random_label_shots: list[int] | None = option(  # None: the largest k of `shots`
+        None,
+        parse=k_values_or_none,
+        help="k values that also get random-label demos (default: the largest k; 'none' for none).",
+    )
+    seeds: int = option(3, help="Demo seeds per (template, k>0): each draws its own demo set from train.")
+    templates: list[str] | None = option(
+        None, parse=comma_list, help="Comma-separated template names (default: all). Control templates always run."
+    )
+    limit: int | None = option(
+        None,
+        help="Evaluate a seeded, label-stratified subset of this many val examples per task (MultiRC: questions). "
+        "Default: all.",
+    )
+    limit_seed: int = option(0, help="Seed of the --limit subset.")
+    batch_size: int | None = option(
+        None, help="Rows per forward pass (default: picked from sequence lengths and memory)."
+    )
+    device: str = option("auto", help="auto, cpu, cuda or mps.")
+    dtype: str = option("auto", help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16.")
+    out: str = option(
+        "runs/latest", help="Output folder: results.db, summary.csv, report.md, plots/. Rerunning resumes."
+    )
+    data_dir: str | None = option(
+        None,
+        help="Folder of SuperGLUE jsonl files (<dir>/<Task>/{train,val}.jsonl). Default: $HARNESS_DATA_DIR, else "
+        "the Hugging Face Hub.",
+    )
+    train_set: str = option(
+        "auto",
+        help="Where demos come from: auto (FewGLUE if found, else SuperGLUE train), fewglue, superglue, or a folder.",
+    )
+    fewglue_dir: str | None = option(
+        None, help="FewGLUE folder. Default: $HARNESS_FEWGLUE_DIR, else a 'fewglue' folder beside the data folder."
+    )
+    demo_selection: str = option(
+        "random", help="random (seeded, one demo set per k and seed) or first (the first k train examples)."
+    )
+    prompts_dir: str | None = option(
+        None, help="Folder of <task>.yaml prompt files to use instead of the task files' templates."
+    )
+    tasks_dirs: list[str] = tasks_dirs_option()
+    trust_remote_code: bool = option(False, help="Allow model code from the Hub to run (off by default).")
+    train_sizes: list[int | str] | None = option(  # None: 32 (FewGLUE)
+        None,
+        parse=sizes_or_all,
+        help="Trained methods: comma-separated train sample sizes for learning curves, e.g. 8,32,128,all "
+        "(all: the task's whole train split; default 32, FewGLUE's size). A quarter of each sample is held "
+        "out for early stopping; eval data never is.",
+    )
+    overrides: list[str] = option(
+        [],
+        flag="--set",
+        help="Override a method preset (probes/<method>.yaml): METHOD.KEY=VALUE, e.g. ptune.max_steps=40. Repeatable.",
+    )
+    presets_dir: str | None = option(
+        None, help="Folder of <method>.yaml presets to use instead of the shipped probes/."
+    )
+    random_init_baseline: list[str] = option(
+        ["probe"],
+        parse=trained_methods_or_none,
+        help="Trained methods that also run on a seeded re-initialisation of the model (variant "
+        "<variant>-random-init), the baseline of their selectivity: comma-separated, or 'none'.",
+    )
+    permuted_label_check: list[str] = option(
+        list(TRAINED_METHODS),
+        parse=trained_methods_or_none,
+        help="Trained methods that also train and score with permuted labels (variant <variant>-control): a "
+        "sanity check that should sit at chance, one more unit per trained unit. Comma-separated, or 'none'.",
+    )
 
 
 @dataclass
 class TransferConfig:
-    models: list[str]
-    tasks: list[str]  # the CLI's default: five arithmetic skills and three text tasks with labels
-    method: str = "bitfit"  # bitfit | ptune (its preset's first variant)
-    source_n: int = 200
-    target_n: int = 10
-    source_steps: int = 50
-    target_steps: int = 10
-    target_lr: float | None = None  # None: the preset's learning rate, as in the source phase
-    source_eval_every: int = 10
-    seeds: int = 3
-    limit: int | None = 100
-    limit_seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"
-    out: str = "runs/transfer"
-    data_dir: str | None = None
-    train_set: str = "superglue"  # FewGLUE's 32 examples are too few for source_n = 200
-    fewglue_dir: str | None = None
-    prompts_dir: str | None = None
-    tasks_dirs: list[str] = field(default_factory=list)  # --tasks-dir: the user's task files
-    presets_dir: str | None = None
-    overrides: list[str] = field(default_factory=list)
-    trust_remote_code: bool = False
+    """`harness transfer`: train on task A, then briefly on B, for every ordered pair of tasks."""
+
+    models: list[str] = option(
+        [DEFAULT_MODEL],
+        flag="--model",
+        short="-m",
+        help="Short name, Hub id, local HF folder or .gguf file. Repeat for several sizes.",
+    )
+    tasks: list[str] = option(
+        DEFAULT_TRANSFER_TASKS,
+        parse=comma_list,
+        help="Comma-separated tasks (at least two); every ordered pair (A, B) is run, A = B included.",
+    )
+    method: str = option(
+        "bitfit", help="bitfit (bias-only tuning) or ptune (its preset's first variant: prompt tuning)."
+    )
+    source_n: int = option(200, help="Train examples of the source task A.")
+    target_n: int = option(10, help="Train examples of the target task B (disjoint from A's sample).")
+    source_steps: int = option(
+        50, help="Most optimiser steps on A; a quarter of A's sample is held out for early stopping."
+    )
+    target_steps: int = option(10, help="Optimiser steps on B; the last state is kept.")
+    target_lr: float | None = option(
+        None, help="Learning rate on B (default: the preset's, as on A); a fresh AdamW either way."
+    )
+    source_eval_every: int = option(10, help="Steps between held-out checks on A.")
+    seeds: int = option(3, help="Training seeds: each draws its own samples and initialisation.")
+    limit: int | None = option(100, help="Seeded, label-stratified val examples scored per task.")
+    limit_seed: int = option(0, help="Seed of the --limit subset.")
+    device: str = option("auto", help="auto, cpu, cuda or mps.")
+    dtype: str = option("auto", help="auto, float32, bfloat16 or float16.")
+    out: str = option("runs/transfer", help="Output folder: results.db, states/, transfer.csv, report.md, plots/.")
+    data_dir: str | None = option(
+        None, help="Folder of SuperGLUE jsonl files. Default: $HARNESS_DATA_DIR, else the Hub."
+    )
+    train_set: str = option(
+        "superglue", help="superglue (default: FewGLUE's 32 examples are too few), fewglue, auto or a folder."
+    )
+    fewglue_dir: str | None = option(
+        None, help="FewGLUE folder. Default: $HARNESS_FEWGLUE_DIR, else a 'fewglue' folder beside the data folder."
+    )
+    prompts_dir: str | None = option(None, help="Folder of <task>.yaml prompt files.")
+    tasks_dirs: list[str] = tasks_dirs_option()
+    presets_dir: str | None = option(None, help="Folder of <method>.yaml presets.")
+    overrides: list[str] = option(
+        [], flag="--set", help="Override a preset: METHOD.KEY=VALUE, e.g. bitfit.learning_rate=3e-3."
+    )
+    trust_remote_code: bool = option(False, help="Allow model code from the Hub to run.")
+
+
+@dataclass
+class ReportConfig:
+    """`harness report`: re-render a stored run."""
+
+    out: str = option(help="Output folder of a previous `harness eval` or `harness transfer`.", argument=True)
+
+
+@dataclass
+class TasksConfig:
+    """`harness tasks`: list the tasks."""
+
+    prompts_dir: str | None = option(None, help="Folder of <task>.yaml prompt files.")
+    tasks_dirs: list[str] = tasks_dirs_option()
+
+
+@dataclass
+class PromptsConfig:
+    """`harness prompts`: render a task's templates on a val example."""
+
+    task: str = option(help="Task name (see `harness tasks`).", argument=True)
+    data_dir: str | None = option(
+        None, help="Folder of SuperGLUE jsonl files; default $HARNESS_DATA_DIR, else the Hub."
+    )
+    example: int = option(0, help="Index of the val example to render.")
+    prompts_dir: str | None = option(None, help="Folder of <task>.yaml prompt files.")
+    tasks_dirs: list[str] = tasks_dirs_option()
