@@ -18,6 +18,9 @@ from harness.methods import TRAINED_METHODS
 from harness.model_catalog import DEFAULT_MODEL
 
 # `harness transfer`'s default: five arithmetic skills and three text tasks with labels
+# the variants the prompt method can run (--variants); gold is the unit itself, the others are read against it
+PROMPT_VARIANTS = ("gold", "calibrated", "random_labels", "control")
+
 DEFAULT_TRANSFER_TASKS = ["add-2d", "sub-2d", "mul-2d", "div-2d", "mixed-1d", "boolq", "rte", "copa"]
 
 OPTION = "option"  # the key of a field's OptionSpec in its metadata
@@ -134,6 +137,19 @@ class EvalConfig:
         None,
         parse=k_values_or_none,
         help="k values that also get random-label demos (default: the largest k; 'none' for none).",
+    )
+    variants: list[str] = option(
+        list(PROMPT_VARIANTS),
+        parse=comma_list,
+        help="Prompt variants to run, comma-separated: gold (the templates with their demos; always needed), "
+        "calibrated (contextual calibration of gold: one content-free request more), random_labels (the demos with "
+        "random labels, at --random-label-shots), control (the templates with no task information). "
+        "--variants gold --no-train-picks runs exactly lm-eval's work.",
+    )
+    train_picks: bool = option(
+        True,
+        help="Score gold prompts at k = 0 and the largest k on 16 train examples, so the report picks a template "
+        "on train (--no-train-picks skips them: the report then has no picked-on-train columns or verdicts).",
     )
     seeds: int = option(3, help="Demo seeds per (template, k>0): each draws its own demo set from train.")
     templates: list[str] | None = option(

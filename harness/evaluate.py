@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from harness.catalog import get_task, use_task_dirs
-from harness.config import EvalConfig, TransferConfig
+from harness.config import PROMPT_VARIANTS, EvalConfig, TransferConfig
 from harness.errors import HarnessError, Interrupted
 from harness.features import FeatureCache
 from harness.loaders import GPT3_HINT, DataSource, load_train, resolve_train_source
@@ -96,6 +96,13 @@ def validate(cfg: EvalConfig) -> None:
     for k in cfg.shots:
         if k < 0:
             raise HarnessError(f"--shots must be non-negative integers, not {k}")
+    if not cfg.variants:
+        raise HarnessError(f"--variants is empty: choose from {', '.join(PROMPT_VARIANTS)}")
+    for v in cfg.variants:
+        if v not in PROMPT_VARIANTS:
+            raise HarnessError(f"unknown variant '{v}' (--variants): known are {', '.join(PROMPT_VARIANTS)}")
+    if "gold" not in cfg.variants:
+        raise HarnessError("--variants must include gold: the other variants are read against it")
     for k in cfg.random_label_shots or []:
         if k not in cfg.shots:
             raise HarnessError(f"--random-label-shots must be a subset of --shots: {k} is not in --shots")
@@ -302,6 +309,20 @@ def _check_same_presets(store: Store, presets: dict[str, Preset]) -> None:
     store.set_meta("presets", {**stored, **wanted})
 
 
+def _check_same_calibration(store: Store, plan: TaskPlan, unit, info: dict) -> None:
+    """A stored gold unit holds its calibrated twin or not: a run asking otherwise would leave the report's
+    calibrated columns covering some templates only."""
+    if not prompt_method.calibratable(unit, plan.task.prompts):
+        return
+    stored = "calibrated" in info.get("variants", [])
+    if stored != ("calibrated" in plan.task.cfg.variants):
+        raise HarnessError(
+            f"{store.path} holds {plan.spec.name} gold prompts {'with' if stored else 'without'} their calibrated "
+            f"variant; use another --out, or {'keep calibrated in' if stored else 'leave calibrated out of'} "
+            "--variants"
+        )
+
+
 def run_eval(cfg: EvalConfig, console: Console, command: str) -> Path:
     """Evaluate cfg's models into cfg.out, then render its report; returns the report's path. A store has one
     writer: while another live run holds cfg.out, this one is refused (HarnessError)."""
@@ -348,7 +369,7 @@ def _run_model(model: str, plans: list[TaskPlan], engine, store: Store, console:
     """Run every unit of `plans` not yet stored for `model`, each by its method (the registry's), storing each as it
     ends; Ctrl-C drops only the unit in flight."""
     work = []
-    selections = []  # gold prompt units stored without train scores (by an older version): add them
+    selections = []  # gold prompt units stored without train scores (--no-train-picks, an older version): add them
     for plan in plans:
         _check_same_train_source(store, model, plan)
         store.put_task(model, plan.spec.name, plan.info)
@@ -357,7 +378,10 @@ def _run_model(model: str, plans: list[TaskPlan], engine, store: Store, console:
             info = store.unit_info(key)
             if info is None:
                 work.append((plan, unit, key))
-            elif unit.method == "prompt" and prompt_method.wants_selection(plan.task, unit) and "selection" not in info:
+                continue
+            if unit.method == "prompt":
+                _check_same_calibration(store, plan, unit, info)
+            if unit.method == "prompt" and prompt_method.wants_selection(plan.task, unit) and "selection" not in info:
                 selections.append((plan, unit, key))
     total_units = sum(len(p.units) for p in plans)
     if not work and not selections:

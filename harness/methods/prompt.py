@@ -56,13 +56,16 @@ def plan_units(
     demo_selection: str,
     train_size: int | None,
     random_label_shots: Sequence[int] = (),
+    controls: bool = True,
 ) -> list[PromptUnit]:
     """All units for one task. Zero-shot and `first` demo selection need one seed only.
 
-    Random-label units run for the k in `random_label_shots` that are also in `shots`.
+    Random-label units run for the k in `random_label_shots` that are also in `shots`; control templates run unless
+    `controls` is false (--variants without control).
     """
     chosen = [prompts.get(n) for n in templates] if templates else list(prompts.templates)
-    chosen += [c for c in prompts.controls if c not in chosen]  # controls always run: they are the baseline
+    if controls:  # the baseline of the ladder: they run whatever --templates says
+        chosen += [c for c in prompts.controls if c not in chosen]
     units = []
     for t in chosen:
         if t.control:
@@ -229,6 +232,7 @@ def run_unit(
     progress: Callable[[int], None] | None = None,
     hidden_layers: Sequence[int] = (),
     hidden_sink: list | None = None,
+    calibrated: bool = True,
 ) -> list[VariantRecords]:
     """Score one unit; returns the records of each variant it yields.
 
@@ -243,7 +247,7 @@ def run_unit(
         prefix = build_prefix(template, prompts, demos, random_label_seed(task.name, unit.shots, unit.seed), task)
     else:
         prefix = build_prefix(template, prompts, demos, None, task)
-    calibrate_gold = unit.kind == "gold" and prompts.content_free is not None and template.fixed_choices
+    calibrate_gold = calibrated and calibratable(unit, prompts)
 
     requests, all_choices = _requests(template, prefix, eval_examples)
     golds = [gold_indices(ex, choices, template) for ex, choices in zip(eval_examples, all_choices)]
@@ -337,9 +341,18 @@ def random_label_shots(cfg: EvalConfig) -> list[int]:
     return [max(cfg.shots)]  # validate() has rejected an empty --shots
 
 
+def calibratable(unit: PromptUnit, prompts: PromptSet | None) -> bool:
+    """A gold unit whose template has fixed choices and whose prompt file has a content-free input."""
+    if unit.kind != "gold" or prompts is None or prompts.content_free is None:
+        return False
+    return prompts.get(unit.template).fixed_choices
+
+
 def wants_selection(task: TaskContext, unit: PromptUnit) -> bool:
-    """Gold prompts at k = 0 and the largest k get train scores: the decomposition picks among these."""
-    return unit.kind == "gold" and bool(task.train) and unit.shots in (0, max(task.cfg.shots))
+    """Gold prompts at k = 0 and the largest k get train scores: the decomposition picks among these (unless
+    --no-train-picks)."""
+    cfg = task.cfg
+    return cfg.train_picks and unit.kind == "gold" and bool(task.train) and unit.shots in (0, max(cfg.shots))
 
 
 def selection_cost(task: TaskContext) -> int:
@@ -364,15 +377,20 @@ class Prompt(Method):
             return [PromptUnit("list", 0, 0)]
         train_size = len(task.train) if task.train is not None else None
         return plan_units(
-            task.prompts, cfg.shots, cfg.seeds, cfg.templates, cfg.demo_selection, train_size, random_label_shots(cfg)
+            task.prompts,
+            cfg.shots,
+            cfg.seeds,
+            cfg.templates,
+            cfg.demo_selection,
+            train_size,
+            random_label_shots(cfg) if "random_labels" in cfg.variants else (),
+            controls="control" in cfg.variants,
         )
 
     def cost(self, unit: PromptUnit, task: TaskContext) -> int:
         """Eval requests, the content-free request of a calibrated unit, and the train examples that score a prompt
         for template selection."""
-        prompts = task.prompts
-        calibrated = unit.kind == "gold" and prompts is not None and prompts.content_free is not None
-        calibrated = calibrated and prompts.get(unit.template).fixed_choices
+        calibrated = "calibrated" in task.cfg.variants and calibratable(unit, task.prompts)
         selection = selection_cost(task) if wants_selection(task, unit) else 0
         return len(task.eval_examples) + int(calibrated) + selection
 
@@ -408,6 +426,7 @@ class Prompt(Method):
             progress=ctx.advance,
             hidden_sink=sink,
             hidden_layers=list(range(n_states(ctx.engine.model))) if share else (),
+            calibrated="calibrated" in task.cfg.variants,
         )
         if share:
             from harness.methods.probe import probe_texts
