@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from harness.errors import HarnessError
-from harness.resources import read_text, resource_dir
+from harness.resources import parse_yaml, resource_dir
 from harness.tasks import TaskSpec
 
 ENV = "HARNESS_TASKS_DIR"
@@ -65,18 +65,7 @@ TaskYamlLoader.add_constructor("!function", _function_tag)
 
 def read_task_yaml(path: Path) -> object:
     """A task file's content; a YAML error is a one-line error naming the file and line."""
-    text = read_text(path)
-    try:
-        loader = TaskYamlLoader(text)
-        loader.name = str(path)
-        try:
-            return loader.get_single_data()
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise HarnessError(f"{path}:{where} invalid YAML ({getattr(err, 'problem', err)})") from None
+    return parse_yaml(path, TaskYamlLoader)
 
 
 # ------------------------------------------------------------------------------------------------------ folders

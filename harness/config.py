@@ -112,15 +112,17 @@ def tasks_dirs_option() -> Any:
     )
 
 
+def models_option(help: str) -> Any:
+    """--model/-m, repeatable: the models a command runs (default: the embedded SmolLM2-135M)."""
+    return option([DEFAULT_MODEL], flag="--model", short="-m", help=help)
+
+
 @dataclass
 class EvalConfig:
     """`harness eval`: evaluate models on a suite."""
 
-    models: list[str] = option(
-        [DEFAULT_MODEL],
-        flag="--model",
-        short="-m",
-        help="Short name (see `harness models`), Hub id, local HF folder or .gguf file. Repeat for several sizes.",
+    models: list[str] = models_option(
+        "Short name (see `harness models`), Hub id, local HF folder or .gguf file. Repeat for several sizes."
     )
     suite: str = option("superglue", help="Suite(s) in suites/, comma-separated, or a suite YAML file.")
     tasks: list[str] | None = option(
@@ -222,12 +224,7 @@ class EvalConfig:
 class TransferConfig:
     """`harness transfer`: train on task A, then briefly on B, for every ordered pair of tasks."""
 
-    models: list[str] = option(
-        [DEFAULT_MODEL],
-        flag="--model",
-        short="-m",
-        help="Short name, Hub id, local HF folder or .gguf file. Repeat for several sizes.",
-    )
+    models: list[str] = models_option("Short name, Hub id, local HF folder or .gguf file. Repeat for several sizes.")
     tasks: list[str] = option(
         DEFAULT_TRANSFER_TASKS,
         parse=comma_list,

@@ -35,7 +35,7 @@ import yaml
 from harness.catalog import PROMPTSOURCE_SUFFIXES
 from harness.errors import HarnessError
 from harness.prompts import Template, compile_template, render_sandboxed, template_function
-from harness.resources import read_text
+from harness.resources import parse_yaml
 from harness.tasks import Example, TaskSpec
 
 SEPARATOR = "|||"
@@ -157,17 +157,7 @@ class Source:
 
 def read_file(path: Path) -> list[Source]:
     """A promptsource templates file's templates, in file order; a malformed file or template is a one-line error."""
-    text = read_text(path)
-    try:
-        loader = _Loader(text)
-        try:
-            doc = loader.get_single_data()
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise HarnessError(f"{path}:{where} invalid YAML ({getattr(err, 'problem', None) or err})") from None
+    doc = parse_yaml(path, _Loader)
     if not isinstance(doc, dict) or not isinstance(doc.get("templates"), dict) or not doc["templates"]:
         raise HarnessError(
             f"{path}: expected promptsource's templates.yaml shape: 'templates:', a mapping of id -> "

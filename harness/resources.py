@@ -31,13 +31,25 @@ def read_text(path: Path) -> str:
         raise HarnessError(f"{path}: cannot be read ({err.strerror})") from None
 
 
+def parse_yaml(path: Path, loader: type[yaml.SafeLoader] = yaml.SafeLoader) -> object:
+    """A YAML file's content, read with `loader` (a SafeLoader, perhaps with tags of its own; its `name` is the file's
+    path); a syntax error is a one-line error naming the file and line."""
+    text = read_text(path)
+    try:
+        reader = loader(text)
+        reader.name = str(path)
+        try:
+            return reader.get_single_data()
+        finally:
+            reader.dispose()
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise HarnessError(f"{path}:{where} invalid YAML ({getattr(err, 'problem', None) or err})") from None
+
+
 def read_yaml(path: Path, what: str) -> object:
     """A YAML file's content; a missing file or a syntax error is a one-line error naming the file (and line)."""
     if not path.is_file():
         raise HarnessError(f"no {what}: {path} not found")
-    try:
-        return yaml.safe_load(read_text(path))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise HarnessError(f"{path}:{where} invalid YAML ({getattr(err, 'problem', err)})") from None
+    return parse_yaml(path)
