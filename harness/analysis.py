@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from harness.catalog import find_task, remember
+from harness.design import median_and_best
 from harness.methods import RANDOM_INIT_SUFFIX, is_control_task, is_random_init
 from harness.metrics import Estimate, Resampler, baselines, difference, mean_estimate, unit_metrics
 from harness.store import Record, Store
@@ -34,7 +35,8 @@ COLUMNS = [
     "n",
 ]
 ALL = "all"  # template/seed value of rows aggregated over templates or seeds
-AGGREGATES = ("mean", "min", "max", "spread")  # template values of rows aggregated over templates
+# template values of rows aggregated over templates (median and best: a sampled design's, harness/design.py)
+AGGREGATES = ("mean", "min", "max", "spread", "median", "best")
 SEED_RESAMPLE_SEED = 7  # seeds drawn with replacement in each bootstrap replicate: intervals cover seeds too
 
 
@@ -100,8 +102,15 @@ def analyse_task(store: Store, model: str, params: int, task: str) -> TaskResult
         (recs for (_, variant, *_), recs in units.items() if not is_control_task(variant)),
         next(iter(units.values())),
     )
+    sampled = (store.get_meta("design") or {}).get("design") == "sampled"
+    if sampled:  # a prompt unit scored a share of the examples: the eval set is all of them together
+        merged = {
+            r.example_id: r for (_, variant, *_), recs in units.items() if not is_control_task(variant) for r in recs
+        }
+        first = [merged[i] for i in sorted(merged)]
     ids = [r.example_id for r in first]
     rs = Resampler([r.group for r in first])
+    position = {i: n for n, i in enumerate(ids)}
     est: dict[tuple, Estimate] = {}
     rows: list[dict] = []
 
@@ -116,9 +125,15 @@ def analyse_task(store: Store, model: str, params: int, task: str) -> TaskResult
     # per unit
     per_unit: dict[tuple, dict[str, Estimate]] = {}
     for (method, variant, template, shots, seed), records in units.items():
+        unit_rs = rs
         if [r.example_id for r in records] != ids:
-            continue  # a unit over another example set cannot be compared (the store guards against this)
-        metrics = unit_metrics(task, variant, records, rs, n_classes)
+            if not sampled:
+                continue  # a unit over another example set cannot be compared (the store guards against this)
+            # the design's share of the examples, on the same replicates (harness/design.py)
+            keep = np.zeros(len(ids), dtype=bool)
+            keep[[position[r.example_id] for r in records]] = True
+            unit_rs = rs.subset(keep)
+        metrics = unit_metrics(task, variant, records, unit_rs, n_classes)
         per_unit[(method, variant, template, shots, seed)] = metrics
         add(method, variant, shots, template, seed, metrics)
 
@@ -136,6 +151,13 @@ def analyse_task(store: Store, model: str, params: int, task: str) -> TaskResult
                 add(method, variant, shots, t, ALL, metrics)
         names = set.intersection(*(set(m) for m in template_means.values()))
         mean = {m: mean_estimate([tm[m] for tm in template_means.values()]) for m in sorted(names)}
+        if sampled:  # the design's estimates over templates, each over every example of the eval set
+            n = len(rs.group_names)
+            mean = {m: Estimate(e.value, e.samples, n) for m, e in mean.items()}
+            for m in sorted(names & official):
+                median, best = median_and_best([tm[m] for tm in template_means.values()], n)
+                add(method, variant, shots, "median", ALL, {m: median})
+                add(method, variant, shots, "best", ALL, {m: best})
         add(method, variant, shots, "mean", ALL, mean)
         if len(template_means) > 1:
             # Extremes over templates, for the official metrics only. No interval: a percentile bootstrap

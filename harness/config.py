@@ -153,6 +153,17 @@ class EvalConfig:
         help="Score gold prompts at k = 0 and the largest k on 16 train examples, so the report picks a template "
         "on train (--no-train-picks skips them: the report then has no picked-on-train columns or verdicts).",
     )
+    design: str = option(
+        "full",
+        help="full (every template scores every eval example) or sampled (each eval example is scored under a "
+        "seeded, balanced subset of the templates, --template-share of them, for gold, calibrated and "
+        "random-label prompts; controls score every example). A store keeps one design.",
+    )
+    template_share: float = option(
+        0.25,
+        help="With --design sampled: the share of the templates each eval example is scored under, in (0, 1]: about "
+        "that share of the prompt grid's forward passes.",
+    )
     seeds: int = option(3, help="Demo seeds per (template, k>0): each draws its own demo set from train.")
     templates: list[str] | None = option(
         None, parse=comma_list, help="Comma-separated template names (default: all). Control templates always run."

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from harness.catalog import get_task, use_task_dirs
 from harness.config import PROMPT_VARIANTS, EvalConfig, TransferConfig
+from harness.design import DESIGNS
 from harness.errors import HarnessError, Interrupted
 from harness.features import FeatureCache
 from harness.loaders import GPT3_HINT, DataSource, load_train, resolve_train_source
@@ -112,6 +113,10 @@ def validate(cfg: EvalConfig) -> None:
         raise HarnessError(f"--limit must be at least 1, not {cfg.limit}")
     if cfg.batch_size is not None and cfg.batch_size < 1:
         raise HarnessError(f"--batch-size must be at least 1, not {cfg.batch_size}")
+    if cfg.design not in DESIGNS:
+        raise HarnessError(f"--design must be {' or '.join(DESIGNS)}, not '{cfg.design}'")
+    if not 0 < cfg.template_share <= 1:
+        raise HarnessError(f"--template-share must be in (0, 1], not {cfg.template_share}")
     if cfg.demo_selection not in ("random", "first"):
         raise HarnessError(f"--demo-selection must be 'random' or 'first', not '{cfg.demo_selection}'")
     if cfg.train_sizes is not None and not cfg.train_sizes:
@@ -284,6 +289,26 @@ def _check_same_eval_set(store: Store, cfg: EvalConfig, data: DataSource) -> Non
         )
 
 
+def design_of(cfg: EvalConfig) -> dict:
+    """The prompt design a run asks for, as a store records it (`meta` design)."""
+    if cfg.design == "full":
+        return {"design": "full"}
+    return {"design": cfg.design, "template_share": cfg.template_share}
+
+
+def _check_same_design(store: Store, cfg: EvalConfig) -> None:
+    """A store holds one prompt design (a store written before designs existed is full): a template mean over a
+    sampled design and one over the full grid are different estimates, never mixed in one table."""
+    stored = store.get_meta("design") or ({"design": "full"} if store.models() else None)
+    wanted = design_of(cfg)
+    if stored is not None and stored != wanted:
+        share = f" --template-share {stored['template_share']}" if "template_share" in stored else ""
+        raise HarnessError(
+            f"{store.path} holds results of another prompt design ({stored['design']}{share}); use another --out, "
+            f"or the same --design{share}"
+        )
+
+
 def _check_same_train_source(store: Store, model: str, plan: TaskPlan) -> None:
     """Demos and training examples come from the train source: stored units drawn from another can't be resumed."""
     stored = (store.task_info(model, plan.spec.name) or {}).get("train_source")
@@ -342,6 +367,8 @@ def _run_eval(cfg: EvalConfig, console: Console, command: str) -> Path:
         plans, skipped, data = plan_tasks(cfg, console, presets)
         _check_same_eval_set(store, cfg, data)
         _check_same_presets(store, presets)
+        _check_same_design(store, cfg)
+        store.set_meta("design", design_of(cfg))
         store.set_meta("eval_set", {"data": data.describe(), "limit": cfg.limit, "limit_seed": cfg.limit_seed})
         # a store can grow over several commands (resume, more tasks or methods): the report lists them all
         earlier = store.get_meta("commands") or [c for c in [store.get_meta("command")] if c]

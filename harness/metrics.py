@@ -217,6 +217,17 @@ class Resampler:
         self.group_weights = rng.multinomial(g, np.full(g, 1.0 / g), size=n).astype(np.float64)  # (B, G)
         self.example_weights = self.group_weights[:, self.group_of]  # (B, N)
 
+    def subset(self, keep: np.ndarray) -> Resampler:
+        """The same replicates restricted to the examples where `keep` holds (whole groups): an estimate over a
+        subset of the examples (a template under a sampled design) stays paired with those over all of them."""
+        sub = object.__new__(Resampler)
+        groups = np.unique(self.group_of[keep])
+        sub.group_names = [self.group_names[g] for g in groups]
+        sub.group_of = np.searchsorted(groups, self.group_of[keep])
+        sub.group_weights = self.group_weights[:, groups]
+        sub.example_weights = self.example_weights[:, keep]
+        return sub
+
     def mean(self, x: np.ndarray, mask: np.ndarray | None = None) -> Estimate:
         """Mean over examples (optionally of those where mask holds)."""
         x = x.astype(np.float64)

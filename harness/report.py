@@ -316,6 +316,27 @@ def data_settings(ctx: ReportContext) -> list[str]:
         f"(seeded, label-stratified; seed {config.get('limit_seed', 0)}); demo selection: {config.get('demo_selection')}; "
         f"bootstrap: 1000 resamples of examples (questions for MultiRC), 95% percentile intervals.",
         "",
+        *design_line(ctx.store.get_meta("design")),
+    ]
+
+
+def design_line(design: dict | None) -> list[str]:
+    """Which prompt design produced the prompt numbers: said only where a store records one (older stores and
+    every full-design report before designs existed read as they did)."""
+    if not design:
+        return []
+    if design.get("design") != "sampled":
+        return ["Prompt design: full: every gold, calibrated and random-label prompt scored every eval example.", ""]
+    return [
+        f"Prompt design: sampled (--template-share {design['template_share']}): each eval example was scored "
+        "under a seeded, balanced subset of the templates, about that share of them, in the gold, calibrated and "
+        "random-label prompts; control prompts and trained methods scored every example. Every prompt number "
+        "(per template, mean over templates, worst and best) is this design's estimate: a template's score is over "
+        "its share of the examples, the mean over templates is unbiased for the full grid's, and its interval "
+        "includes the design's variance (harness/design.py); worst and best are plain extremes, stretched by the "
+        "smaller samples (summary.csv's `median` and `best` rows carry intervals, `best` corrected for the "
+        "winner's curse).",
+        "",
     ]
 
 

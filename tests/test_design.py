@@ -120,3 +120,19 @@ def test_best_template_correction_reduces_the_winners_curse():
     corrected = np.mean([e.best.value for e in runs]) - target
     assert plugin > 0.02  # the curse is there to correct
     assert abs(corrected) < plugin / 2
+
+
+def test_a_subset_resampler_gives_the_designs_template_estimates():
+    """What `harness report` computes for a sampled store (each unit's metric on `Resampler.subset`, then the mean
+    over templates) is the design's estimator, replicate by replicate."""
+    rng = np.random.default_rng(5)
+    n, t = 60, 5
+    scores = (rng.random((n, t)) < 0.5).astype(float)
+    mask = assign(n, t, 0.25, seed=9)
+    rs = Resampler([str(i // 2) for i in range(n)], n=300)  # groups of two examples
+    design = estimate(scores, mask, rs)
+    for j in range(t):
+        keep = mask[:, j]
+        by_unit = rs.subset(keep).mean(scores[keep, j])
+        assert by_unit.value == pytest.approx(design.per_template[j].value)
+        assert np.allclose(by_unit.samples, design.per_template[j].samples, equal_nan=True)

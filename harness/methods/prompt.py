@@ -233,11 +233,14 @@ def run_unit(
     hidden_layers: Sequence[int] = (),
     hidden_sink: list | None = None,
     calibrated: bool = True,
+    content_free_base: Example | None = None,
 ) -> list[VariantRecords]:
     """Score one unit; returns the records of each variant it yields.
 
     With `hidden_layers`, the hidden states at each eval example's answer slot (the last token of its prompt)
-    are appended to `hidden_sink` as (layers, width) arrays, from the same forward pass.
+    are appended to `hidden_sink` as (layers, width) arrays, from the same forward pass. `content_free_base`: the
+    example whose content fields calibration blanks (default: the first of `eval_examples`; a sampled design passes
+    the eval set's first, so every template calibrates on the same input).
     """
     template = prompts.get(unit.template)
     demos = draw_demos(train or [], unit.shots, unit.seed, demo_selection, task.name)
@@ -252,7 +255,7 @@ def run_unit(
     requests, all_choices = _requests(template, prefix, eval_examples)
     golds = [gold_indices(ex, choices, template) for ex, choices in zip(eval_examples, all_choices)]
     if calibrate_gold:
-        requests.append(_content_free_request(template, prompts, prefix, eval_examples[0]))
+        requests.append(_content_free_request(template, prompts, prefix, content_free_base or eval_examples[0]))
     scored = engine.score(requests, hidden_layers=hidden_layers, progress=progress, content_ranks=task.generates)
     if hidden_sink is not None:
         for s in scored[: len(eval_examples)]:
@@ -341,6 +344,23 @@ def random_label_shots(cfg: EvalConfig) -> list[int]:
     return [max(cfg.shots)]  # validate() has rejected an empty --shots
 
 
+def unit_examples(task: TaskContext, unit: PromptUnit) -> list[Example]:
+    """The eval examples a unit scores: all of them, except under --design sampled, where a gold or random-label
+    unit scores its template's share of the eval set (harness/design.py; whole groups, e.g. MultiRC questions).
+
+    The assignment is seeded by the task and spans the prompt file's templates (not --templates), so a unit scores
+    the same examples whichever templates a command runs; random-label units share their gold unit's examples."""
+    cfg = task.cfg
+    if cfg.design != "sampled" or unit.kind == "control" or task.prompts is None:
+        return task.eval_examples
+    from harness.design import assigned_examples
+
+    templates = [t.name for t in task.prompts.templates if not t.control]
+    groups = list(dict.fromkeys(e.group for e in task.eval_examples))
+    keep = set(assigned_examples(groups, templates, cfg.template_share, seed=task.spec.name)[unit.template])
+    return [e for e in task.eval_examples if e.group in keep]
+
+
 def calibratable(unit: PromptUnit, prompts: PromptSet | None) -> bool:
     """A gold unit whose template has fixed choices and whose prompt file has a content-free input."""
     if unit.kind != "gold" or prompts is None or prompts.content_free is None:
@@ -392,7 +412,7 @@ class Prompt(Method):
         for template selection."""
         calibrated = "calibrated" in task.cfg.variants and calibratable(unit, task.prompts)
         selection = selection_cost(task) if wants_selection(task, unit) else 0
-        return len(task.eval_examples) + int(calibrated) + selection
+        return len(unit_examples(task, unit)) + int(calibrated) + selection
 
     def run(self, unit: PromptUnit, ctx: RunContext) -> tuple[list[VariantRecords], dict]:
         """A prompt unit; when it scores the probe's template zero-shot, the probe's eval features come from the
@@ -406,9 +426,11 @@ class Prompt(Method):
             return [VariantRecords("gold", unit.template, 0, 0, records)], {"variants": ["gold"]}
         from harness.features import n_states
 
+        examples = unit_examples(task, unit)
         probe = task.presets.get("probe")
         share = (
-            probe is not None
+            len(examples) == len(task.eval_examples)  # the probe's features are of every eval example
+            and probe is not None
             and probe.pooling == "last"
             and unit.template == probe.template
             and unit.shots == 0
@@ -420,13 +442,14 @@ class Prompt(Method):
             task.spec,
             task.prompts,
             ctx.engine,
-            task.eval_examples,
+            examples,
             task.train,
             task.cfg.demo_selection,
             progress=ctx.advance,
             hidden_sink=sink,
             hidden_layers=list(range(n_states(ctx.engine.model))) if share else (),
             calibrated="calibrated" in task.cfg.variants,
+            content_free_base=task.eval_examples[0],
         )
         if share:
             from harness.methods.probe import probe_texts
