@@ -50,6 +50,7 @@ class TaskResult:
     rows: list[dict]
     estimates: dict[tuple, Estimate]  # (method, variant, shots, template, seed, metric) -> estimate
     unit_infos: dict[tuple[str, str], dict] = field(default_factory=dict)  # (method, unit key) -> stored info
+    design: str = "full"  # the prompt design (harness/design.py): sampled, a template's scores are over a share
 
 
 def _row(model, params, task, method, variant, shots, template, seed, metric, est: Estimate) -> dict:
@@ -188,7 +189,7 @@ def analyse_task(store: Store, model: str, params: int, task: str) -> TaskResult
         base = est.get((method, variant + RANDOM_INIT_SUFFIX, shots, template, seed, metric))
         if template == "mean" and metric in official and base is not None:
             add(method, variant, shots, template, seed, {f"selectivity_{metric}": difference(e, base)})
-    return TaskResult(model, task, info, rows, est, store.unit_infos(model, task))
+    return TaskResult(model, task, info, rows, est, store.unit_infos(model, task), "sampled" if sampled else "full")
 
 
 def analyse(store: Store) -> tuple[pd.DataFrame, list[TaskResult]]:

@@ -51,6 +51,8 @@ def eval_n(result: TaskResult) -> str:
     """The number of eval metric groups (examples; questions for MultiRC) every score of a task is over."""
     metric = main_metric(result.task)
     ns = {e.n for k, e in result.estimates.items() if k[-1] == metric and k[0] != "baseline" and k[3] != "mean"}
+    if result.design == "sampled":  # a template's scores are over its share of the examples; the task's over all
+        ns = {e.n for k, e in result.estimates.items() if k[-1] == metric and k[0] != "baseline" and k[3] == "mean"}
     ns = ns or {e.n for k, e in result.estimates.items() if k[-1] == metric}
     return "/".join(str(n) for n in sorted(ns)) if ns else "–"
 

@@ -45,6 +45,7 @@ def test_sampled_design_scores_a_share_and_says_so(tiny_dir, env, tmp_path):
     assert aggregate.loc["mean", "value"] == pytest.approx(per_template_means.mean(), abs=1e-5)  # csv rounds
     report = " ".join((out / "report.md").read_text().split())
     assert "Prompt design: sampled (--template-share 0.25)" in report
+    assert "| rte | acc | 12 |" in report  # the task's numbers are over every example, not a template's share
 
     # a store keeps one design: the full grid is refused here, in one line
     mixed = harness(*ARGS, *model, env=env)
