@@ -4,18 +4,20 @@ probe's online codelength (MDL, Voita & Titov 2020), and selectivity measured ag
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from harness.analysis import analyse
+from harness.methods.presets import load_preset
 from harness.methods.probe import mdl_blocks, online_codelength
 from harness.models import random_init_copy
 from harness.store import Store, UnitKey, VariantRecords
 from tests.test_decompose import _records as nested_records
 
-PRESET = {"C": 1.0, "max_iter": 2000}
+PRESET = replace(load_preset("probe"), C=1.0, max_iter=2000)
 
 
 # ---------------------------------------------------------------- the re-initialised model
