@@ -266,13 +266,13 @@ def parse_spec(path: Path, doc: dict, name: str, origin: str) -> TaskSpec:
         raise HarnessError(f"{path}: field 'data' must be a mapping (val/train files, hub, or loader)")
     loader = data.get("loader") or ("hub" if "hub" in data else "files")
     if loader not in LOADERS:
-        raise HarnessError(f"{path}: unknown loader '{loader}' (data.loader): known are {', '.join(LOADERS)}")
+        raise HarnessError(LOADERS.unknown(loader, str(path)))
     derive = doc.get("derive") or []
     if not isinstance(derive, list):
         raise HarnessError(f"{path}: field 'derive' must be a list of names")
     for d in derive:
         if d not in DERIVATIONS:
-            raise HarnessError(f"{path}: unknown derivation '{d}' (derive): known are {', '.join(DERIVATIONS)}")
+            raise HarnessError(DERIVATIONS.unknown(d, str(path)))
     max_new = doc.get("max_new_tokens", 32 if answer == "generate" else 0)
     if not isinstance(max_new, int) or isinstance(max_new, bool) or max_new < 0:
         raise HarnessError(f"{path}: field 'max_new_tokens' must be a whole number")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.registry import Registry
 from harness.resources import read_text
 from harness.tasks import Example, TaskSpec
 
@@ -56,15 +57,14 @@ def label_id(spec: TaskSpec, value: object) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------ derivations
-DERIVATIONS: dict[str, Callable[[dict], dict]] = {}
+DERIVATIONS: Registry[Callable[[dict], dict]] = Registry("derivation", "derive")
 
 
 def derivation(name: str):
     """Register a derivation: a function from a row's fields to the same fields with more added."""
 
     def register(function: Callable[[dict], dict]) -> Callable[[dict], dict]:
-        DERIVATIONS[name] = function
-        return function
+        return DERIVATIONS.register(name, function)
 
     return register
 
@@ -140,12 +140,12 @@ class Loader:
         raise NotImplementedError
 
 
-LOADERS: dict[str, Loader] = {}
+LOADERS: Registry[Loader] = Registry("loader", "data.loader")
 
 
 def register_loader(name: str):
     def register(cls: type[Loader]) -> type[Loader]:
-        LOADERS[name] = cls()
+        LOADERS.register(name, cls())
         return cls
 
     return register
@@ -154,9 +154,7 @@ def register_loader(name: str):
 def get_loader(name: str, where: object = "") -> Loader:
     if name == "lm-eval":
         import harness.lm_eval_tasks  # noqa: F401  (registers it; it imports this module)
-    if name not in LOADERS:
-        raise HarnessError(f"{where}: unknown loader '{name}' (data.loader): known are {', '.join(LOADERS)}")
-    return LOADERS[name]
+    return LOADERS.get(name, str(where))
 
 
 # ---------------------------------------------------------------- SuperGLUE: the original jsonl, or the Hub
