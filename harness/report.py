@@ -1,4 +1,5 @@
-"""Write <out>/summary.csv, <out>/report.md and the plots from the store alone (no model is loaded).
+"""Write <out>/summary.csv, <out>/report.md, its browser page report.html and the plots from the store alone (no
+model is loaded).
 
 Re-rendering the same store gives byte-identical files: no timestamps, fixed ordering, fixed bootstrap seed.
 """
@@ -21,6 +22,7 @@ from harness.markdown import fmt, params_text, table
 from harness.methods import CONTROL_SUFFIX, RANDOM_INIT_SUFFIX, TRAINED_METHODS, is_control_task, is_random_init
 from harness.metrics import Estimate, main_metric
 from harness.report_curves import plot_learning_curves
+from harness.report_html import write_report
 from harness.store import Store, UnitName
 
 
@@ -608,7 +610,7 @@ SECTIONS: list[Section] = [
 
 
 def render(out_dir: str | Path) -> Path:
-    """Regenerate summary.csv, report.md (SECTIONS in order) and plots/ from <out_dir>/results.db."""
+    """Regenerate summary.csv, report.md (SECTIONS in order), report.html and plots/ from <out_dir>/results.db."""
     out = Path(out_dir)
     store = Store(out, create=False)
     try:
@@ -616,7 +618,6 @@ def render(out_dir: str | Path) -> Path:
         frame.to_csv(out / "summary.csv", index=False, float_format="%.6g")
         ctx = ReportContext(out, store, results, store.models())
         lines = [line for section in SECTIONS for line in section(ctx)]
-        (out / "report.md").write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
-        return out / "report.md"
+        return write_report(out, lines)
     finally:
         store.close()

@@ -1,4 +1,4 @@
-"""The transfer report: OUT/report.md, OUT/transfer.csv and plots/, from a `harness transfer` store alone."""
+"""The transfer report: OUT/report.md (and report.html), OUT/transfer.csv and plots/, from a `harness transfer` store alone."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from harness import plots
 from harness.markdown import fmt, p_text, params_text, table
 from harness.metrics import Estimate, difference, mean_estimate, p_value
 from harness.report_answer import about
+from harness.report_html import write_report
 from harness.report_scaling import caveats
 from harness.store import Store
 from harness.transfer_matrix import ModelTransfer, asymmetries, cluster, gain_array, load
@@ -91,7 +92,7 @@ SECTIONS: list[Callable[[TransferContext], list[str]]] = [
 
 
 def render(out_dir: str | Path) -> Path:
-    """Regenerate transfer.csv, report.md (SECTIONS in order) and plots/ from <out_dir>/results.db (no model is
+    """Regenerate transfer.csv, report.md (SECTIONS in order), report.html and plots/ from <out_dir>/results.db (no model is
     loaded)."""
     out = Path(out_dir)
     store = Store(out, create=False)
@@ -105,9 +106,7 @@ def render(out_dir: str | Path) -> Path:
     (out / plots.PLOTS).mkdir(exist_ok=True)
     _frame(results).to_csv(out / "transfer.csv", index=False, float_format="%.6g")
     lines = [line for section in SECTIONS for line in section(ctx)]
-    path = out / "report.md"
-    path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
-    return path
+    return write_report(out, lines)
 
 
 def _settings_text(s: dict, results: list[ModelTransfer]) -> list[str]:
