@@ -16,6 +16,7 @@ from harness import report_answer as answer
 from harness import report_decomposition as decomposition
 from harness import report_presidents as presidents
 from harness import report_scaling as scaling
+from harness import report_worth as worth
 from harness.analysis import AGGREGATES, ALL, TaskResult, analyse
 from harness.filenames import slug
 from harness.markdown import fmt, params_text, table
@@ -362,6 +363,12 @@ def scaling_section(ctx: ReportContext) -> list[str]:
     return scaling.section(ctx.models, ctx.scored_tasks, ctx.out, Path(plots.PLOTS) / "scaling.png")
 
 
+def worth_across_sizes(ctx: ReportContext) -> list[str]:
+    """Does a bigger model's prompt stand for more examples (harness/report_worth.py)? Read with the cross-size
+    section, whose subsection it is."""
+    return worth.across_sizes(ctx.models, ctx.scored_tasks, ctx.out)
+
+
 def presidents_section(ctx: ReportContext) -> list[str]:
     """The presidents probe (harness/report_presidents.py)."""
     return presidents.section(ctx.store, ctx.results, ctx.out, Path(plots.PLOTS) / "presidents.png")
@@ -534,6 +541,11 @@ def learning_curves_section(m: ModelContext) -> list[str]:
     ]
 
 
+def worth_section(m: ModelContext) -> list[str]:
+    """The examples each trained method needs to match the best prompt (harness/report_worth.py)."""
+    return worth.model_section(m.scored)
+
+
 def probe_layers_section(m: ModelContext) -> list[str]:
     """The probe's accuracy at each layer, where a probe was trained."""
     layer_plot = Path(plots.PLOTS) / f"{slug(m.model)}-probe-layers.png"
@@ -579,6 +591,7 @@ MODEL_SECTIONS: list[ModelSection] = [
     attempts_section,
     trained_section,
     learning_curves_section,
+    worth_section,
     probe_layers_section,
     per_template_section,
     not_evaluated_section,
@@ -604,6 +617,7 @@ SECTIONS: list[Section] = [
     data_settings,
     legend,
     scaling_section,
+    worth_across_sizes,
     presidents_section,
     models_section,
 ]

@@ -7,14 +7,14 @@ from pathlib import Path
 from harness import plots
 from harness.analysis import ALL, TaskResult
 from harness.methods import RANDOM_INIT_SUFFIX, TRAINED_METHODS, is_control_task, is_random_init
-from harness.metrics import main_metric
+from harness.metrics import Estimate, main_metric
 
 
-def curves(result: TaskResult) -> dict[tuple[str, str], list[tuple[int, float, float, float]]]:
-    """(method, variant) -> [(train n, score, ci low, ci high)] in percent, sorted by n; random-init variants
-    included (they are the curves' baselines), permuted-label sanity checks not."""
+def curve_estimates(result: TaskResult) -> dict[tuple[str, str], list[tuple[int, Estimate]]]:
+    """(method, variant) -> [(train n, score on the main metric, mean over seeds)], sorted by n; random-init
+    variants included (they are the curves' baselines), permuted-label sanity checks not."""
     metric = main_metric(result.task)
-    out: dict[tuple[str, str], list] = {}
+    out: dict[tuple[str, str], list[tuple[int, Estimate]]] = {}
     for (method, variant, n, template, seed, m), e in result.estimates.items():
         if (
             method in TRAINED_METHODS
@@ -23,9 +23,16 @@ def curves(result: TaskResult) -> dict[tuple[str, str], list[tuple[int, float, f
             and m == metric
             and not is_control_task(variant)
         ):
-            lo, hi = e.ci
-            out.setdefault((method, variant), []).append((n, e.value * 100, lo * 100, hi * 100))
-    return {k: sorted(v) for k, v in sorted(out.items())}
+            out.setdefault((method, variant), []).append((n, e))
+    return {k: sorted(v, key=lambda p: p[0]) for k, v in sorted(out.items())}
+
+
+def curves(result: TaskResult) -> dict[tuple[str, str], list[tuple[int, float, float, float]]]:
+    """curve_estimates as (train n, score, ci low, ci high) in percent."""
+    return {
+        key: [(n, e.value * 100, e.ci[0] * 100, e.ci[1] * 100) for n, e in points]
+        for key, points in curve_estimates(result).items()
+    }
 
 
 def plot_learning_curves(results: list[TaskResult], path: Path, title: str) -> bool:
