@@ -246,6 +246,13 @@ class TransferConfig:
     )
     source_n: int = option(200, help="Train examples of the source task A.")
     target_n: int = option(10, help="Train examples of the target task B (disjoint from A's sample).")
+    target_sizes: list[int] = option(
+        [],
+        parse=comma_ints,
+        help="Also train B alone at these sizes (e.g. 2,5,20,40; same steps and learning rate as at --target-n): "
+        "the learning curve that converts each gain into effective data transferred, in examples of B. "
+        "Adds units to a store; --target-n is always run.",
+    )
     source_steps: int = option(
         50, help="Most optimiser steps on A; a quarter of A's sample is held out for early stopping."
     )

@@ -112,3 +112,13 @@ def data_equivalent(
     value = matching_size(sizes, np.array([e.value for e in curve]), target.value)
     samples = matching_size(sizes, np.stack([e.samples for e in curve]), target.samples)
     return DataEquivalent(float(value) - offset, samples - offset, tuple(sizes), offset, largest_label)
+
+
+def difference(a: DataEquivalent, b: DataEquivalent) -> DataEquivalent:
+    """a - b in examples, replicate by replicate: NaN where either side is censored (BELOW or ABOVE has no
+    difference), so the interval is NaN when over MAX_UNDEFINED_REPLICATES of the replicates are."""
+    finite = np.isfinite(a.samples) & np.isfinite(b.samples)
+    value = a.value - b.value if math.isfinite(a.value) and math.isfinite(b.value) else math.nan
+    with np.errstate(invalid="ignore"):  # inf - inf: masked just below
+        samples = np.where(finite, a.samples - b.samples, np.nan)
+    return DataEquivalent(value, samples, a.sizes)

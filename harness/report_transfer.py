@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 
 from harness import plots
+from harness import report_effective_data as effective_data
+from harness.data_equivalent import DataEquivalent
 from harness.markdown import fmt, p_text, params_text, table
 from harness.metrics import Estimate, difference, mean_estimate, p_value
 from harness.report_answer import about
@@ -88,6 +90,7 @@ SECTIONS: list[Callable[[TransferContext], list[str]]] = [
     _summary_section,
     _caveats,
     _models,
+    effective_data.section,
 ]
 
 
@@ -264,16 +267,20 @@ def _cell(e: Estimate | None, ci: bool = True) -> str:
 
 
 def _frame(results: list[ModelTransfer]) -> pd.DataFrame:
-    def row(r: ModelTransfer, source: str, target: str, quantity: str, e: Estimate) -> dict:
+    def row(r: ModelTransfer, source: str, target: str, quantity: str, e: Estimate | DataEquivalent) -> dict:
         lo, hi = e.ci
+        n = e.n if isinstance(e, Estimate) else r.curve[target][r.target_n].n  # type: ignore[index]
         return {"model": r.model, "params": r.params, "source": source, "target": target, "quantity": quantity,
-                "value": e.value, "ci_low": lo, "ci_high": hi, "n": e.n}  # fmt: skip
+                "value": e.value, "ci_low": lo, "ci_high": hi, "n": n}  # fmt: skip
 
     rows = []
     for r in results:
         rows += [row(r, a, b, "gain", g) for (a, b), g in r.gain.items()]
         rows += [row(r, "", t, "only", e) for t, e in r.only.items()]
         rows += [row(r, t, t, "after_source", e) for t, e in r.source.items()]
+        # B alone at its other sizes, and the effective data transferred (in examples; a censored end is +-inf)
+        rows += [row(r, "", t, f"only_n{n}", e) for t, c in r.curve.items() for n, e in c.items() if n != r.target_n]
+        rows += [row(r, a, b, "effective_data", d) for (a, b), d in r.transferred.items()]
     columns = ["model", "params", "source", "target", "quantity", "value", "ci_low", "ci_high", "n"]
     return pd.DataFrame(rows, columns=columns)
 

@@ -6,7 +6,11 @@ Per model and seed the run has three kinds of unit, each stored on its own (a re
   starts from A reuses it, also after an interruption;
 - `only` (task B): from the untrained state, train on `target_n` examples of B for `target_steps`, score B;
 - `from:A` (task B): from A's state, the same brief training on the same `target_n` examples, score B.
-The gain of A on B is `from:A` - `only`, paired over B's eval examples (harness/transfer_matrix.py).
+With `--target-sizes`, `only` units also train B alone at those sizes (a seeded, label-stratified sample of B's
+train split each; the same steps and learning rate): B's learning curve, which reads a gain in examples of B.
+They add units and never change the others, so they are not among the store's settings.
+The gain of A on B is `from:A` - `only`, paired over B's eval examples; the effective data transferred is the size
+at which B alone matches `from:A`, minus `target_n` (harness/transfer_matrix.py).
 Source and target samples are disjoint, so the diagonal (A -> A) is A's specific skill with more data.
 """
 
@@ -60,13 +64,14 @@ class TransferUnit:
     target: str  # the task trained last and scored (A itself for a source unit)
     seed: int
     source: str | None = None  # A, for pair units
+    size: int | None = None  # an `only` unit's train size when not --target-n (--target-sizes)
 
     @property
     def variant(self) -> str:
         return {"source": "source", "only": "only"}.get(self.kind) or f"from:{self.source}"
 
     def key(self, model: str, cfg: TransferConfig) -> UnitKey:
-        sizes = f"n{cfg.source_n}" if self.kind == "source" else f"n{cfg.target_n}"
+        sizes = f"n{cfg.source_n}" if self.kind == "source" else f"n{self.size or cfg.target_n}"
         if self.kind == "pair":
             sizes = f"n{cfg.source_n}+{cfg.target_n}"
         return UnitKey(model, self.target, METHOD, f"{self.variant}/{sizes}/s{self.seed}")
@@ -90,6 +95,7 @@ def validate(cfg: TransferConfig) -> None:
         ("--target-steps", cfg.target_steps, 1),
         ("--source-eval-every", cfg.source_eval_every, 1),
         ("--seeds", cfg.seeds, 1),
+        *(("--target-sizes", n, 1) for n in cfg.target_sizes),
     ]:
         if value < least:
             raise HarnessError(f"{flag} must be at least {least}, not {value}")
@@ -116,6 +122,11 @@ def plan(cfg: TransferConfig, preset: TrainingPreset) -> tuple[list[TransferTask
         if train_examples is None:
             raise HarnessError(f"{spec.name} (--tasks): {task_source.describe(spec)} has no train split (--train-set)")
         available = len({e.group for e in train_examples})
+        if max(cfg.target_sizes, default=0) > available:
+            raise HarnessError(
+                f"{spec.name}: --target-sizes {max(cfg.target_sizes)} is more than the {available} train examples "
+                f"of {task_source.describe(spec)}"
+            )
         if cfg.source_n + cfg.target_n > available:
             raise HarnessError(
                 f"{spec.name}: --source-n {cfg.source_n} + --target-n {cfg.target_n} needs that many train "
@@ -217,6 +228,8 @@ class Runner:
         names = [t.spec.name for t in self.tasks]
         for seed in range(self.cfg.seeds):
             out += [TransferUnit("only", b, seed) for b in names]
+            extra = sorted(set(self.cfg.target_sizes) - {self.cfg.target_n})
+            out += [TransferUnit("only", b, seed, size=n) for b in names for n in extra]
             for a in names:
                 out.append(TransferUnit("source", a, seed))
                 out += [TransferUnit("pair", b, seed, source=a) for b in names]
@@ -250,6 +263,8 @@ class Runner:
     def run_unit(self, unit: TransferUnit) -> None:
         target = self.task(unit.target)
         source_sample, target_sample = target.samples(self.cfg.source_n, self.cfg.target_n, unit.seed)
+        if unit.size is not None:  # B alone at another size: its own seeded, label-stratified sample of B's train
+            target_sample = stratified_subset(target.train, unit.size, unit.seed)
         started = time.perf_counter()
         if unit.kind == "source":
             records, info, state = self._train_and_score(target, source_sample, None, unit.seed, brief=False)
@@ -258,7 +273,7 @@ class Runner:
             state = self._source_state(unit.source, unit.seed) if unit.kind == "pair" else None
             records, info, _ = self._train_and_score(target, target_sample, state, unit.seed, brief=True)
         info["seconds"] = round(time.perf_counter() - started, 1)
-        n = self.cfg.source_n if unit.kind == "source" else self.cfg.target_n
+        n = self.cfg.source_n if unit.kind == "source" else unit.size or self.cfg.target_n
         outputs = [VariantRecords(unit.variant, target.template.name, n, unit.seed, records)]
         self.store.put_unit(unit.key(self.name, self.cfg), outputs, info)
 

@@ -6,6 +6,11 @@ name, the same for every model), so:
 - gain(A -> B) = mean over B's examples of [score after A then B] - [score after B alone], paired over examples;
 - an asymmetry gain(A -> B) - gain(B -> A) compares two independent example sets, replicate by replicate;
 - a mean over pairs, or a difference between models, averages the replicates pair by pair.
+
+Where B was also trained alone at several sizes (`--target-sizes`), the effective data transferred (Hernandez et
+al. 2021) reads a cell in examples of B: D_T(A -> B) = the size at which B alone matches the score after A then B,
+minus the D_F = target_n examples of B both were trained on (harness/data_equivalent.py: log-size interpolation,
+first crossing), on B's same resamples.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from harness.data_equivalent import DataEquivalent, data_equivalent
 from harness.metrics import BOOTSTRAP_SEED, Estimate, Resampler, correct_vector, difference
 from harness.store import Record, Store
 
@@ -36,6 +42,9 @@ class ModelTransfer:
     gain: dict[tuple[str, str], Estimate] = field(default_factory=dict)  # (A, B): after - only, paired
     seeds: dict[str, int] = field(default_factory=dict)  # B -> training seeds in its `only` cell
     kept_steps: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # A -> (kept step, steps run) per seed
+    target_n: int | None = None  # D_F: the examples of B in `only` and every pair
+    curve: dict[str, dict[int, Estimate]] = field(default_factory=dict)  # B -> size -> score of B alone at that size
+    transferred: dict[tuple[str, str], DataEquivalent] = field(default_factory=dict)  # (A, B): D_T, where B has a curve
 
     def untrained_sources(self) -> list[str]:
         """Sources whose every seed kept the untrained state (no held-out gain): their rows equal B alone."""
@@ -97,15 +106,26 @@ def cluster(tasks: list[str], gains: np.ndarray) -> tuple[np.ndarray, list[str]]
 def load(store: Store) -> list[ModelTransfer]:
     """Every model's transfer results in the store."""
     order = store.get_meta("tasks") or []
+    target_n = (store.get_meta("transfer") or {}).get("target_n")
     out = []
     for model, params, _ in store.models():
         tasks = [t for t in order if t in store.tasks(model)]
         result = ModelTransfer(model, params, tasks)
         by_variant: dict[str, dict[str, dict[int, list[Record]]]] = {}  # variant -> target -> seed -> records
+        alone: dict[str, dict[int, dict[int, list[Record]]]] = {}  # target -> size -> seed -> B-alone records
+        pair_sizes = set()
         for b in tasks:
-            for (method, variant, _, _, seed), records in store.records(model, b).items():
-                if method == METHOD:
+            for (method, variant, _, size, seed), records in store.records(model, b).items():
+                if method != METHOD:
+                    continue
+                if variant == "only":
+                    alone.setdefault(b, {}).setdefault(size, {})[seed] = records
+                else:
                     by_variant.setdefault(variant, {}).setdefault(b, {})[seed] = records
+                    pair_sizes |= {size} if variant.startswith("from:") else set()
+        sizes = {n for per_size in alone.values() for n in per_size}
+        # D_F: the run's --target-n; a store without settings (made by hand): the pairs' size, else B alone's one
+        result.target_n = target_n or min(pair_sizes or sizes or {0}) or None
         for b in tasks:
             infos = store.unit_infos(model, b)
             kept = [
@@ -115,7 +135,7 @@ def load(store: Store) -> list[ModelTransfer]:
             ]
             if kept:
                 result.kept_steps[b] = kept
-            only = by_variant.get("only", {}).get(b)
+            only = alone.get(b, {}).get(result.target_n)  # type: ignore[arg-type]
             source = by_variant.get("source", {}).get(b)
             reference = only or source
             if reference is None:
@@ -128,6 +148,7 @@ def load(store: Store) -> list[ModelTransfer]:
                 continue
             only_vec = _seed_mean(only)
             result.only[b], result.seeds[b] = rs.mean(only_vec), len(only)
+            result.curve[b] = {n: rs.mean(_seed_mean(by_seed)) for n, by_seed in sorted(alone[b].items())}
             for a in tasks:
                 after = by_variant.get(f"from:{a}", {}).get(b)
                 seeds = sorted(set(after or ()) & set(only))
@@ -137,8 +158,17 @@ def load(store: Store) -> list[ModelTransfer]:
                 paired_only = _seed_mean({s: only[s] for s in seeds})  # the same seeds on both sides
                 result.after[(a, b)] = rs.mean(after_vec)
                 result.gain[(a, b)] = gain_estimate(after_vec, paired_only, rs)
+                if len(result.curve[b]) > 1:
+                    result.transferred[(a, b)] = effective_data(result.curve[b], result.after[(a, b)], result.target_n)
         out.append(result)
     return out
+
+
+def effective_data(curve: dict[int, Estimate], after: Estimate, target_n: int | None) -> DataEquivalent:
+    """D_T: the size at which B alone (`curve`: size -> score) first reaches the score after A then B, minus the
+    target_n examples of B that both saw; negative where A hurts. Replicate by replicate on B's resamples."""
+    sizes = sorted(curve)
+    return data_equivalent(sizes, [curve[n] for n in sizes], after, offset=target_n or 0)
 
 
 def _seed_mean(by_seed: dict[int, list[Record]]) -> np.ndarray:

@@ -107,8 +107,10 @@ def _config(tiny_dir, out, **kw) -> TransferConfig:
 
 def _stored(out) -> dict:
     store = Store(out, create=False)
-    rows = store.conn.execute("SELECT task, variant, seed, example_id, payload FROM records ORDER BY 1, 2, 3, 4")
-    out = {r[:4]: r[4] for r in rows}
+    rows = store.conn.execute(
+        "SELECT task, variant, shots, seed, example_id, payload FROM records ORDER BY 1, 2, 3, 4, 5"
+    )
+    out = {r[:5]: r[5] for r in rows}
     store.close()
     return out
 
@@ -180,6 +182,9 @@ def test_other_settings_are_refused_in_the_same_store(tiny_dir, tmp_path):
         (["--tasks", "add-1d,sub-1d", "--source-n", "60"], "--source-n 60 + --target-n 10 needs that many"),
         (["--tasks", "add-2d,presidents"], "presidents (--tasks)"),
         (["--method", "probe"], "unknown method 'probe' (--method)"),
+        (["--tasks", "add-1d,sub-1d", "--target-sizes", "5,5000"], "--target-sizes 5000 is more than the"),
+        (["--tasks", "add-1d,sub-1d", "--target-sizes", "0,5"], "--target-sizes must be at least 1, not 0"),
+        (["--target-sizes", "5,x"], "--target-sizes expects comma-separated integers"),
     ],
 )
 def test_cli_errors_are_one_line(args, message, tmp_path):
@@ -191,6 +196,29 @@ def test_cli_errors_are_one_line(args, message, tmp_path):
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_target_sizes_add_b_alone_runs_that_read_gains_in_examples(tiny_dir, tmp_path):
+    run_transfer(_config(tiny_dir, tmp_path, limit=2), Console(quiet=True), "first")
+    before = _stored(tmp_path)
+    run_transfer(_config(tiny_dir, tmp_path, limit=2, target_sizes=[2, 4, 8]), Console(quiet=True), "more sizes")
+    after = _stored(tmp_path)
+    assert {k: v for k, v in after.items() if k in before} == before  # the same store: nothing redone or changed
+    added = sorted({k[:4] for k in after if k not in before})
+    assert added == [(t, "only", n, 0) for t in ("add-1d", "sub-1d") for n in (2, 8)]  # B alone at the new sizes
+    store = Store(tmp_path, create=False)
+    units = sorted(u for (m, u) in store.unit_infos(str(tiny_dir), "add-1d") if u.startswith("only/"))
+    (result,) = load(store)
+    store.close()
+    assert units == ["only/n2/s0", "only/n4/s0", "only/n8/s0"]  # n4: --target-n's own unit, run once
+    assert result.target_n == 4 and sorted(result.curve["add-1d"]) == [2, 4, 8]
+    assert set(result.transferred) == set(result.gain) and len(result.gain) == 4
+    assert "## Effective data transferred" in (tmp_path / "report.md").read_text()
+
+
+def test_target_sizes_is_documented_in_help():
+    proc = subprocess.run([sys.executable, "-m", "harness", "transfer", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "--target-sizes" in proc.stdout and "effective data" in proc.stdout
 
 
 @pytest.mark.slow
