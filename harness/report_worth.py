@@ -76,6 +76,10 @@ def _curve_text(w: Worth) -> str:
     )
 
 
+def _examples(w: Worth | None) -> str:
+    return w.examples.interval_text() if w is not None and w.examples is not None else "–"
+
+
 def _prompt_text(c: Choice | None) -> str:
     return f"{fmt(c.estimate)} ({c.label})" if c is not None else "– (no prompt picked on train)"
 
@@ -91,7 +95,7 @@ def model_section(results: list[TaskResult]) -> list[str]:
             _prompt_text(w.prompt),
             w.method,
             _curve_text(w),
-            w.examples.interval_text() if w.examples else "–",
+            _examples(w),
         ]
         for w in found
     ]
@@ -115,10 +119,7 @@ def across_sizes(models: list[tuple[str, int, dict]], results: list[TaskResult],
         return []
     rows = []
     for (task, method), per_model in shown.items():
-        cells = [
-            per_model[m].examples.interval_text() if m in per_model and per_model[m].examples else "–" for m in order
-        ]  # type: ignore[union-attr]
-        rows.append([task, method, *cells, trend(per_model, order)])
+        rows.append([task, method, *(_examples(per_model.get(m)) for m in order), trend(per_model, order)])
     lines = [
         "### A prompt's worth in examples, across sizes",
         "",
@@ -129,9 +130,8 @@ def across_sizes(models: list[tuple[str, int, dict]], results: list[TaskResult],
         "",
         *table(["task", "method", *(f"{m} ({params_text(params[m])})" for m in order), "smallest -> largest"], rows),
     ]
-    if plot_worth(shown, order, out / plots.PLOTS / PLOT):
-        lines += ["", f"![a prompt's worth in examples]({plots.PLOTS}/{PLOT})"]
-    return lines + [""]
+    plot_worth(shown, order, out / plots.PLOTS / PLOT)
+    return lines + ["", f"![a prompt's worth in examples]({plots.PLOTS}/{PLOT})", ""]
 
 
 def trend(per_model: dict[str, Worth], order: list[str]) -> str:
@@ -153,7 +153,7 @@ def trend(per_model: dict[str, Worth], order: list[str]) -> str:
     return f"{text} (no interval: over 5% of resamples fall outside the sizes run)"
 
 
-def plot_worth(shown: dict[tuple[str, str], dict[str, Worth]], order: list[str], path: Path) -> bool:
+def plot_worth(shown: dict[tuple[str, str], dict[str, Worth]], order: list[str], path: Path) -> None:
     """A panel per task: examples to match the best prompt (log scale) per model, one series per method, with
     95% intervals; a count below the smallest or above the largest size run is drawn at that size as a
     triangle pointing the way it goes."""
@@ -200,4 +200,3 @@ def plot_worth(shown: dict[tuple[str, str], dict[str, Worth]], order: list[str],
         "A prompt's worth in labelled examples (v: below the smallest size run, ^: above the largest)", fontsize=9
     )
     plots.save(fig, path)
-    return True
