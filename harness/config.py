@@ -117,6 +117,18 @@ def models_option(help: str) -> Any:
     return option([DEFAULT_MODEL], flag="--model", short="-m", help=help)
 
 
+DEVICE_MAP_HELP = (
+    "Place the model across GPUs, CPU memory and disk with accelerate, for a model larger than one device: auto "
+    "(accelerate spreads the modules over the GPUs, then CPU memory, then disk), balanced, balanced_low_0, "
+    "sequential, or a mapping of "
+    'module names to devices as inline JSON or a .json/.yaml file, e.g. \'{"model.embed_tokens": 0, '
+    '"model.layers.0": 0, "model.layers.1": 1, "model.norm": 1, "lm_head": "cpu"}\' (a device: GPU '
+    'index, cuda:N, mps, cpu or disk; "" is the whole model). Replaces --device. Prompts and probes run with any '
+    "map; ptune and bitfit refuse one that offloads modules to cpu or disk (accelerate reloads those weights at "
+    "every pass, so training them in place is lost), and run with one that keeps every module on a GPU."
+)
+
+
 @dataclass
 class EvalConfig:
     """`harness eval`: evaluate models on a suite."""
@@ -178,6 +190,7 @@ class EvalConfig:
         None, help="Rows per forward pass (default: picked from sequence lengths and memory)."
     )
     device: str = option("auto", help="auto, cpu, cuda or mps.")
+    device_map: str | None = option(None, help=DEVICE_MAP_HELP)
     dtype: str = option("auto", help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16.")
     out: str = option(
         "runs/latest", help="Output folder: results.db, summary.csv, report.md, plots/. Rerunning resumes."
@@ -265,6 +278,7 @@ class TransferConfig:
     limit: int | None = option(100, help="Seeded, label-stratified val examples scored per task.")
     limit_seed: int = option(0, help="Seed of the --limit subset.")
     device: str = option("auto", help="auto, cpu, cuda or mps.")
+    device_map: str | None = option(None, help=DEVICE_MAP_HELP)
     dtype: str = option("auto", help="auto, float32, bfloat16 or float16.")
     out: str = option("runs/transfer", help="Output folder: results.db, states/, transfer.csv, report.md, plots/.")
     data_dir: str | None = option(

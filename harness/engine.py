@@ -70,10 +70,13 @@ class Engine:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        self.device = next(model.parameters()).device
+        # A model placed across devices (--device-map) takes its inputs where its embeddings compute and gives its
+        # logits where its head does; every tensor read back from it is moved before use.
+        self.device = execution_device(model, model.get_input_embeddings())
         self.max_batch_tokens = max_batch_tokens or _default_batch_tokens(self.device)
         self.decoder = model.get_decoder()
         self.head = model.get_output_embeddings()
+        self.head_device = execution_device(model, self.head)
         self.softcap = getattr(model.config, "final_logit_softcapping", None)
         # lm-eval's rule for an empty context: condition on BOS (or EOS when there is none).
         self.prefix_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
@@ -138,7 +141,7 @@ class Engine:
 
     # ---- model passes ----
     def _log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.head(hidden).float()
+        logits = self.head(hidden.to(self.head_device)).float()
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return torch.log_softmax(logits, dim=-1)
@@ -449,3 +452,32 @@ def _default_batch_tokens(device: torch.device) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return int(max(4096, min(65536, free // (2 * 1024 * 1024))))
     return 512
+
+
+def execution_device(model: torch.nn.Module, module: torch.nn.Module | None = None) -> torch.device:
+    """Where `module` of `model` (default: the model itself) computes. On one device, where its weights are; on a
+    model that accelerate placed across devices, where its hook, or its nearest ancestor's, sends the inputs (an
+    offloaded module's weights wait on the meta device, so they cannot say)."""
+    module = model if module is None else module
+    weight = next(module.parameters(), None)
+    if weight is not None and weight.device.type != "meta" and not hasattr(module, "_hf_hook"):
+        return weight.device
+    names = {id(m): name for name, m in model.named_modules()}
+    name = names.get(id(module), "")
+    modules = dict(model.named_modules())
+    chain = [name.rsplit(".", i)[0] for i in range(name.count(".") + 1)] + [""] if name else [""]
+    for ancestor in chain:
+        device = _hook_device(modules[ancestor])
+        if device is not None:
+            return device
+    return weight.device if weight is not None else torch.device("cpu")
+
+
+def _hook_device(module: torch.nn.Module) -> torch.device | None:
+    """The execution device of an accelerate hook on `module` (one hook, or a SequentialHook of several)."""
+    hook = getattr(module, "_hf_hook", None)
+    for h in [hook, *getattr(hook, "hooks", ())]:
+        device = getattr(h, "execution_device", None)
+        if device is not None:
+            return torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+    return None

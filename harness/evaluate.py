@@ -11,6 +11,7 @@ from rich.console import Console
 from harness.catalog import get_task, use_task_dirs
 from harness.config import PROMPT_VARIANTS, EvalConfig, TransferConfig
 from harness.design import DESIGNS
+from harness.device_map import DeviceMap, offloads, parse_device_map
 from harness.errors import HarnessError, Interrupted
 from harness.features import FeatureCache
 from harness.loaders import GPT3_HINT, DataSource, load_train, resolve_train_source
@@ -20,6 +21,7 @@ from harness.methods.base import (
     RunContext,
     TaskContext,
     TrainedMethod,
+    TuningMethod,
     Unit,
     get_method,
     method_names,
@@ -65,7 +67,17 @@ def load_suite(name: str) -> list[str]:
 
 
 # Text options of both `harness eval` and `harness transfer` (fields of EvalConfig and TransferConfig)
-SHARED_TEXT_OPTIONS = ("device", "dtype", "out", "data_dir", "train_set", "fewglue_dir", "prompts_dir", "presets_dir")
+SHARED_TEXT_OPTIONS = (
+    "device",
+    "device_map",
+    "dtype",
+    "out",
+    "data_dir",
+    "train_set",
+    "fewglue_dir",
+    "prompts_dir",
+    "presets_dir",
+)
 
 
 def check_given(cfg: EvalConfig | TransferConfig, extra: Sequence[tuple[str, str | None]] = ()) -> None:
@@ -78,6 +90,22 @@ def check_given(cfg: EvalConfig | TransferConfig, extra: Sequence[tuple[str, str
     for flag, value in [*extra, *shared, *(("--tasks-dir", d) for d in cfg.tasks_dirs)]:
         if value is not None and not value.strip():
             raise HarnessError(f"{flag} is empty: give a value or leave the option out")
+
+
+def check_device_map(cfg: EvalConfig | TransferConfig, tuned: Sequence[str]) -> DeviceMap | None:
+    """The parsed --device-map (None: not given); it replaces --device, and the tuned methods (`tuned`, the run's
+    ptune/bitfit) refuse a map that offloads modules (checked again on the loaded model, for a strategy)."""
+    device_map = parse_device_map(cfg.device_map)
+    if device_map is None:
+        return None
+    if cfg.device.strip().lower() != "auto":
+        raise HarnessError(f"--device-map places the model itself: leave out --device {cfg.device}")
+    if tuned and isinstance(device_map, dict) and offloads(device_map):
+        raise HarnessError(
+            f"--device-map offloads modules to cpu or disk, where {', '.join(tuned)} cannot train them in place; give "
+            "a map that keeps every module on a GPU, or run prompt and probe only"
+        )
+    return device_map
 
 
 def validate(cfg: EvalConfig) -> None:
@@ -133,10 +161,16 @@ def validate(cfg: EvalConfig) -> None:
             if m not in trained:
                 raise HarnessError(f"unknown method '{m}' ({flag}): trained methods are {', '.join(trained)}")
     check_overrides(cfg.overrides)
+    check_device_map(cfg, tuned_methods(cfg))
 
 
 def trained_methods(cfg: EvalConfig) -> list[str]:
     return [m for m in cfg.methods if get_method(m).trained]
+
+
+def tuned_methods(cfg: EvalConfig) -> list[str]:
+    """The run's methods that change the model's parameters in training (ptune, bitfit; not the probe)."""
+    return [m for m in cfg.methods if isinstance(get_method(m), TuningMethod)]
 
 
 def load_presets(cfg: EvalConfig) -> dict[str, Preset]:
@@ -358,7 +392,7 @@ def run_eval(cfg: EvalConfig, console: Console, command: str) -> Path:
 
 def _run_eval(cfg: EvalConfig, console: Console, command: str) -> Path:
     from harness.engine import Engine
-    from harness.models import load_model
+    from harness.models import load_model, refuse_offloaded_training
     from harness.report import render
 
     store = Store(cfg.out)
@@ -378,8 +412,10 @@ def _run_eval(cfg: EvalConfig, console: Console, command: str) -> Path:
         config["data"] = data.describe()
         store.set_meta("config", config)
 
+        device_map = parse_device_map(cfg.device_map)
         for spec in cfg.models:
-            loaded = load_model(spec, cfg.device, cfg.dtype, cfg.trust_remote_code)
+            loaded = load_model(spec, cfg.device, cfg.dtype, cfg.trust_remote_code, device_map)
+            refuse_offloaded_training(loaded, tuned_methods(cfg))
             store.put_model(loaded.name, loaded.params, loaded.store_info())
             for name, reason in skipped:
                 store.put_task(loaded.name, name, {"skipped": reason})

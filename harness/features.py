@@ -74,6 +74,7 @@ def mean_pooled_features(engine: Engine, texts: list[str], batch_size: int = 8) 
             input_ids=ids.to(engine.device), attention_mask=mask.long().to(engine.device), output_hidden_states=True
         ).hidden_states
         m = mask.to(engine.device)[:, None, :, None]
-        stacked = torch.stack(states, dim=1).float()  # (batch, states, tokens, width)
+        # one device: the layers of a model placed across devices (--device-map) give their states where they ran
+        stacked = torch.stack([s.to(engine.device) for s in states], dim=1).float()  # (batch, states, tokens, width)
         out.append(((stacked * m).sum(2) / m.sum(2)).cpu().numpy())
     return np.concatenate(out)

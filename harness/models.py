@@ -26,6 +26,9 @@ from urllib.parse import urlparse
 
 import torch
 
+from harness.device_map import FLAG as DEVICE_MAP_FLAG
+from harness.device_map import DeviceMap, describe, gpu_indices
+from harness.engine import execution_device
 from harness.errors import HarnessError
 from harness.filenames import slug
 from harness.model_catalog import DEFAULT_MODEL, KNOWN_MODELS, KnownModel
@@ -63,18 +66,22 @@ class LoadedModel:
     source: str  # human-readable provenance
     quantized_source: bool  # weights came from a quantized GGUF
     instruction_tuned: bool | None  # known for pip models, None otherwise
-    device: str
+    device: str  # one device, or the devices of a --device-map joined by "+"
     dtype: str
+    device_map: dict[str, int | str] | None = None  # module -> device, as accelerate placed it (--device-map)
 
     def store_info(self) -> dict:
         """What the results store keeps about the model, for the report's model table and caveats."""
-        return {
+        info = {
             "source": self.source,
             "device": self.device,
             "dtype": self.dtype,
             "quantized_source": self.quantized_source,
             "instruction_tuned": self.instruction_tuned,
         }
+        if self.device_map is not None:
+            info["device_map"] = self.device_map
+        return info
 
 
 # ---------------------------------------------------------------------------------------------------- locations
@@ -189,6 +196,90 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     if wanted not in _DTYPES:
         raise HarnessError(f"--dtype must be auto, float32, float16 or bfloat16, not '{dtype}'")
     return _DTYPES[wanted]
+
+
+# ------------------------------------------------------------------------------------------------ device maps
+
+
+def _map_device(device_map: DeviceMap) -> str:
+    """The device that picks the dtype of a --device-map load (auto: bfloat16 where a GPU computes)."""
+    if isinstance(device_map, str):
+        return resolve_device("auto")
+    gpus = gpu_indices(device_map)
+    if gpus:
+        if not torch.cuda.is_available():
+            raise HarnessError(f"{DEVICE_MAP_FLAG} names GPU {gpus[0]}: CUDA is not available on this machine")
+        if gpus[-1] >= torch.cuda.device_count():
+            raise HarnessError(
+                f"{DEVICE_MAP_FLAG} names GPU {gpus[-1]}: only {torch.cuda.device_count()} CUDA device(s) here"
+            )
+        return f"cuda:{gpus[0]}"
+    if "mps" in device_map.values():
+        if not _mps_available():
+            raise HarnessError(f"{DEVICE_MAP_FLAG} names mps: MPS is not available on this machine")
+        return "mps"
+    return "cpu"
+
+
+def _module_outline(model: torch.nn.Module) -> str:
+    """The names a device map usually places: the wrapper's parts, layer stacks as ranges (model.layers.0-29)."""
+    parts: list[str] = []
+
+    def walk(prefix: str, module: torch.nn.Module, depth: int) -> None:
+        for name, child in module.named_children():
+            full = prefix + name
+            if isinstance(child, torch.nn.ModuleList):
+                parts.append(f"{full}.0-{len(child) - 1}" if len(child) > 1 else f"{full}.0")
+            elif depth == 0 and next(child.children(), None) is not None and not list(child.parameters(False)):
+                walk(full + ".", child, depth + 1)  # a wrapper such as `model`: its parts are what maps name
+            else:
+                parts.append(full)
+
+    walk("", model, 0)
+    return ", ".join(parts)
+
+
+def _check_device_map(device_map: dict, location: str, trust_remote_code: bool, extra: dict) -> None:
+    """Every key names a module of the model and every weight has a device: checked on an empty (meta) copy built
+    from the config, so a mistyped name is one line naming --device-map instead of accelerate's traceback."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code, **extra)
+    with init_empty_weights(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    modules = {name for name, _ in skeleton.named_modules()}
+    unknown = [name for name in device_map if name not in modules]
+    if unknown:
+        raise HarnessError(
+            f"{DEVICE_MAP_FLAG}: no module '{unknown[0]}' in {location} (its modules: {_module_outline(skeleton)})"
+        )
+    if "" not in device_map:
+        placed = tuple(f"{name}." for name in device_map)
+        missing = [t for t in skeleton.state_dict() if not t.startswith(placed)]
+        if missing:
+            more = f" and {len(missing) - 1} more weights" if len(missing) > 1 else ""
+            raise HarnessError(
+                f"{DEVICE_MAP_FLAG}: no device for {missing[0]}{more} of {location}: map its module or a parent "
+                f"(its modules: {_module_outline(skeleton)})"
+            )
+
+
+def offloaded(model: torch.nn.Module) -> bool:
+    """Are some of the model's weights offloaded (kept on the meta device, brought in by accelerate's hooks)?"""
+    return any(p.device.type == "meta" for p in model.parameters())
+
+
+def refuse_offloaded_training(loaded: LoadedModel, methods: list[str]) -> None:
+    """The tuned methods change parameters in place (BitFit adds biases), which an offloaded module reloads from
+    its stored weights at every pass: one line naming --device-map instead of silently lost training."""
+    if methods and offloaded(loaded.model):
+        where = describe(loaded.device_map or {})
+        raise HarnessError(
+            f"{DEVICE_MAP_FLAG}: {', '.join(methods)} cannot train {loaded.name} with modules offloaded to cpu or disk "
+            f"({where}); give a map that keeps every module on a GPU, or run prompt and probe only"
+        )
 
 
 # ------------------------------------------------------------------------------------------------------- GGUF
@@ -385,7 +476,9 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     return True
 
 
-def _from_pretrained(location: str, torch_dtype: torch.dtype, trust_remote_code: bool, **extra: Any) -> tuple:
+def _from_pretrained(
+    location: str, torch_dtype: torch.dtype, trust_remote_code: bool, device_map: DeviceMap | None, **extra: Any
+) -> tuple:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model_extra = dict(extra)
@@ -393,6 +486,12 @@ def _from_pretrained(location: str, torch_dtype: torch.dtype, trust_remote_code:
         # With peft installed, the adapter-config probe ignores local_files_only and retries the network for
         # about 25 s when offline; it takes its own flag.
         model_extra["adapter_kwargs"] = {"local_files_only": True}
+    if device_map is not None:
+        if isinstance(device_map, dict):
+            _check_device_map(device_map, location, trust_remote_code, extra)
+        model_extra["device_map"] = device_map
+        # safetensors weights on "disk" are read from the checkpoint itself; the folder is for those a loader converts
+        model_extra["offload_folder"] = str(cache_dir() / "offload" / (slug(location) or "model"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = AutoModelForCausalLM.from_pretrained(
@@ -402,18 +501,24 @@ def _from_pretrained(location: str, torch_dtype: torch.dtype, trust_remote_code:
     return model, tokenizer
 
 
-def _load_local(folder: Path, torch_dtype: torch.dtype, trust_remote_code: bool) -> tuple:
+def _load_local(
+    folder: Path, torch_dtype: torch.dtype, trust_remote_code: bool, device_map: DeviceMap | None = None
+) -> tuple:
     try:
-        return _from_pretrained(str(folder), torch_dtype, trust_remote_code)
+        return _from_pretrained(str(folder), torch_dtype, trust_remote_code, device_map)
+    except HarnessError:
+        raise
     except Exception as exc:  # missing weights, unknown architecture, remote code refused...
         raise HarnessError(f"cannot load local model {folder}: {_first_line(exc)}") from exc
 
 
-def _load_hub(repo: str, torch_dtype: torch.dtype, trust_remote_code: bool) -> tuple:
+def _load_hub(repo: str, torch_dtype: torch.dtype, trust_remote_code: bool, device_map: DeviceMap | None) -> tuple:
     fail = f"cannot load '{repo}' from the Hugging Face Hub (offline or unknown id)"
     # The local Hub cache first: works offline and costs no round trips for a model seen before.
     try:
-        return _from_pretrained(repo, torch_dtype, trust_remote_code, local_files_only=True)
+        return _from_pretrained(repo, torch_dtype, trust_remote_code, device_map, local_files_only=True)
+    except HarnessError:
+        raise
     except OSError:
         pass  # not (completely) in the local cache
     except Exception as exc:
@@ -423,7 +528,9 @@ def _load_hub(repo: str, torch_dtype: torch.dtype, trust_remote_code: bool) -> t
     if not _hub_reachable():
         raise HarnessError(f"{fail}: cannot reach the Hub, and it is not in the local Hub cache")
     try:
-        return _from_pretrained(repo, torch_dtype, trust_remote_code)
+        return _from_pretrained(repo, torch_dtype, trust_remote_code, device_map)
+    except HarnessError:
+        raise
     except Exception as exc:  # OSError for missing repos/files, HTTP errors, ValueError for remote code...
         raise HarnessError(f"{fail}: {_first_line(exc)}") from exc
 
@@ -436,10 +543,17 @@ def _unknown(spec: str) -> HarnessError:
     )
 
 
-def load_model(spec: str, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False) -> LoadedModel:
-    """Load a model by short name, .gguf path, local Hugging Face folder or Hub id, ready for scoring."""
+def load_model(
+    spec: str,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    device_map: DeviceMap | None = None,
+) -> LoadedModel:
+    """Load a model by short name, .gguf path, local Hugging Face folder or Hub id, ready for scoring: on `device`,
+    or placed across devices by `device_map` (harness/device_map.py: a strategy or a checked mapping)."""
     _quiet_transformers()
-    dev = resolve_device(device)
+    dev = resolve_device(device) if device_map is None else _map_device(device_map)
     torch_dtype = resolve_dtype(dtype, dev)
     spec = spec.strip()
     if not spec:
@@ -451,7 +565,7 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto", trust_remot
     if spec in KNOWN_MODELS:
         known = KNOWN_MODELS[spec]
         folder = _ensure_known_cached(known)
-        model, tokenizer = _load_local(folder, torch_dtype, False)
+        model, tokenizer = _load_local(folder, torch_dtype, False, device_map)
         packages = known.packages[0] + (f" (+{len(known.packages) - 1} more)" if len(known.packages) > 1 else "")
         source = f"pip {packages}, GGUF {known.quant} de-quantized to float32"
         quantized, instruction_tuned = True, known.instruction_tuned
@@ -459,17 +573,17 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto", trust_remot
         if not path.is_file():
             raise HarnessError(f"GGUF file not found: {spec}")
         folder, meta = _ensure_gguf_cached(path.resolve())
-        model, tokenizer = _load_local(folder, torch_dtype, False)
+        model, tokenizer = _load_local(folder, torch_dtype, False, device_map)
         quant = meta.get("quant")
         quantized = bool(meta.get("quantized", True))
         source = f"local {path.resolve()}, GGUF{' ' + quant if quant else ''} de-quantized to float32"
     elif path.is_dir():
         if not (path / "config.json").is_file():
             raise HarnessError(f"model folder {spec} has no config.json: not a Hugging Face model folder")
-        model, tokenizer = _load_local(path, torch_dtype, trust_remote_code)
+        model, tokenizer = _load_local(path, torch_dtype, trust_remote_code, device_map)
         source = f"local {path.resolve()}"
     elif _HUB_ID.match(spec):
-        model, tokenizer = _load_hub(spec, torch_dtype, trust_remote_code)
+        model, tokenizer = _load_hub(spec, torch_dtype, trust_remote_code, device_map)
         source = f"hub {spec}"
     elif path.exists():
         raise HarnessError(f"model path {spec} is neither a .gguf file nor a Hugging Face model folder")
@@ -479,11 +593,14 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto", trust_remot
     # The scorer pads batches; it sets the padding side per call, so that is left alone here.
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
-    try:
-        # Only the device: from_pretrained already applied the dtype, keeping modules that must stay float32.
-        model.to(dev)
-    except RuntimeError as exc:  # out of device memory
-        raise HarnessError(f"cannot move model '{spec}' to --device {dev}: {_first_line(exc)}") from exc
+    if device_map is None:
+        try:
+            # Only the device: from_pretrained already applied the dtype, keeping modules that must stay float32.
+            model.to(dev)
+        except RuntimeError as exc:  # out of device memory
+            raise HarnessError(f"cannot move model '{spec}' to --device {dev}: {_first_line(exc)}") from exc
+    else:  # accelerate placed it; a strategy that found one device leaves no map
+        dev = describe(getattr(model, "hf_device_map", None) or {"": str(execution_device(model))})
     model.eval()
     model.requires_grad_(False)
     params = sum(p.numel() for p in model.parameters())  # parameters() yields a tied tensor once
@@ -497,6 +614,7 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto", trust_remot
         instruction_tuned=instruction_tuned,
         device=dev,
         dtype=str(torch_dtype).removeprefix("torch."),
+        device_map=getattr(model, "hf_device_map", None) if device_map is not None else None,
     )
 
 
@@ -511,11 +629,23 @@ def random_init_copy(model: PreTrainedModel, seed: int = RANDOM_INIT_SEED) -> Pr
     the output head to the embeddings when the config says so), drawn under a fixed seed so it is reproducible.
     Same dtype and device as `model`, eval mode, requires_grad False on all params like a loaded model."""
     param = next(model.parameters())
-    devices = torch.random.fork_rng(devices=[]) if param.device.type == "cpu" else torch.random.fork_rng()
+    device_map = getattr(model, "hf_device_map", None)
+    placed = device_map is not None and hasattr(model, "_hf_hook")  # dispatched across devices by accelerate
+    cpu_only = param.device.type in ("cpu", "meta") or placed
+    devices = torch.random.fork_rng(devices=[]) if cpu_only else torch.random.fork_rng()
     with devices:
         torch.manual_seed(seed)
         copy = model.__class__(model.config)
-    copy = copy.to(device=param.device, dtype=param.dtype).eval()
+    if not placed:
+        copy = copy.to(device=param.device if param.device.type != "meta" else "cpu", dtype=param.dtype)
+    else:
+        from accelerate import dispatch_model
+
+        # The same placement, with disk modules kept in CPU memory: the fresh weights have no file to be read from.
+        copy = copy.to(dtype=param.dtype)
+        mapped = {name: "cpu" if device == "disk" else device for name, device in device_map.items()}
+        copy = dispatch_model(copy, mapped, main_device=execution_device(model))
+    copy = copy.eval()
     for p in copy.parameters():
         p.requires_grad_(False)
     return copy

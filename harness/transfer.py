@@ -25,8 +25,9 @@ from rich.console import Console
 
 from harness.catalog import get_task, use_task_dirs
 from harness.config import TransferConfig
+from harness.device_map import parse_device_map
 from harness.errors import HarnessError, Interrupted
-from harness.evaluate import check_given
+from harness.evaluate import check_device_map, check_given
 from harness.filenames import slug
 from harness.loaders import DataSource, load_train, resolve_train_source
 from harness.lock import writer_lock
@@ -104,6 +105,7 @@ def validate(cfg: TransferConfig) -> None:
     if cfg.target_lr is not None and not cfg.target_lr > 0:
         raise HarnessError(f"--target-lr must be positive, not {cfg.target_lr}")
     check_overrides(cfg.overrides)
+    check_device_map(cfg, [cfg.method])
 
 
 def plan(cfg: TransferConfig, preset: TrainingPreset) -> tuple[list[TransferTask], DataSource]:
@@ -173,7 +175,7 @@ def run_transfer(cfg: TransferConfig, console: Console, command: str) -> Path:
 
 
 def _run_transfer(cfg: TransferConfig, console: Console, command: str) -> Path:
-    from harness.models import load_model
+    from harness.models import load_model, refuse_offloaded_training
     from harness.report_transfer import render
 
     preset = load_preset(cfg.method, cfg.presets_dir, cfg.overrides)
@@ -197,8 +199,10 @@ def _run_transfer(cfg: TransferConfig, console: Console, command: str) -> Path:
         # the report lists tasks in the latest command's order, then those only earlier commands ran
         order = list(dict.fromkeys([t.spec.name for t in tasks] + (store.get_meta("tasks") or [])))
         store.set_meta("tasks", order)
+        device_map = parse_device_map(cfg.device_map)
         for spec in cfg.models:
-            loaded = load_model(spec, cfg.device, cfg.dtype, cfg.trust_remote_code)
+            loaded = load_model(spec, cfg.device, cfg.dtype, cfg.trust_remote_code, device_map)
+            refuse_offloaded_training(loaded, [cfg.method])
             store.put_model(loaded.name, loaded.params, loaded.store_info())
             for t in tasks:
                 store.put_task(loaded.name, t.spec.name, {"n_eval": len(t.eval_examples), "template": t.template.name})

@@ -79,6 +79,23 @@ EVAL_MISUSE = {
         "unknown method 'prompt' (--random-init-baseline)",
     ),
     "set malformed": (["--set", "ptune.max_steps"], "--set", "expected METHOD.KEY=VALUE"),
+    # check_device_map() and harness/device_map.py
+    "device-map empty": (["--device-map", " "], "--device-map", "--device-map is empty"),
+    "device-map bad JSON": (["--device-map", '{"lm_head": cpu}'], "--device-map", "invalid JSON at character 13"),
+    "device-map not a mapping": (["--device-map", "{}"], "--device-map", "expected a non-empty mapping"),
+    "device-map bad device": (["--device-map", '{"": "gpu"}'], "--device-map", "module '' has device 'gpu'"),
+    "device-map neither": (["--device-map", "everywhere"], "--device-map", "must be auto, balanced"),
+    "device-map file missing": (["--device-map", "no/map.yaml"], "--device-map", "no/map.yaml not found"),
+    "device-map with device": (
+        ["--device-map", "auto", "--device", "cpu"],
+        "--device-map",
+        "places the model itself: leave out --device cpu",
+    ),
+    "device-map offloads tuned": (
+        ["--device-map", '{"model": "disk", "lm_head": "cpu"}', "--methods", "prompt,bitfit"],
+        "--device-map",
+        "offloads modules to cpu or disk, where bitfit cannot train",
+    ),
     # the CLI's list helpers
     "shots not integers": (["--shots", "0,x"], "--shots", "expects comma-separated integers, got '0,x'"),
     "train-sizes not integers": (["--train-sizes", "8,many"], "--train-sizes", "integers or 'all', got '8,many'"),
@@ -127,6 +144,8 @@ TRANSFER_MISUSE = {
     "limit zero": (["--limit", "0"], "--limit", "--limit must be at least 1, not 0"),
     "target-lr zero": (["--target-lr", "0"], "--target-lr", "--target-lr must be positive, not 0.0"),
     "set unknown method": (["--set", "magic.steps=2"], "--set", "unknown method 'magic'"),
+    "device-map empty": (["--device-map", ""], "--device-map", "--device-map is empty"),
+    "device-map offloads": (["--device-map", '{"": "disk"}'], "--device-map", "where bitfit cannot train"),
     # click
     "target-lr not a number": (["--target-lr", "fast"], "--target-lr", "--target-lr expects a number, got 'fast'"),
     "option typo": (["--source-step", "3"], "--source-step", "did you mean --source-steps?"),

@@ -51,9 +51,12 @@ def soft_prompt(
     from peft.tuners.p_tuning.model import PromptEncoder
     from peft.tuners.prompt_tuning.model import PromptEmbedding
 
+    from harness.engine import execution_device
+
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
     model.requires_grad_(False)
     embeddings = model.get_input_embeddings()
+    device = execution_device(model, embeddings)  # the embeddings' device (one of several, with --device-map)
     n, dim = preset.num_virtual_tokens, embeddings.weight.shape[1]
     torch.manual_seed(seed)
     if variant == "prompt-tuning":
@@ -66,7 +69,7 @@ def soft_prompt(
         ids = tokenizer.encode(init_text(template), add_special_tokens=False) or [0]
         ids = (ids * (n // len(ids) + 1))[:n]
         with torch.no_grad():
-            module.embedding.weight.copy_(embeddings(torch.tensor(ids, device=embeddings.weight.device)).float())
+            module.embedding.weight.copy_(embeddings(torch.tensor(ids, device=device)).float())
         detail = f"{n} virtual tokens initialised from the text of template '{template.name}'"
     elif variant == "p-tuning":
         config = PromptEncoderConfig(
@@ -81,9 +84,9 @@ def soft_prompt(
         detail = f"{n} virtual tokens from an MLP encoder (hidden size {preset.encoder_hidden_size})"
     else:
         raise ValueError(variant)
-    module = module.to(embeddings.weight.device)
+    module = module.to(device)
     params = list(module.parameters())
-    indices = torch.arange(n, device=embeddings.weight.device)
+    indices = torch.arange(n, device=device)
 
     def prompt(batch: int) -> torch.Tensor:
         return module(indices).unsqueeze(0).expand(batch, -1, -1)

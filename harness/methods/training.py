@@ -63,7 +63,7 @@ class ChoiceScorer:
         self.decoder = model.get_decoder()
         self.embed = model.get_input_embeddings()
         self.prompt = prompt or (lambda batch: None)
-        self.device = next(model.parameters()).device
+        self.device = self.engine.device  # where the input embeddings compute (one of several, with --device-map)
         self.content_ranks = False  # generated answers: rank the first non-space token (Engine.score)
 
     def items(self, template: Template, examples: Sequence[Example]) -> list[_Item]:
