@@ -50,8 +50,8 @@ def parse_device_map(value: str | None) -> DeviceMap | None:
     path = Path(text).expanduser()
     if path.suffix.lower() not in (".json", ".yaml", ".yml"):
         raise HarnessError(
-            f"{FLAG} must be {', '.join(STRATEGIES)}, a JSON mapping like '{{\"model.layers.0\": 0}}', or a .json/.yaml "
-            f"file, not '{value}'"
+            f"{FLAG} must be {', '.join(STRATEGIES)}, a JSON mapping like '{{\"model.layers.0\": 0}}', or a "
+            f".json/.yaml file, not '{value}'"
         )
     if not path.is_file():
         raise HarnessError(f"{FLAG}: {path} not found")

@@ -103,7 +103,7 @@ def check_device_map(cfg: EvalConfig | TransferConfig, tuned: Sequence[str]) -> 
     if tuned and isinstance(device_map, dict) and offloads(device_map):
         raise HarnessError(
             f"--device-map offloads modules to cpu or disk, where {', '.join(tuned)} cannot train them in place; give "
-            "a map that keeps every module on a GPU, or run prompt and probe only"
+            "a map that keeps every module on a GPU (prompts and probes take any map)"
         )
     return device_map
 

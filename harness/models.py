@@ -278,7 +278,7 @@ def refuse_offloaded_training(loaded: LoadedModel, methods: list[str]) -> None:
         where = describe(loaded.device_map or {})
         raise HarnessError(
             f"{DEVICE_MAP_FLAG}: {', '.join(methods)} cannot train {loaded.name} with modules offloaded to cpu or disk "
-            f"({where}); give a map that keeps every module on a GPU, or run prompt and probe only"
+            f"({where}); give a map that keeps every module on a GPU (prompts and probes take any map)"
         )
 
 

@@ -52,14 +52,6 @@ def loaded(tiny_dir, tmp_path_factory):
         mp.undo()
 
 
-@pytest.fixture(scope="module")
-def category(tmp_path_factory):
-    """test_trained_methods' animal-or-fruit task: (prompts, train examples, eval examples)."""
-    folder = tmp_path_factory.mktemp("prompts")
-    (folder / "category.yaml").write_text(PROMPTS, encoding="utf-8")
-    return load_prompts("category", folder), _examples(TRAIN_FRAMES, "t"), _examples(EVAL_FRAMES, "e")
-
-
 def test_the_map_really_dispatches(loaded):
     plain, placed = loaded
     assert not offloaded(plain.model) and offloaded(placed.model)
@@ -111,12 +103,17 @@ def test_random_init_copy_of_a_placed_model_equals_one_device(loaded):
 
 
 @pytest.mark.parametrize("method, variant", [("bitfit", "bitfit"), ("ptune", "prompt-tuning")])
-def test_tuned_methods_train_on_hooked_modules_as_on_one_device(method, variant, category):
+def test_tuned_methods_train_on_hooked_modules_as_on_one_device(method, variant, tmp_path):
     """A map of several GPUs leaves every module's weights in place and hooks move the activations: the same
     hooks, forced onto one CPU here (accelerate adds none for one device), must not change a trained unit."""
     from accelerate import dispatch_model
 
-    prompts, train_examples, evals = category
+    (tmp_path / "category.yaml").write_text(PROMPTS, encoding="utf-8")  # test_trained_methods' animal-or-fruit task
+    prompts, train_examples, evals = (
+        load_prompts("category", tmp_path),
+        _examples(TRAIN_FRAMES, "t"),
+        _examples(EVAL_FRAMES, "e"),
+    )
     preset = dataclasses.replace(load_preset(method), max_steps=3, eval_every=1, patience=10)
     unit = TrainedUnit(method, variant, "lm-eval", 16, 0)
     records = []
