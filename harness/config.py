@@ -19,7 +19,10 @@ from harness.model_catalog import DEFAULT_MODEL
 
 # `harness transfer`'s default: five arithmetic skills and three text tasks with labels
 # the variants the prompt method can run (--variants); gold is the unit itself, the others are read against it
-PROMPT_VARIANTS = ("gold", "calibrated", "random_labels", "control")
+PROMPT_VARIANTS = ("gold", "calibrated", "random_labels", "control", "abstract_labels")
+# what runs without --variants: abstract labels are asked for (one more pass per template and seed at each
+# --random-label-shots k, and runs measured before they existed keep their cost)
+DEFAULT_VARIANTS = ("gold", "calibrated", "random_labels", "control")
 
 DEFAULT_TRANSFER_TASKS = ["add-2d", "sub-2d", "mul-2d", "div-2d", "mixed-1d", "boolq", "rte", "copa"]
 
@@ -150,15 +153,18 @@ class EvalConfig:
     random_label_shots: list[int] | None = option(  # None: the largest k of `shots`
         None,
         parse=k_values_or_none,
-        help="k values that also get random-label demos (default: the largest k; 'none' for none).",
+        help="k values that also get random-label demos, and abstract-label demos where --variants has "
+        "abstract_labels (default: the largest k; 'none' for none).",
     )
     variants: list[str] = option(
-        list(PROMPT_VARIANTS),
+        list(DEFAULT_VARIANTS),
         parse=comma_list,
         help="Prompt variants to run, comma-separated: gold (the templates with their demos; always needed), "
         "calibrated (contextual calibration of gold: one content-free request more), random_labels (the demos with "
-        "random labels, at --random-label-shots), control (the templates with no task information). "
-        "--variants gold --no-train-picks runs exactly lm-eval's work.",
+        "random labels, at --random-label-shots), control (the templates with no task information), "
+        "abstract_labels (the demos with gold labels shown as neutral symbols, foo/bar/..., and the query scored on "
+        "them, at --random-label-shots; tasks with a fixed label set only; not in the default). Default: "
+        f"{','.join(DEFAULT_VARIANTS)}. --variants gold --no-train-picks runs exactly lm-eval's work.",
     )
     train_picks: bool = option(
         True,

@@ -1,6 +1,8 @@
 """Guess vs do: split a (model, task)'s prompt score into what naming the task, the demos and training add.
 
-Ladder: chance -> control prompt -> zero-shot -> few-shot -> ecological (the best trained method). Every choice
+Ladder: chance -> control prompt -> zero-shot -> few-shot -> ecological (the best trained method). Beside it, after
+Pan et al. 2023, task recognition (random-label few-shot - zero-shot) and task learning (abstract-label few-shot -
+chance), where those variants ran. Every choice
 of a "best" (template, k, method) is made on train data: prompt units carry their accuracy on train examples
 outside their demos (`selection` in the unit info), trained units their held-out or cross-validated train
 accuracy. Eval data only scores. All estimates of a task share one set of bootstrap resamples, so differences
@@ -56,6 +58,9 @@ class Decomposition:
     calibrated_zero: Estimate | None = None
     calibrated_few: Estimate | None = None
     random_labels_few: Estimate | None = None
+    abstract_labels_few: Estimate | None = None  # gold demo labels shown as symbols, the query scored on them
+    task_recognition: Estimate | None = None  # random-label few-shot - zero-shot (Pan et al. 2023's TR, as a gain)
+    task_learning: Estimate | None = None  # abstract-label few-shot - chance (their TL, as a gain over guessing)
     zero_selected: Choice | None = None
     few_selected: Choice | None = None
     best_prompt: Choice | None = None
@@ -259,6 +264,11 @@ def decompose(result: TaskResult) -> Decomposition:
         d.few_mean = _template_mean(result, "gold", few, metric)
         d.calibrated_few = _template_mean(result, "calibrated", few, metric)
         d.random_labels_few = _template_mean(result, "random_labels", few, metric)
+        d.abstract_labels_few = _template_mean(result, "abstract_labels", few, metric)
+    # Task recognition: what demos give when their labels carry no mapping (random), over naming the task alone;
+    # task learning: what demos give when only their mapping can (the labels are symbols), over guessing.
+    d.task_recognition = difference(d.random_labels_few, d.zero_mean)
+    d.task_learning = difference(d.abstract_labels_few, d.chance)
 
     scores = _prompt_train_scores(result)
     d.zero_selected = _select_prompt(result, metric, scores, ("gold",), {0})
@@ -285,6 +295,7 @@ def decompose(result: TaskResult) -> Decomposition:
     variants = [("control", "control", 0), ("zero-shot", "gold", 0)]
     if few is not None:
         variants += [(f"k={few}", "gold", few), (f"random labels k={few}", "random_labels", few)]
+        variants.append((f"abstract labels k={few}", "abstract_labels", few))
     for name, variant, k in variants:
         rate = _template_mean(result, variant, k, "attempt_rate")
         if rate is not None:

@@ -248,6 +248,10 @@ def plan_tasks(
         if train is None and any(k > 0 for k in cfg.shots):
             notes.append(f"no train split in {source.describe(spec)}: only zero-shot prompts were run")
         task = TaskContext(cfg, spec, prompts, eval_examples, train, presets)
+        not_run = _variants_not_run(cfg, spec, prompts, train)
+        for reason in not_run.values():
+            console.print(f"[yellow]{reason}[/yellow]")
+            notes.append(reason)
         units = [u for m in cfg.methods if not get_method(m).trained for u in get_method(m).plan(task)]
         trained, trained_notes = plan_trained(cfg, spec, prompts, train, source.describe(spec), presets)
         units += trained
@@ -268,8 +272,22 @@ def plan_tasks(
             "notes": notes,
             "eval_ids": [e.id for e in eval_examples],
         }
+        if not_run:
+            info["variants_not_run"] = not_run
         plans.append(TaskPlan(task, units, info))
     return plans, skipped, data
+
+
+def _variants_not_run(
+    cfg: EvalConfig, spec: TaskSpec, prompts: PromptSet, train: list[Example] | None
+) -> dict[str, str]:
+    """Variants asked for that cannot run on this task, with why (abstract labels on COPA's per-example choices):
+    a note in the plan and the report, not an error."""
+    asked = "prompt" in cfg.methods and "abstract_labels" in cfg.variants and train is not None
+    if not asked or not any(k > 0 for k in prompt_method.random_label_shots(cfg)):
+        return {}
+    reason = prompt_method.abstract_labels_unavailable(spec, prompts, cfg.templates)
+    return {"abstract_labels": reason} if reason else {}
 
 
 def _plan_list_probe(cfg: EvalConfig, spec: TaskSpec, data: DataSource, presets: dict[str, Preset]) -> TaskPlan:

@@ -116,6 +116,7 @@ def section(results: list[TaskResult]) -> list[str]:
     """Markdown lines of the guess-vs-do section for one model's tasks."""
     decompositions = [decompose(r) for r in results]
     few = max((d.few for d in decompositions if d.few is not None), default=None)
+    abstract = any(d.abstract_labels_few is not None for d in decompositions)  # stores without them read as before
     lines = ["### Guess vs do", ""]
     lines += summary(decompositions)
     lines += [
@@ -141,6 +142,7 @@ def section(results: list[TaskResult]) -> list[str]:
     header.append("calibrated k=0")
     if few is not None:
         header += [f"k={few} mean", f"k={few} picked on train", f"calibrated k={few}", f"random labels k={few}"]
+        header += [f"abstract labels k={few}"] if abstract else []
     header += ["best prompt picked on train", "ecological"]
     rows = []
     for d in decompositions:
@@ -158,6 +160,7 @@ def section(results: list[TaskResult]) -> list[str]:
         if few is not None:
             row += [fmt(d.few_mean), _choice(d.few_selected, "train scores"), fmt(d.calibrated_few)]
             row.append(fmt(d.random_labels_few))
+            row += [fmt(d.abstract_labels_few)] if abstract else []
         ecological = _choice(d.ecological, "trained method")
         if d.ecological_converged is False:
             ecological += " NOT CONVERGED"
@@ -186,6 +189,7 @@ def section(results: list[TaskResult]) -> list[str]:
         for d in decompositions
     ]
     lines += table(["task", "elicitation gap", "guess share", "demo-format share", "spread k=0", "spread / gap"], rows)
+    lines += recognition_and_learning(results, decompositions, few)
     lines += [
         "",
         "Does it attempt the task? `attempt`: probability mass on the first tokens of the valid answers at the "
@@ -197,3 +201,53 @@ def section(results: list[TaskResult]) -> list[str]:
     ]
     lines += table(["task", "prompt", "attempt", "acc when attempted"], rows)
     return lines
+
+
+def _gain(e: Estimate | None) -> str:
+    """A gain in points with its interval and its paired bootstrap p-value against no gain."""
+    return "–" if e is None else f"{signed(e)} ({p_text(p_value(e))})"
+
+
+def recognition_and_learning(
+    results: list[TaskResult], decompositions: list[Decomposition], few: int | None
+) -> list[str]:
+    """Task recognition vs task learning (after Pan et al. 2023), where abstract-label demos were run or asked for
+    and skipped; no lines otherwise, so a store without them renders as it always did."""
+    skipped = {r.task: r.info.get("variants_not_run", {}).get("abstract_labels") for r in results}
+    if few is None or not any(d.abstract_labels_few is not None or skipped[d.task] for d in decompositions):
+        return []
+    lines = [
+        "",
+        f"Task recognition vs task learning (after Pan et al. 2023), at k={few}, means over templates and demo seeds. "
+        "`task recognition` = random-label few-shot - zero-shot: what demos whose labels are random (their inputs, "
+        "format and label words, no input-label mapping) add to naming the task. `task learning` = abstract-label "
+        "few-shot - chance: the demos keep their gold labels but every answer is a neutral symbol (foo, bar, ...; "
+        "one seeded mapping per demo set, the same for every template) and the query is scored on the same "
+        "symbols, so only a model that learns the mapping from the demos beats chance (each template keeps its "
+        "wording, which may name the real answers, as in 'True or False?', where Pan et al. used minimal "
+        "templates). Pan et al. read the two "
+        "settings' accuracies themselves; here each is a gain, in points, with its 95% paired bootstrap interval "
+        "and p-value. A model that always gives one symbol is at chance only on average over mappings: on a "
+        "skewed label set one mapping can score the majority label's share, so read task learning against the "
+        "best constant answer too.",
+        "",
+    ]
+    rows = []
+    for d, r in zip(decompositions, results):
+        learning = _gain(d.task_learning)
+        if d.abstract_labels_few is None and skipped[r.task]:
+            learning = f"not run: {skipped[r.task].split(': ', 1)[-1]}"
+        rows.append(
+            [
+                d.task,
+                fmt(d.zero_mean),
+                fmt(d.random_labels_few),
+                _gain(d.task_recognition),
+                fmt(d.chance, ci=False),
+                fmt(d.constant, ci=False),
+                fmt(d.abstract_labels_few),
+                learning,
+            ]
+        )
+    header = ["task", "zero-shot mean", f"random labels k={few}", "task recognition", "chance", "best constant"]
+    return lines + table(header + [f"abstract labels k={few}", "task learning"], rows)

@@ -14,7 +14,7 @@ from harness.markdown import count, p_text, params_text, table
 from harness.metrics import mean_estimate, p_value
 from harness.model_catalog import KNOWN_MODELS
 from harness.report_decomposition import by_verdict, signed
-from harness.scaling import HEADLINE, QUANTITIES, TaskScaling, family, slope, task_scaling
+from harness.scaling import HEADLINE, QUANTITIES, RECOGNITION, TaskScaling, family, slope, task_scaling
 
 PLOTTED = ("control", "zero-shot mean", "best prompt", "ecological")
 DERIVED = ("elicitation gap", "attempt k=0")  # their own figure: a different scale (the gap can be negative)
@@ -69,6 +69,7 @@ def section(models: list[tuple[str, int, dict]], results: list[TaskResult], out:
     measured = [s for s in scalings if s.headline is not None]
     summary = headline_summary(measured) + validity(scalings) + verdict_trend(per_model)
     summary += precision(measured, results) + not_evaluated(results, list(params))
+    summary += recognition_trend(scalings)
     lines = ["## Across sizes", "", summary, ""]
     lines += [*verdicts_by_model(per_model, trained), ""]
     lines += table(
@@ -94,7 +95,7 @@ def section(models: list[tuple[str, int, dict]], results: list[TaskResult], out:
         "the upward bias of a prompt-based scaling estimate.",
         "",
     ]
-    names = [name for name, _ in QUANTITIES]
+    names = [n for n, _ in QUANTITIES if n not in RECOGNITION or any(s.slopes[n] is not None for s in scalings)]
     rows = []
     for s in scalings:
         p = f" ({p_text(p_value(s.headline))})" if s.headline else ""
@@ -105,6 +106,9 @@ def section(models: list[tuple[str, int, dict]], results: list[TaskResult], out:
         lines += ["", f"![scores against size]({plot.as_posix()})"]
     if draw(scalings, out / derived, DERIVED, "gap (points), attempt (%)"):
         lines += ["", f"![elicitation gap and attempt rate against size]({derived.as_posix()})"]
+    recognition = plot.with_name(plot.stem + "-recognition" + plot.suffix)
+    if draw(scalings, out / recognition, RECOGNITION, "gain (points)"):
+        lines += ["", f"![task recognition and task learning against size]({recognition.as_posix()})"]
     lines.append("")
     return lines
 
@@ -211,6 +215,25 @@ def validity(scalings: list[TaskScaling]) -> str:
         f"(model, task) pairs; {count(len(short), 'task')} had fewer than two valid sizes"
         + (f" ({', '.join(short)})" if short else "")
         + "."
+    )
+
+
+def recognition_trend(scalings: list[TaskScaling]) -> str:
+    """Task recognition and task learning across sizes (Pan et al. 2023 found the first flat with size and the
+    second growing), where abstract-label demos ran on two sizes or more; empty otherwise."""
+    fitted = {n: [s.slopes[n] for s in scalings if s.slopes[n] is not None] for n in RECOGNITION}
+    if not fitted["task learning"]:
+        return ""
+    parts = []
+    for name, slopes in fitted.items():
+        if slopes:  # tasks resample independently: the intervals treat the tasks as fixed
+            mean = mean_estimate(slopes, same_examples=False)
+            parts.append(f"{name} {signed(mean)} points per decade (mean over {count(len(slopes), 'task')})")
+    return (
+        " Across sizes, "
+        + " and ".join(parts)
+        + ": recognition is what random-label demos add over zero-shot, learning what abstract-label demos add "
+        "over chance (the per-model section defines both)."
     )
 
 

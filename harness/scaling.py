@@ -28,8 +28,13 @@ QUANTITIES: list[tuple[str, Callable[[Decomposition], Estimate | None]]] = [
     ("ecological", lambda d: d.ecological.estimate if d.ecological else None),
     ("elicitation gap", lambda d: d.elicitation_gap),
     ("attempt k=0", lambda d: d.attempts["zero-shot"][0] if "zero-shot" in d.attempts else None),
+    ("task recognition", lambda d: d.task_recognition),
+    ("task learning", lambda d: d.task_learning),
 ]
 HEADLINE = ("best prompt", "ecological")
+# Read only where a store has them (abstract labels are not in the default variants): without points they are no
+# column, so a store without them renders as it always did.
+RECOGNITION = ("task recognition", "task learning")
 
 
 @dataclass

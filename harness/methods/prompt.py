@@ -1,9 +1,11 @@
-"""The prompt method: many templates, k-shot demos, random-label demos, calibration and control prompts.
+"""The prompt method: many templates, k-shot demos, random- and abstract-label demos, calibration and control prompts.
 
 Every (template, k, seed) uses ONE fixed demo set drawn from train, so all eval examples of a unit share the
 same prefix, which the engine computes once. Variants:
 - `gold`: demos with their true labels (k = 0 is zero-shot);
 - `random_labels`: the same demos with labels drawn at random (Min et al. 2022: do demos teach the mapping?);
+- `abstract_labels`: the same demos with their gold labels, each label shown as a neutral symbol ("foo", "bar"),
+  and the query scored on the same symbols (Pan et al. 2023: only learning the mapping from the demos beats chance);
 - `calibrated`: contextual calibration (Zhao et al. 2021) of the `gold` scores by a content-free input;
 - `control`: control templates that carry no task information.
 """
@@ -35,7 +37,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class PromptUnit:
-    """One pass over the eval set. `kind`: gold (also yields `calibrated`), random_labels or control."""
+    """One pass over the eval set. `kind`: gold (also yields `calibrated`), random_labels, abstract_labels or
+    control."""
 
     method: ClassVar[str] = "prompt"
     template: str
@@ -57,11 +60,13 @@ def plan_units(
     train_size: int | None,
     random_label_shots: Sequence[int] = (),
     controls: bool = True,
+    abstract_label_shots: Sequence[int] = (),
 ) -> list[PromptUnit]:
     """All units for one task. Zero-shot and `first` demo selection need one seed only.
 
-    Random-label units run for the k in `random_label_shots` that are also in `shots`; control templates run unless
-    `controls` is false (--variants without control).
+    Random-label units run for the k in `random_label_shots` that are also in `shots`, abstract-label units for the
+    k in `abstract_label_shots` (empty where the task has no fixed label set: `abstract_labels_unavailable`);
+    control templates run unless `controls` is false (--variants without control).
     """
     chosen = [prompts.get(n) for n in templates] if templates else list(prompts.templates)
     if controls:  # the baseline of the ladder: they run whatever --templates says
@@ -82,6 +87,8 @@ def plan_units(
             units.extend(PromptUnit(t.name, k, s) for s in range(n_seeds))
             if k > 0 and k in random_label_shots:
                 units.extend(PromptUnit(t.name, k, s, kind="random_labels") for s in range(n_seeds))
+            if k > 0 and k in abstract_label_shots:
+                units.extend(PromptUnit(t.name, k, s, kind="abstract_labels") for s in range(n_seeds))
     return units
 
 
@@ -99,6 +106,54 @@ def random_label_seed(task: str, k: int, seed: int) -> str:
     return f"{task}/random-labels/k{k}/s{seed}"
 
 
+# Neutral symbols that stand for the labels in abstract-label demos (the foo/bar of symbol tuning, Wei et al. 2023):
+# short words with no meaning as an answer, so the label names' pretrained meaning cannot help.
+ABSTRACT_SYMBOLS = ("foo", "bar", "baz", "qux", "quux", "corge", "grault", "garply", "waldo", "fred", "plugh", "thud")
+
+
+def abstract_label_seed(task: str, k: int, seed: int) -> str:
+    """Seed of the label -> symbol mapping of the demo set (k, seed): the same for every template."""
+    return f"{task}/abstract-labels/k{k}/s{seed}"
+
+
+def _symbol_pool(prompts: PromptSet, task: TaskSpec) -> list[str]:
+    """ABSTRACT_SYMBOLS without any word that is an answer choice of the task's prompts or a label name."""
+    taken = {c.strip().lower() for t in prompts.templates + prompts.controls if t.fixed_choices for c in t.choices}
+    taken |= {label.lower() for label in task.labels}
+    return [s for s in ABSTRACT_SYMBOLS if s not in taken]
+
+
+def abstract_symbols(prompts: PromptSet, task: TaskSpec, k: int, seed: int) -> list[str]:
+    """Label id -> its symbol in the abstract-label units of the demo set (k, seed): distinct symbols drawn from
+    ABSTRACT_SYMBOLS (none of them a real answer of the task), seeded by the demo set, the same for every template."""
+    return random.Random(abstract_label_seed(task.name, k, seed)).sample(_symbol_pool(prompts, task), len(task.labels))
+
+
+def abstract_labels_unavailable(
+    task: TaskSpec, prompts: PromptSet | None, templates: Sequence[str] | None
+) -> str | None:
+    """Why the abstract-label variant cannot run on a task (its note in the plan and the report); None when it can.
+
+    It needs answers that are a fixed choice list, one choice per label, in every template the run uses
+    (`templates`: --templates, None for all): a symbol then stands for the same label in every example. Where a
+    template's choices are per-example texts (COPA's alternatives, an arithmetic answer) there is nothing a fixed
+    symbol could replace."""
+    why = f"abstract labels not run on {task.name}"
+    if prompts is None or task.generates or not task.labels:
+        return f"{why}: its answers are not a fixed label set"
+    chosen = [prompts.get(n) for n in templates] if templates else prompts.templates
+    chosen = [t for t in chosen if not t.control]
+    varying = [t.name for t in chosen if not t.fixed_choices]
+    if varying:
+        return f"{why}: the answer choices of {', '.join(varying)} are per-example texts, not a fixed list of labels"
+    uneven = [t.name for t in chosen if len(t.choices) != len(task.labels)]
+    if uneven:
+        return f"{why}: {', '.join(uneven)} do not have one answer choice per label ({len(task.labels)})"
+    if len(_symbol_pool(prompts, task)) < len(task.labels):
+        return f"{why}: {len(task.labels)} labels but only {len(_symbol_pool(prompts, task))} free symbols"
+    return None
+
+
 def gold_indices(example: Example, choices: list[str], template: Template) -> list[int]:
     """Indices of the correct choices: the label id, or (ReCoRD) every choice whose item is an answer."""
     if example.label is not None:
@@ -112,7 +167,12 @@ def gold_indices(example: Example, choices: list[str], template: Template) -> li
     return [i for i, item in enumerate(example.fields[list_field]) if item in answers]
 
 
-def _demo_text(template: Template, demo: Example, rng: random.Random | None, task: TaskSpec) -> str:
+def _demo_text(
+    template: Template, demo: Example, rng: random.Random | None, task: TaskSpec, symbols: list[str] | None = None
+) -> str:
+    if symbols is not None:  # abstract labels: the gold label, shown as its symbol
+        text, choices = template.render(demo)
+        return text + template.target_delimiter + symbols[gold_indices(demo, choices, template)[0]]
     if task.generates and rng is not None:  # a wrong answer of the right form
         text, choices = template.render(demo, random_answer_fields(task, demo.fields, rng))
         return text + template.target_delimiter + choices[0]
@@ -133,13 +193,15 @@ def build_prefix(
     demos: list[Example],
     random_labels_seed: str | None,
     task: TaskSpec,
+    symbols: list[str] | None = None,
 ) -> str:
     """The text before every eval example's prompt: the prompt set's preamble (an lm-eval task's description),
-    then each demo with its answer and the few-shot delimiter."""
+    then each demo with its answer and the few-shot delimiter. The answer is the gold one, or a random one seeded
+    by `random_labels_seed`, or with `symbols` (label id -> symbol) the gold label's symbol."""
     if not demos:
         return prompts.preamble
     rng = random.Random(random_labels_seed) if random_labels_seed else None
-    parts = [_demo_text(template, d, rng, task) for d in demos]
+    parts = [_demo_text(template, d, rng, task, symbols) for d in demos]
     return prompts.preamble + prompts.fewshot_delimiter.join(parts) + prompts.fewshot_delimiter
 
 
@@ -166,10 +228,15 @@ def selection_examples(train: list[Example], demos: list[Example], task: str) ->
     return chosen
 
 
-def _requests(template: Template, prefix: str, examples: list[Example]) -> tuple[list[Request], list[list[str]]]:
+def _requests(
+    template: Template, prefix: str, examples: list[Example], symbols: list[str] | None = None
+) -> tuple[list[Request], list[list[str]]]:
+    """Each example's request and its answer choices; with `symbols`, choice i is scored as symbol i."""
     from harness.engine import Request  # torch loads with the engine
 
     rendered = [template.render(ex) for ex in examples]
+    if symbols is not None:
+        rendered = [(text, list(symbols)) for text, _ in rendered]
     requests = [Request(prefix + text, [template.target_delimiter + c for c in choices]) for text, choices in rendered]
     return requests, [choices for _, choices in rendered]
 
@@ -246,13 +313,14 @@ def run_unit(
     demos = draw_demos(train or [], unit.shots, unit.seed, demo_selection, task.name)
     keep_texts = "f1" in task.metrics  # answers compared as texts (ReCoRD)
 
+    symbols = abstract_symbols(prompts, task, unit.shots, unit.seed) if unit.kind == "abstract_labels" else None
     if unit.kind == "random_labels":
         prefix = build_prefix(template, prompts, demos, random_label_seed(task.name, unit.shots, unit.seed), task)
     else:
-        prefix = build_prefix(template, prompts, demos, None, task)
+        prefix = build_prefix(template, prompts, demos, None, task, symbols)
     calibrate_gold = calibrated and calibratable(unit, prompts)
 
-    requests, all_choices = _requests(template, prefix, eval_examples)
+    requests, all_choices = _requests(template, prefix, eval_examples, symbols)
     golds = [gold_indices(ex, choices, template) for ex, choices in zip(eval_examples, all_choices)]
     if calibrate_gold:
         requests.append(_content_free_request(template, prompts, prefix, content_free_base or eval_examples[0]))
@@ -338,7 +406,8 @@ def _add_generated(
 
 # ---------------------------------------------------------------- the method: plan, cost and run in `harness eval`
 def random_label_shots(cfg: EvalConfig) -> list[int]:
-    """The k that get random-label demos: as asked, else the largest k (where the report reads them)."""
+    """The k that get random-label (and abstract-label) demos: as asked, else the largest k (where the report reads
+    them)."""
     if cfg.random_label_shots is not None:
         return cfg.random_label_shots
     return [max(cfg.shots)]  # validate() has rejected an empty --shots
@@ -349,7 +418,8 @@ def unit_examples(task: TaskContext, unit: PromptUnit) -> list[Example]:
     unit scores its template's share of the eval set (harness/design.py; whole groups, e.g. MultiRC questions).
 
     The assignment is seeded by the task and spans the prompt file's templates (not --templates), so a unit scores
-    the same examples whichever templates a command runs; random-label units share their gold unit's examples."""
+    the same examples whichever templates a command runs; random- and abstract-label units share their gold unit's
+    examples."""
     cfg = task.cfg
     if cfg.design != "sampled" or unit.kind == "control" or task.prompts is None:
         return task.eval_examples
@@ -396,6 +466,8 @@ class Prompt(Method):
         if task.spec.answer == "read":  # the presidents list: one pass, no templates or demos
             return [PromptUnit("list", 0, 0)]
         train_size = len(task.train) if task.train is not None else None
+        abstract = "abstract_labels" in cfg.variants
+        abstract = abstract and abstract_labels_unavailable(task.spec, task.prompts, cfg.templates) is None
         return plan_units(
             task.prompts,
             cfg.shots,
@@ -405,6 +477,7 @@ class Prompt(Method):
             train_size,
             random_label_shots(cfg) if "random_labels" in cfg.variants else (),
             controls="control" in cfg.variants,
+            abstract_label_shots=random_label_shots(cfg) if abstract else (),
         )
 
     def cost(self, unit: PromptUnit, task: TaskContext) -> int:
