@@ -95,7 +95,10 @@ def section(models: list[tuple[str, int, dict]], results: list[TaskResult], out:
         "the upward bias of a prompt-based scaling estimate.",
         "",
     ]
-    names = [n for n, _ in QUANTITIES if n not in RECOGNITION or any(s.slopes[n] is not None for s in scalings)]
+    # recognition and learning are read together, where abstract-label demos ran on two sizes (random labels alone
+    # give recognition; a store without abstract labels renders as it did before they existed)
+    learning = any(s.slopes["task learning"] is not None for s in scalings)
+    names = [n for n, _ in QUANTITIES if learning or n not in RECOGNITION]
     rows = []
     for s in scalings:
         p = f" ({p_text(p_value(s.headline))})" if s.headline else ""
@@ -107,7 +110,7 @@ def section(models: list[tuple[str, int, dict]], results: list[TaskResult], out:
     if draw(scalings, out / derived, DERIVED, "gap (points), attempt (%)"):
         lines += ["", f"![elicitation gap and attempt rate against size]({derived.as_posix()})"]
     recognition = plot.with_name(plot.stem + "-recognition" + plot.suffix)
-    if draw(scalings, out / recognition, RECOGNITION, "gain (points)"):
+    if learning and draw(scalings, out / recognition, RECOGNITION, "gain (points)"):
         lines += ["", f"![task recognition and task learning against size]({recognition.as_posix()})"]
     lines.append("")
     return lines

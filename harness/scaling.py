@@ -32,8 +32,7 @@ QUANTITIES: list[tuple[str, Callable[[Decomposition], Estimate | None]]] = [
     ("task learning", lambda d: d.task_learning),
 ]
 HEADLINE = ("best prompt", "ecological")
-# Read only where a store has them (abstract labels are not in the default variants): without points they are no
-# column, so a store without them renders as it always did.
+# Shown only where abstract-label demos ran (not a default variant), so a store without them renders as before.
 RECOGNITION = ("task recognition", "task learning")
 
 
