@@ -147,7 +147,8 @@ class EvalConfig:
         ["prompt"],
         parse=comma_list,
         help="Comma-separated methods: prompt (templates, demos, controls), ptune (soft prompts), "
-        "bitfit (bias-only tuning), probe (linear probes on hidden states).",
+        "bitfit (bias-only tuning), probe (linear probes on hidden states), ccs (Contrast-Consistent Search: an "
+        "unsupervised probe).",
     )
     shots: list[int] = option([0, 1, 4], parse=comma_ints, help="Comma-separated numbers of demos (k).")
     random_label_shots: list[int] | None = option(  # None: the largest k of `shots`
@@ -237,7 +238,7 @@ class EvalConfig:
         None, help="Folder of <method>.yaml presets to use instead of the shipped probes/."
     )
     random_init_baseline: list[str] = option(
-        ["probe"],
+        ["probe", "ccs"],
         parse=trained_methods_or_none,
         help="Trained methods that also run on a seeded re-initialisation of the model (variant "
         "<variant>-random-init), the baseline of their selectivity: comma-separated, or 'none'.",

@@ -58,6 +58,13 @@ def last_token_features(engine: Engine, texts: list[str], choices: list[str]) ->
     return np.stack([np.stack([s.hidden[layer].numpy() for layer in layers]) for s in scored])
 
 
+def completion_features(engine: Engine, texts: list[str]) -> np.ndarray:
+    """(texts, states, width): every layer's state at the last token of each whole text (a prompt completed with
+    one of its answers: CCS's statements). The engine keeps the states at a request's answer slot, the last token
+    of its context: each text is a context, and its one continuation (a newline) is scored and not used."""
+    return last_token_features(engine, texts, ["\n"])
+
+
 @torch.no_grad()
 def mean_pooled_features(engine: Engine, texts: list[str], batch_size: int = 8) -> np.ndarray:
     """(examples, states, width): every layer's states averaged over the tokens of each text."""

@@ -133,6 +133,11 @@ def trained_rows(result: TaskResult) -> list[list[str]]:
                 base = [i["compression"] for i in _unit_infos(result, method, variant + RANDOM_INIT_SUFFIX, n)]
                 detail += f"; MDL compression {'/'.join(f'{c:.2f}' for c in compression)}"
                 detail += f" (random-init {'/'.join(f'{c:.2f}' for c in base)})" if base else ""
+        elif infos and method == "ccs":
+            layers = sorted({i.get("layer") for i in infos})
+            detail = "layer " + ", ".join(str(x) for x in layers) + " (train accuracy); no label in the fit"
+            detail += "; CCS loss " + "/".join(f"{i['loss']:.3f}" for i in infos)
+            detail += f"; sign flipped on train labels in {sum(i['sign_flipped'] for i in infos)} of {len(infos)}"
         elif infos:
             best = [i.get("best_step") for i in infos]
             run = [i.get("steps_run") for i in infos]
@@ -162,23 +167,31 @@ def trained_rows(result: TaskResult) -> list[list[str]]:
     return rows
 
 
+# The layer curves of each probe method: (info key, line style, legend words) of what chose the layer, then eval's.
+LAYER_CURVES = {
+    "probe": (("cv_curve", "--", "CV on train"), ("eval_curve", "-", "eval")),
+    "ccs": (("train_curve", ":", "CCS, train"), ("eval_curve", "-.", "CCS, eval")),
+}
+
+
 def plot_probe_layers(results: list[TaskResult], path: Path, title: str) -> bool:
-    """Per task, the probe's accuracy at each layer: cross-validated on train (what chose the layer) and on eval."""
+    """Per task, each probe's accuracy at each layer: on train (what chose the layer: cross-validated for the probe,
+    after the sign fix for CCS) and on eval."""
     curves = []
     for r in results:
         for method, variant, n in _trained_variants(r):
-            if method != "probe":
+            if method not in LAYER_CURVES:
                 continue
             infos = _unit_infos(r, method, variant, n)
             if infos and infos[0].get("layers"):
-                curves.append((f"{r.task} (n={n})", infos))
+                curves.append((f"{r.task} (n={n})", infos, LAYER_CURVES[method]))
     if not curves:
         return False
     fig, ax = plots.subplots(figsize=(7, 4.2))
-    for i, (label, infos) in enumerate(curves):
+    for i, (label, infos, keys) in enumerate(curves):
         layers = infos[0]["layers"]
         color = f"C{i % 10}"
-        for key, style, what in (("cv_curve", "--", "CV on train"), ("eval_curve", "-", "eval")):
+        for key, style, what in keys:
             values = [sum(info[key][j] for info in infos) / len(infos) * 100 for j in range(len(layers))]
             ax.plot(layers, values, style, color=color, label=f"{label}, {what}")
     ax.set_xlabel("layer (0 = embeddings)")
@@ -521,7 +534,17 @@ def trained_section(m: ModelContext) -> list[str]:
             if method in ("bitfit", "ptune") and info.get(method)
         }
     )
+    if any(row[1] == "ccs" for row in m.trained):
+        details.append(CCS_NOTE)
     return lines + [""] + [f"- {d}" for d in details]
+
+
+CCS_NOTE = (
+    "ccs: Contrast-Consistent Search (Burns et al. 2022) is fit without labels; train labels only fix its sign and "
+    "pick its layer. Farquhar et al. (2023) show CCS finds whichever feature of the contrast is most prominent, not "
+    "necessarily knowledge: read it against the supervised probe above and its own random-init run (a CCS score no "
+    "better than its random-init's found nothing pretraining put there)."
+)
 
 
 def learning_curves_section(m: ModelContext) -> list[str]:

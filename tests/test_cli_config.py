@@ -79,7 +79,7 @@ def test_every_field_is_a_flag_with_its_help_and_default(command, capsys, monkey
 def test_defaults_live_in_the_dataclass():
     """What the CLI used to write twice: no --model means the default model; transfer has its default tasks."""
     assert EvalConfig().models == [DEFAULT_MODEL] and TransferConfig().models == [DEFAULT_MODEL]
-    assert EvalConfig().shots == [0, 1, 4] and EvalConfig().permuted_label_check == ["ptune", "bitfit", "probe"]
+    assert EvalConfig().shots == [0, 1, 4] and EvalConfig().permuted_label_check == ["ptune", "bitfit", "probe", "ccs"]
     assert len(TransferConfig().tasks) == 8
     first, second = EvalConfig(), EvalConfig()
     first.shots.append(8)  # a list default is each instance's own

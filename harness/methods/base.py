@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 # The files of the shipped methods (harness/methods/<name>.py), imported the first time the registry is read; their
 # order is the order of `--methods`' help, of the report's trained methods and of a run's units.
-BUILTIN = ("prompt", "ptune", "bitfit", "probe")
+BUILTIN = ("prompt", "ptune", "bitfit", "probe", "ccs")
 DEFAULT_TRAIN_SIZE = 32  # a trained unit's train sample when --train-sizes is not given: FewGLUE's size
 
 
