@@ -543,7 +543,8 @@ CCS_NOTE = (
     "ccs: Contrast-Consistent Search (Burns et al. 2022) is fit without labels; train labels only fix its sign and "
     "pick its layer. Farquhar et al. (2023) show CCS finds whichever feature of the contrast is most prominent, not "
     "necessarily knowledge: read it against the supervised probe above and its own random-init run (a CCS score no "
-    "better than its random-init's found nothing pretraining put there)."
+    "better than its random-init's found nothing pretraining put there). Unsupervised, it is never the ecological "
+    "rung."
 )
 
 
