@@ -32,6 +32,7 @@ from harness.config import (
     ReportConfig,
     TasksConfig,
     TransferConfig,
+    W2SConfig,
 )
 from harness.errors import HarnessError, Interrupted, Terminated
 
@@ -157,19 +158,29 @@ def transfer_command(cfg: TransferConfig) -> None:
     console.print(f"report: {run_transfer(cfg, console, _command_line())}")
 
 
+@app.command("w2s")
+@from_config(W2SConfig)
+def w2s_command(cfg: W2SConfig) -> None:
+    """Weak-to-strong generalization: the weak model's probe labels train examples, the strong model's probe learns
+    from those labels and from gold; the performance gap recovered (PGR) per task. Resumable: rerun to resume."""
+    from harness.w2s import run_w2s
+
+    console.print(f"report: {run_w2s(cfg, console, _command_line())}")
+
+
 @app.command("report")
 @from_config(ReportConfig)
 def report_command(cfg: ReportConfig) -> None:
     """Re-render the report, its CSV and plots from OUT/results.db (no model is loaded)."""
+    from harness import report_transfer, report_w2s, transfer_matrix, w2s_analysis
     from harness.report import render
-    from harness.report_transfer import render as render_transfer
     from harness.store import Store
-    from harness.transfer_matrix import KIND
 
     store = Store(cfg.out, create=False)
     kind = store.get_meta("kind")
     store.close()
-    console.print(f"report: {(render_transfer if kind == KIND else render)(cfg.out)}")
+    renderers = {transfer_matrix.KIND: report_transfer.render, w2s_analysis.KIND: report_w2s.render}
+    console.print(f"report: {renderers.get(kind, render)(cfg.out)}")
 
 
 @app.command("tasks")

@@ -1,5 +1,5 @@
-"""The options of each command, one dataclass per command: what `harness eval`, `harness transfer`, `harness report`,
-`harness tasks` and `harness prompts` run with.
+"""The options of each command, one dataclass per command: what `harness eval`, `harness transfer`, `harness w2s`,
+`harness report`, `harness tasks` and `harness prompts` run with.
 
 Each field is defined with option(): its default, help text and, where the command line needs them, its flag, short
 alias and parser. cli.py builds the commands' flags from these fields, so a new option is one new field; code and
@@ -302,6 +302,58 @@ class TransferConfig:
     presets_dir: str | None = option(None, help="Folder of <method>.yaml presets.")
     overrides: list[str] = option(
         [], flag="--set", help="Override a preset: METHOD.KEY=VALUE, e.g. bitfit.learning_rate=3e-3."
+    )
+    trust_remote_code: bool = option(False, help="Allow model code from the Hub to run.")
+
+
+DEFAULT_W2S_TASKS = ["boolq", "cb", "copa", "rte"]
+
+
+@dataclass
+class W2SConfig:
+    """`harness w2s`: weak-to-strong generalization (Burns et al. 2023) with each model's probe."""
+
+    weak: str = option(
+        help="The weak model (the supervisor): short name (see `harness models`), Hub id, local HF folder or .gguf file."
+    )
+    strong: str = option(help="The strong model (the student), named as --weak.")
+    tasks: list[str] = option(DEFAULT_W2S_TASKS, parse=comma_list, help="Comma-separated tasks with class labels.")
+    method: str = option(
+        "probe",
+        help="The ecological method both models train: probe (logistic regression on hidden states, layer chosen by "
+        "CV on its train labels; the only method w2s trains so far).",
+    )
+    weak_n: int = option(64, help="Gold-labelled train examples the weak model learns from (sample A).")
+    strong_n: int = option(
+        128,
+        help="Train examples (sample B, disjoint from A) the weak model labels; the strong model learns from them "
+        "with the weak labels (w2s) and with their gold labels (the ceiling).",
+    )
+    confidence_loss: float | None = option(
+        None,
+        help="Also train the strong probe with Burns et al.'s auxiliary confidence loss of this weight ALPHA in "
+        "(0, 1): targets mix the weak labels with its own hardened predictions (variant w2s-conf<ALPHA>).",
+    )
+    seeds: int = option(1, help="Seeds: each draws its own samples A and B.")
+    limit: int | None = option(None, help="Seeded, label-stratified val examples scored per task (default: all).")
+    limit_seed: int = option(0, help="Seed of the --limit subset.")
+    device: str = option("auto", help="auto, cpu, cuda or mps.")
+    dtype: str = option("auto", help="auto, float32, bfloat16 or float16.")
+    out: str = option("runs/w2s", help="Output folder: results.db, w2s.csv, report.md. Rerunning resumes.")
+    data_dir: str | None = option(
+        None, help="Folder of SuperGLUE jsonl files. Default: $HARNESS_DATA_DIR, else the Hub."
+    )
+    train_set: str = option(
+        "superglue", help="superglue (default: FewGLUE's 32 examples are too few), fewglue, auto or a folder."
+    )
+    fewglue_dir: str | None = option(
+        None, help="FewGLUE folder. Default: $HARNESS_FEWGLUE_DIR, else a 'fewglue' folder beside the data folder."
+    )
+    prompts_dir: str | None = option(None, help="Folder of <task>.yaml prompt files.")
+    tasks_dirs: list[str] = tasks_dirs_option()
+    presets_dir: str | None = option(None, help="Folder of <method>.yaml presets.")
+    overrides: list[str] = option(
+        [], flag="--set", help="Override the probe preset: probe.KEY=VALUE, e.g. probe.C=0.1."
     )
     trust_remote_code: bool = option(False, help="Allow model code from the Hub to run.")
 

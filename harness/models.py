@@ -535,12 +535,25 @@ def _load_hub(repo: str, torch_dtype: torch.dtype, trust_remote_code: bool, devi
         raise HarnessError(f"{fail}: {_first_line(exc)}") from exc
 
 
-def _unknown(spec: str) -> HarnessError:
+def _unknown(spec: str, flag: str = "") -> HarnessError:
     names = ", ".join(KNOWN_MODELS)
+    where = f" ({flag})" if flag else ""
     return HarnessError(
-        f"unknown model '{spec}': use one of {names}, a .gguf file, a local Hugging Face folder, "
+        f"unknown model '{spec}'{where}: use one of {names}, a .gguf file, a local Hugging Face folder, "
         "or a Hub id like EleutherAI/pythia-70m"
     )
+
+
+def check_model_name(spec: str, flag: str) -> None:
+    """Fail now, naming `flag`, on a model load_model would not know where to look for (a name that is no short
+    name, existing file or folder, or Hub id); whether it loads is found out when it does."""
+    spec = spec.strip()
+    path = Path(spec).expanduser()
+    if spec in KNOWN_MODELS or path.exists() or (spec and _HUB_ID.match(spec)):
+        return
+    if spec.lower().endswith(".gguf"):
+        raise HarnessError(f"GGUF file not found: {spec} ({flag})")
+    raise _unknown(spec, flag)
 
 
 def load_model(

@@ -19,6 +19,7 @@ from harness.config import (
     ReportConfig,
     TasksConfig,
     TransferConfig,
+    W2SConfig,
     comma_ints,
     option,
 )
@@ -27,7 +28,7 @@ from harness.model_catalog import DEFAULT_MODEL
 from tests.test_misuse import run_cli
 
 COMMANDS = {"eval": EvalConfig, "transfer": TransferConfig, "report": ReportConfig, "tasks": TasksConfig}
-COMMANDS["prompts"] = PromptsConfig
+COMMANDS |= {"prompts": PromptsConfig, "w2s": W2SConfig}
 
 
 def _help_text(args: list[str], capsys, monkeypatch) -> str:

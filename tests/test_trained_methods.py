@@ -276,17 +276,17 @@ def test_cli_trained_methods_end_to_end_and_bad_input(tiny_dir, env, tmp_path):
 
 @pytest.mark.parametrize("n_classes", [2, 3])
 def test_probe_log_probabilities_match_sklearn_and_stay_finite(n_classes):
-    from harness.methods.probe import _fit_predict, _pipeline
+    from harness.methods.probe import _pipeline, fit_predict
 
     preset = dataclasses.replace(load_preset("probe"), C=1.0, max_iter=2000)
     rng = np.random.default_rng(0)
     y = np.arange(60) % n_classes
     x = rng.normal(size=(60, 5)) + y[:, None] * 0.8
     x_eval = rng.normal(size=(20, 5)) + (np.arange(20) % n_classes)[:, None] * 0.8
-    got = _fit_predict(preset, x, y, x_eval, n_classes)
+    got = fit_predict(preset, x, y, x_eval, n_classes)
     want = _pipeline(preset).fit(x, y).predict_log_proba(x_eval)
     assert np.allclose(got, want, atol=1e-8)
-    far = _fit_predict(preset, x, y, x_eval * 1e4, n_classes)  # probabilities that underflow to 0 in sklearn
+    far = fit_predict(preset, x, y, x_eval * 1e4, n_classes)  # probabilities that underflow to 0 in sklearn
     assert np.isfinite(far).all()
 
 

@@ -104,7 +104,7 @@ def _folds(y: np.ndarray, groups: list[str], k: int, seed: int):
     return GroupKFold(n_splits=min(k, len(set(groups)))).split(y, y, groups)
 
 
-def _fit_predict(preset: ProbePreset, x: np.ndarray, y: np.ndarray, x_eval: np.ndarray, n_classes: int) -> np.ndarray:
+def fit_predict(preset: ProbePreset, x: np.ndarray, y: np.ndarray, x_eval: np.ndarray, n_classes: int) -> np.ndarray:
     """Log-probabilities (eval, classes); a class never seen in training gets a tiny probability."""
     from scipy.special import log_softmax
     from sklearn.exceptions import ConvergenceWarning
@@ -130,9 +130,33 @@ def cv_accuracy(
 ) -> float:
     correct = 0
     for train_idx, test_idx in _folds(y, groups, preset.cv_folds, seed):
-        pred = _fit_predict(preset, x[train_idx], y[train_idx], x[test_idx], n_classes).argmax(1)
+        pred = fit_predict(preset, x[train_idx], y[train_idx], x[test_idx], n_classes).argmax(1)
         correct += int((pred == y[test_idx]).sum())
     return correct / len(y)
+
+
+def probe_layers(preset: ProbePreset, n_states: int, model: str) -> list[int]:
+    """The layers the preset asks for, checked against the model's `n_states` (embeddings + layers)."""
+    layers = list(range(n_states)) if preset.layers == "all" else list(preset.layers)
+    bad = [layer for layer in layers if not 0 <= layer < n_states]
+    if bad:
+        raise HarnessError(f"probe.layers: layer(s) {bad} out of range 0..{n_states - 1} for {model}")
+    return layers
+
+
+def choose_layer(
+    preset: ProbePreset,
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: list[str],
+    seed: int,
+    n_classes: int,
+    layers: list[int],
+) -> tuple[int, list[float]]:
+    """(the layer with the best cross-validated accuracy on (x, y), the curve over `layers`); x is (examples,
+    states, width). Ties go to the first: the shallower layer."""
+    cv_curve = [cv_accuracy(preset, x[:, layer], y, groups, seed, n_classes) for layer in layers]
+    return layers[int(np.argmax(cv_curve))], cv_curve
 
 
 def mdl_blocks(n: int) -> list[int]:
@@ -162,7 +186,7 @@ def online_codelength(preset: ProbePreset, x: np.ndarray, y: np.ndarray, n_class
             counts = np.bincount(seen, minlength=n_classes) + 1.0
             logp = np.log(np.tile(counts / counts.sum(), (end - start, 1)))
         else:
-            logp = _fit_predict(preset, x[:start], seen, x[start:end], n_classes)
+            logp = fit_predict(preset, x[:start], seen, x[start:end], n_classes)
         bits += float(-logp[np.arange(end - start), y[start:end]].sum() / math.log(2))
     return {
         "mdl_bits": bits,
@@ -196,16 +220,11 @@ def run_probe_unit(
     x_eval, computed_eval = features(cache, engine, model, task.name, template, "val", preset.pooling, evals)
     y = np.array([e.label for e in sample])
     y_eval = np.array([e.label for e in evals])
-    layers = list(range(x_train.shape[1])) if preset.layers == "all" else list(preset.layers)
-    bad = [layer for layer in layers if not 0 <= layer < x_train.shape[1]]
-    if bad:
-        raise HarnessError(f"probe.layers: layer(s) {bad} out of range 0..{x_train.shape[1] - 1} for {model}")
-    groups = [e.group for e in sample]
-    cv_curve = [cv_accuracy(preset, x_train[:, layer], y, groups, unit.seed, n_classes) for layer in layers]
-    best = layers[int(np.argmax(cv_curve))]  # the first of equals: the shallower layer
+    layers = probe_layers(preset, x_train.shape[1], model)
+    best, cv_curve = choose_layer(preset, x_train, y, [e.group for e in sample], unit.seed, n_classes, layers)
     eval_curve = []
     for layer in layers:
-        logp = _fit_predict(preset, x_train[:, layer], y, x_eval[:, layer], n_classes)
+        logp = fit_predict(preset, x_train[:, layer], y, x_eval[:, layer], n_classes)
         eval_curve.append(float((logp.argmax(1) == y_eval).mean()))
         if layer == best:
             chosen = logp

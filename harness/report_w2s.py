@@ -1,0 +1,167 @@
+"""The weak-to-strong report: OUT/report.md and OUT/w2s.csv, from a `harness w2s` store alone (no model)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from harness.markdown import fmt, params_text, table
+from harness.metrics import Estimate
+from harness.report_answer import about
+from harness.store import Store
+from harness.w2s_analysis import KIND, W2S, GapRecovered, TaskW2S, load, verdict
+
+
+@dataclass
+class W2SContext:
+    """What every section of a w2s report reads, from its store (closed by then) and output folder."""
+
+    out: Path
+    results: list[TaskW2S]
+    settings: dict  # meta[KIND]
+    commands: list[str]
+    params: dict[str, int]  # model -> parameters
+
+
+def _title(ctx: W2SContext) -> list[str]:
+    return ["# harness weak-to-strong report", "", *about(ctx.out)]
+
+
+def _produced_by(ctx: W2SContext) -> list[str]:
+    if not ctx.commands:
+        return []
+    first = "Produced by:" if len(ctx.commands) == 1 else "Produced by these commands, in order, into one store:"
+    return [first, "", "```", *ctx.commands, "```", ""]
+
+
+def _model(ctx: W2SContext, role: str) -> str:
+    name = ctx.settings.get(role, "?")
+    return f"{name} ({params_text(ctx.params[name])})" if name in ctx.params else name
+
+
+def _settings(ctx: W2SContext) -> list[str]:
+    s = ctx.settings
+    if not s:
+        return []
+    preset = s.get("preset", {})
+    return [
+        f"Weak model: **{_model(ctx, 'weak')}**; strong model: **{_model(ctx, 'strong')}**. Both train the "
+        f"{s['method']} (logistic regression on one layer's hidden states of template '{preset.get('template')}', "
+        f"{preset.get('pooling')} token(s), C={preset.get('C')}, the layer chosen by {preset.get('cv_folds')}-fold "
+        f"cross-validation on the probe's own train labels). Per task and seed, the train split ({s['train_set']}) "
+        f"gives two disjoint, label-stratified samples: the weak model trains on {s['weak_n']} gold-labelled "
+        f"examples (A) and labels {s['strong_n']} others (B) it never saw; the strong model trains on B once with "
+        f"those weak labels (**w2s**) and once with B's gold labels (**ceiling**). Eval: "
+        f"{s['limit'] or 'all'} val examples (seeded, label-stratified; seed {s['limit_seed']}); data: {s['data']}.",
+        "",
+        "Scores: accuracy in percent, averaged over seeds per example, with 95% bootstrap intervals over val "
+        "examples. **PGR** (performance gap recovered, Burns et al. 2023) = (w2s - weak) / (ceiling - weak), in "
+        "percent, with a paired bootstrap interval (the same resamples for every side); it is undefined unless the "
+        "ceiling is significantly above both the best constant answer and the weak model (paired bootstrap, "
+        "p < 0.05). `w2s-conf<alpha>` rows add the auxiliary confidence loss of weight alpha. Weak labels: their "
+        "accuracy on B (mean over seeds).",
+        "",
+    ]
+
+
+def _pgr(gap: GapRecovered) -> str:
+    if gap.pgr is None:
+        return "undefined"
+    e = gap.pgr.estimate
+    lo, hi = e.ci
+    return f"{e.value * 100:.0f} [{lo * 100:.0f}, {hi * 100:.0f}]" if gap.pgr.interval else f"{e.value * 100:.0f}"
+
+
+def _label(result: TaskW2S, variant: str) -> str:
+    alpha = result.alphas.get(variant)
+    return "w2s" if variant == W2S else f"w2s, confidence loss alpha={alpha}" if alpha is not None else variant
+
+
+def _table(ctx: W2SContext) -> list[str]:
+    rows = [
+        [
+            r.task,
+            _label(r, variant),
+            str(gap.n),
+            f"{len(r.seeds)}",
+            fmt(gap.constant, ci=False),
+            fmt(gap.weak),
+            fmt(gap.w2s),
+            fmt(gap.ceiling),
+            _pgr(gap),
+            _weak_labels(r),
+        ]
+        for r in ctx.results
+        for variant, gap in r.gaps.items()
+    ]
+    if not rows:
+        return ["No task has its weak, weak-to-strong and ceiling units stored for a common seed yet.", ""]
+    header = [
+        "task",
+        "supervision",
+        "n",
+        "seeds",
+        "best constant",
+        "weak",
+        "w2s",
+        "ceiling",
+        "PGR [95%]",
+        "weak labels",
+    ]
+    return ["## Performance gap recovered", "", *table(header, rows), ""]
+
+
+def _weak_labels(r: TaskW2S) -> str:
+    if not r.weak_label_acc:
+        return "–"
+    return f"{sum(r.weak_label_acc) / len(r.weak_label_acc) * 100:.1f} (n={r.n_labelled})"
+
+
+def _verdicts(ctx: W2SContext) -> list[str]:
+    lines = [f"- {r.task}, {_label(r, v)}: {verdict(gap)}" for r in ctx.results for v, gap in r.gaps.items()]
+    return ["## Verdicts", "", *lines, ""] if lines else []
+
+
+# A w2s report's report.md: these sections in this order, each a function (W2SContext) -> lines.
+SECTIONS: list[Callable[[W2SContext], list[str]]] = [_title, _produced_by, _settings, _table, _verdicts]
+
+
+def render(out_dir: str | Path) -> Path:
+    """Regenerate w2s.csv and report.md (SECTIONS in order) from <out_dir>/results.db."""
+    out = Path(out_dir)
+    store = Store(out, create=False)
+    try:
+        ctx = W2SContext(
+            out,
+            load(store),
+            store.get_meta(KIND) or {},
+            store.get_meta("commands") or [],
+            {m: p for m, p, _ in store.models()},
+        )
+    finally:
+        store.close()
+    frame(ctx.results).to_csv(out / "w2s.csv", index=False, float_format="%.6g")
+    path = out / "report.md"
+    path.write_text("\n".join(line for section in SECTIONS for line in section(ctx)).rstrip() + "\n", encoding="utf-8")
+    return path
+
+
+def frame(results: list[TaskW2S]) -> pd.DataFrame:
+    """One row per (task, supervision, quantity): weak, w2s, ceiling, constant, pgr (absent where undefined)."""
+
+    def row(task: str, variant: str, quantity: str, e: Estimate) -> dict:
+        lo, hi = e.ci
+        return {"task": task, "supervision": variant, "quantity": quantity, "value": e.value, "ci_low": lo,
+                "ci_high": hi, "n": e.n}  # fmt: skip
+
+    rows = []
+    for r in results:
+        for variant, gap in r.gaps.items():
+            for quantity in ("constant", "weak", "w2s", "ceiling"):
+                rows.append(row(r.task, variant, quantity, getattr(gap, quantity)))
+            if gap.pgr is not None:
+                rows.append(row(r.task, variant, "pgr", gap.pgr.estimate))
+    return pd.DataFrame(rows, columns=["task", "supervision", "quantity", "value", "ci_low", "ci_high", "n"])
