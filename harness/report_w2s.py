@@ -51,7 +51,7 @@ def _settings(ctx: W2SContext) -> list[str]:
         f"Weak model: **{_model(ctx, 'weak')}**; strong model: **{_model(ctx, 'strong')}**. Both train the "
         f"{s['method']} (logistic regression on one layer's hidden states of template '{preset.get('template')}', "
         f"{preset.get('pooling')} token(s), C={preset.get('C')}, the layer chosen by {preset.get('cv_folds')}-fold "
-        f"cross-validation on the probe's own train labels). Per task and seed, the train split ({s['train_set']}) "
+        f"cross-validation on the probe's own train labels). Per task and seed, the train split (--train-set {s['train_set']}) "
         f"gives two disjoint, label-stratified samples: the weak model trains on {s['weak_n']} gold-labelled "
         f"examples (A) and labels {s['strong_n']} others (B) it never saw; the strong model trains on B once with "
         f"those weak labels (**w2s**) and once with B's gold labels (**ceiling**). Eval: "

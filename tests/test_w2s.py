@@ -163,6 +163,8 @@ def test_w2s_runs_end_to_end_and_resumes_without_recomputing(two_tiny_models, tm
         assert (out / "report.md").read_text() == report
         render(out)
         assert (out / "report.md").read_text() == report  # `harness report` re-renders it byte for byte
+        code, _, err = run_cli([*args[:-2], "--strong-n", "14", "--out", str(out)], capsys, monkeypatch)
+        assert "holds w2s results made with other settings (strong_n differ)" in err and code == 2
     finally:
         use_task_dirs([])
 
