@@ -86,7 +86,7 @@ def _table(ctx: W2SContext) -> list[str]:
             r.task,
             _label(r, variant),
             str(gap.n),
-            f"{len(r.seeds)}",
+            str(len(r.gap_seeds[variant])),
             fmt(gap.constant, ci=False),
             fmt(gap.weak),
             fmt(gap.w2s),

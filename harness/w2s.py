@@ -77,6 +77,8 @@ def validate(cfg: W2SConfig) -> None:
     from harness.models import check_model_name
 
     for flag, value in [("--weak", cfg.weak), ("--strong", cfg.strong)]:
+        if not value.strip():
+            raise HarnessError(f"{flag} is empty: give a short name (see `harness models`), a Hub id or a local path")
         check_model_name(value, flag)
     if _same_model(cfg.weak, cfg.strong):
         raise HarnessError(f"--weak and --strong name the same model ({cfg.strong}): weak-to-strong needs two models")

@@ -81,8 +81,8 @@ class TaskW2S:
     """One task of a w2s store: a comparison per weak-to-strong variant (plain, with the confidence loss)."""
 
     task: str
-    seeds: list[int]
     gaps: dict[str, GapRecovered] = field(default_factory=dict)  # variant -> comparison
+    gap_seeds: dict[str, list[int]] = field(default_factory=dict)  # variant -> the seeds its comparison averages
     weak_label_acc: list[float] = field(default_factory=list)  # per seed: accuracy of the weak labels on B
     n_labelled: int = 0  # examples of B (per seed)
     alphas: dict[str, float] = field(default_factory=dict)  # variant -> confidence-loss weight
@@ -98,11 +98,12 @@ def load(store: Store) -> list[TaskW2S]:
         strong = _by_variant(store.records(strong_model, task)) if strong_model else {}
         weak_seeds = set(weak.get(WEAK, {})) & set(strong.get(CEILING, {}))
         variants = sorted(v for v in strong if v == W2S or v.startswith(W2S + "-"))
-        result = TaskW2S(task, sorted(weak_seeds))
+        result = TaskW2S(task)
         for variant in variants:
             seeds = sorted(weak_seeds & set(strong[variant]))
             if not seeds:
                 continue
+            result.gap_seeds[variant] = seeds
             first = weak[WEAK][seeds[0]]
             rs = Resampler([r.group for r in first])
             gold = np.array([r.gold[0] for r in first])

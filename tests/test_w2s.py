@@ -199,6 +199,7 @@ def _gold(rows, model, variant, example_id):
         (["--weak", "no-such-model", "--strong", "smollm2-135m"], "--weak", "unknown model 'no-such-model' (--weak)"),
         (["--weak", "smollm2-135m", "--strong", "smollm2-135m"], "--weak", "name the same model (smollm2-135m)"),
         (["--weak", "gemma3-270m", "--strong", "x.gguf"], "--strong", "GGUF file not found: x.gguf (--strong)"),
+        (["--weak", " ", "--strong", "smollm2-135m"], "--weak", "--weak is empty"),
         (["--weak", "a/b", "--strong", "c/d", "--method", "bitfit"], "--method", "w2s trains probe"),
         (["--weak", "a/b", "--strong", "c/d", "--confidence-loss", "1.5"], "--confidence-loss", "must be in (0, 1)"),
     ],
