@@ -276,7 +276,7 @@ class Runner:
         if unit.variant.startswith(W2S + "-"):  # the confidence loss, at the layer the weak labels chose
             fit = confidence_fit_predict(
                 x[:, layer], labels, x_val[:, layer], n_classes, self.cfg.confidence_loss, self.preset.C,
-                self.preset.max_iter,
+                self.preset.max_iter, self.preset.cv_folds,
             )  # fmt: skip
             val_logp = fit.log_proba
             info |= {"confidence_loss": self.cfg.confidence_loss, "rounds": fit.rounds, "converged": fit.converged}

@@ -87,10 +87,19 @@ def test_confidence_loss_sharpens_the_probe_towards_its_own_predictions():
     x, weak, _ = _noisy(0)  # 30% of the weak labels flipped at random
     plain = confidence_fit_predict(x, weak, x, 2, alpha=0.0)
     confident = confidence_fit_predict(x, weak, x, 2, alpha=0.75)
-    assert confident.converged and confident.rounds >= 1
+    assert confident.rounds >= 2 and confident.overruled > 0
     certainty = lambda fit: np.exp(fit.log_proba).max(1).mean()  # noqa: E731
     assert certainty(plain) < 0.7 < 0.8 < certainty(confident)  # trained towards its own hard labels, not the noise
-    assert confident.overruled == int((harden(confident.log_proba, weak) != weak).sum()) > 0
+
+
+def test_confidence_loss_overrules_weak_labels_a_probe_could_memorise():
+    """More features than examples: plain logistic regression reproduces every weak label, so its own in-sample
+    predictions would be the weak labels; cross-fitted ones still disagree where the other examples say so."""
+    x, weak, _ = _noisy(1, n=60, width=80)
+    plain = confidence_fit_predict(x, weak, x, 2, alpha=0.0)
+    confident = confidence_fit_predict(x, weak, x, 2, alpha=0.75)
+    assert (plain.log_proba.argmax(1) == weak).all()
+    assert confident.overruled > 0 and (confident.log_proba.argmax(1) != weak).sum() > 0
     hard = harden(confident.log_proba, weak)
     assert hard.sum() == weak.sum()  # the adaptive threshold keeps the weak labels' class balance
     assert harden(np.log([[0.15, 0.8, 0.05], [0.5, 0.2, 0.3]]), weak[:2]).tolist() == [1, 0]  # more classes: argmax

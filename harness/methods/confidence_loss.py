@@ -7,10 +7,15 @@ predictions, so the strong model can disagree with a weak label it is confident 
 The penalty is scikit-learn's LogisticRegression's (intercept free; a binary probe has one logit, a multi-class one
 a logit per class), so alpha = 0 is plain logistic regression (tests/test_w2s.py checks it against scikit-learn).
 
-Burns et al. train by SGD, recompute the hardened predictions on every batch without a gradient through them, and
-warm alpha up over the first 10% of training. A probe is fit on the whole sample at once, so the same fixed point
-is reached by rounds: fit on the weak labels alone (alpha = 0, the warm-up), harden that fit's predictions, refit
-on the mixed targets from the last solution, and repeat until the hardened predictions stop changing.
+Burns et al. train by SGD for an epoch or two, recompute the hardened predictions on every batch without a gradient
+through them, and warm alpha up over the first 10% of training: the model's "own" prediction on an example is
+mostly what it generalises to, not a memory of that example's weak label. A probe is fit on the whole sample at once
+and, with more features than examples, can reproduce every weak label, which would make its own predictions the weak
+labels and the extra term a no-op. So here its own predictions are cross-fitted (each fold's from a fit on the other
+folds' targets) and the fixed point is reached by rounds: start from the weak labels (alpha = 0, the warm-up),
+harden the cross-fitted predictions, mix, and repeat until the hardened predictions stop changing (or come back to
+an earlier set: a cycle, reported as not converged); the final probe is fit on all examples with the last mixed
+targets.
 
 Hardening, as in their code for two classes: class 1 goes to the examples whose p(class 1) ranks in the top share
 that the weak labels give class 1 (an adaptive threshold, so the probe cannot collapse onto one class); with more
@@ -32,7 +37,7 @@ class ConfidenceFit:
 
     log_proba: np.ndarray  # (eval, classes)
     rounds: int  # refits after the alpha = 0 fit
-    converged: bool  # the hardened predictions stopped changing within max_rounds
+    converged: bool  # the hardened predictions stopped changing (not: they cycled, or max_rounds ran out)
     overruled: int  # train examples whose final hardened prediction differs from their weak label
 
 
@@ -78,6 +83,17 @@ def harden(log_proba: np.ndarray, weak: np.ndarray) -> np.ndarray:
     return hard
 
 
+def _cross_fitted(xs: np.ndarray, targets: np.ndarray, n_classes: int, C: float, folds: int, max_iter: int):
+    """Log-probabilities of each example from a fit on the other folds (folds: a fixed interleaving of the
+    examples, so every fold holds a spread of them)."""
+    fold = np.arange(len(xs)) % min(folds, len(xs))
+    out = np.zeros((len(xs), n_classes))
+    for f in np.unique(fold):
+        fit = soft_logistic_fit(xs[fold != f], targets[fold != f], n_classes, C, max_iter=max_iter)
+        out[fold == f] = log_softmax(_logits(xs[fold == f], fit, n_classes), axis=1)
+    return out
+
+
 def confidence_fit_predict(
     x: np.ndarray,
     weak: np.ndarray,
@@ -86,24 +102,26 @@ def confidence_fit_predict(
     alpha: float,
     C: float = 1.0,
     max_iter: int = 2000,
+    folds: int = 4,
     max_rounds: int = 20,
 ) -> ConfidenceFit:
     """Fit the probe on features `x` and weak labels `weak` (class indices) with the confidence loss of weight
-    `alpha`, features standardised as the plain probe's are; score `x_eval`."""
+    `alpha`, features standardised as the plain probe's are; score `x_eval`. alpha = 0: plain logistic regression."""
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(x)
     xs, xe = scaler.transform(x), scaler.transform(x_eval)
     onehot = np.eye(n_classes)[weak]
-    params = soft_logistic_fit(xs, onehot, n_classes, C, max_iter=max_iter)
-    hard = harden(log_softmax(_logits(xs, params, n_classes), axis=1), weak)
+    targets, hard, seen = onehot, weak, set()
     rounds, converged = 0, alpha == 0
     while not converged and rounds < max_rounds:
-        targets = (1 - alpha) * onehot + alpha * np.eye(n_classes)[hard]
-        params = soft_logistic_fit(xs, targets, n_classes, C, start=params, max_iter=max_iter)
+        new = harden(_cross_fitted(xs, targets, n_classes, C, folds, max_iter), weak)
         rounds += 1
-        new = harden(log_softmax(_logits(xs, params, n_classes), axis=1), weak)
-        converged, hard = bool((new == hard).all()), new
-    return ConfidenceFit(
-        log_softmax(_logits(xe, params, n_classes), axis=1), rounds, converged, int((hard != weak).sum())
-    )
+        converged = rounds > 1 and bool((new == hard).all())
+        if new.tobytes() in seen and not converged:
+            break  # a cycle of hardened labels: stop at this one (not converged)
+        seen.add(new.tobytes())
+        hard, targets = new, (1 - alpha) * onehot + alpha * np.eye(n_classes)[new]
+    params = soft_logistic_fit(xs, targets, n_classes, C, max_iter=max_iter)
+    overruled = int((hard != weak).sum()) if alpha else 0
+    return ConfidenceFit(log_softmax(_logits(xe, params, n_classes), axis=1), rounds, converged, overruled)
