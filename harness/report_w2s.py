@@ -121,8 +121,18 @@ def _weak_labels(r: TaskW2S) -> str:
 
 
 def _verdicts(ctx: W2SContext) -> list[str]:
-    lines = [f"- {r.task}, {_label(r, v)}: {verdict(gap)}" for r in ctx.results for v, gap in r.gaps.items()]
+    lines = [
+        f"- {r.task}, {_label(r, v)}: {verdict(gap)}{_unsettled(r.unsettled.get(v))}"
+        for r in ctx.results
+        for v, gap in r.gaps.items()
+    ]
     return ["## Verdicts", "", *lines, ""] if lines else []
+
+
+def _unsettled(seeds: list[int] | None) -> str:
+    if not seeds:
+        return ""
+    return f" (the confidence loss's hardened labels did not settle, cycling or out of rounds, in seed(s) {', '.join(map(str, sorted(seeds)))})"
 
 
 # A w2s report's report.md: these sections in this order, each a function (W2SContext) -> lines.

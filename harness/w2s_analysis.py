@@ -86,6 +86,7 @@ class TaskW2S:
     weak_label_acc: list[float] = field(default_factory=list)  # per seed: accuracy of the weak labels on B
     n_labelled: int = 0  # examples of B (per seed)
     alphas: dict[str, float] = field(default_factory=dict)  # variant -> confidence-loss weight
+    unsettled: dict[str, list[int]] = field(default_factory=dict)  # variant -> seeds whose rounds did not converge
 
 
 def load(store: Store) -> list[TaskW2S]:
@@ -116,7 +117,10 @@ def load(store: Store) -> list[TaskW2S]:
         result.n_labelled = len(next(iter(labels.values()))) if labels else 0
         for (method, unit), info in store.unit_infos(strong_model, task).items() if strong_model else []:
             if method == METHOD and "confidence_loss" in info:
-                result.alphas[UnitName.parse(unit).variant] = info["confidence_loss"]
+                name = UnitName.parse(unit)
+                result.alphas[name.variant] = info["confidence_loss"]
+                if not info.get("converged", True):
+                    result.unsettled.setdefault(name.variant, []).append(name.seed)
         out.append(result)
     return out
 
