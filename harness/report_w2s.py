@@ -1,4 +1,5 @@
-"""The weak-to-strong report: OUT/report.md and OUT/w2s.csv, from a `harness w2s` store alone (no model)."""
+"""The weak-to-strong report: OUT/report.md (and report.html) and OUT/w2s.csv, from a `harness w2s` store alone (no
+model)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pandas as pd
 from harness.markdown import fmt, params_text, table
 from harness.metrics import Estimate
 from harness.report_answer import about
+from harness.report_html import write_report
 from harness.store import Store
 from harness.w2s_analysis import KIND, W2S, GapRecovered, TaskW2S, load, verdict
 
@@ -140,7 +142,7 @@ SECTIONS: list[Callable[[W2SContext], list[str]]] = [_title, _produced_by, _sett
 
 
 def render(out_dir: str | Path) -> Path:
-    """Regenerate w2s.csv and report.md (SECTIONS in order) from <out_dir>/results.db."""
+    """Regenerate w2s.csv, report.md (SECTIONS in order) and report.html from <out_dir>/results.db."""
     out = Path(out_dir)
     store = Store(out, create=False)
     try:
@@ -154,9 +156,7 @@ def render(out_dir: str | Path) -> Path:
     finally:
         store.close()
     frame(ctx.results).to_csv(out / "w2s.csv", index=False, float_format="%.6g")
-    path = out / "report.md"
-    path.write_text("\n".join(line for section in SECTIONS for line in section(ctx)).rstrip() + "\n", encoding="utf-8")
-    return path
+    return write_report(out, [line for section in SECTIONS for line in section(ctx)])
 
 
 def frame(results: list[TaskW2S]) -> pd.DataFrame:

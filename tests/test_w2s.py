@@ -170,8 +170,10 @@ def test_w2s_runs_end_to_end_and_resumes_without_recomputing(two_tiny_models, tm
         assert "all 4 w2s units already stored" in err and ran == [] and loaded == []
         assert _rows(out / "results.db") == rows
         assert (out / "report.md").read_text() == report
+        page = (out / "report.html").read_bytes()
         render(out)
         assert (out / "report.md").read_text() == report  # `harness report` re-renders it byte for byte
+        assert (out / "report.html").read_bytes() == page
         code, _, err = run_cli([*args[:-2], "--strong-n", "14", "--out", str(out)], capsys, monkeypatch)
         assert "holds w2s results made with other settings (strong_n differ)" in err and code == 2
     finally:
