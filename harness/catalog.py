@@ -73,8 +73,11 @@ _EXTRA_DIRS: list[Path] = []
 
 
 def use_task_dirs(dirs: list[str] | None) -> None:
-    """Add the folders of `--tasks-dir` (before $HARNESS_TASKS_DIR's and the shipped `tasks/`)."""
+    """Add the folders of `--tasks-dir` (before $HARNESS_TASKS_DIR's and the shipped `tasks/`). A command that
+    reads task files starts here, so specs a report in this process read back from a store (`remember`) are
+    forgotten: a run plans from the task files."""
     _EXTRA_DIRS.clear()
+    _STORED.clear()
     for value in dirs or []:
         path = Path(value).expanduser()
         if not path.is_dir():

@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover - older typer runs on click itself
 from harness.config import (
     OPTION,
     EvalConfig,
+    MergeConfig,
     OptionSpec,
     PromptsConfig,
     ReportConfig,
@@ -145,7 +146,8 @@ def eval_command(cfg: EvalConfig) -> None:
     from harness.evaluate import run_eval
 
     report = run_eval(cfg, console, _command_line())
-    console.print(f"report: {report}")
+    if report is not None:  # None: a shard (merged later) or a rank other than 0
+        console.print(f"report: {report}")
 
 
 @app.command("transfer")
@@ -181,6 +183,18 @@ def report_command(cfg: ReportConfig) -> None:
     store.close()
     renderers = {transfer_matrix.KIND: report_transfer.render, w2s_analysis.KIND: report_w2s.render}
     console.print(f"report: {renderers.get(kind, render)(cfg.out)}")
+
+
+@app.command("merge")
+@from_config(MergeConfig)
+def merge_command(cfg: MergeConfig) -> None:
+    """Merge the stores of a sharded run (`harness eval --shard I/N`, one --out each) into OUT, after checking they
+    hold the same eval set, design, presets and train sources; merging again adds only what is new. Then `harness
+    report OUT` renders it."""
+    from harness.merge import merge
+
+    merge(cfg.out, cfg.shards, console)
+    console.print(f"merged into {cfg.out}; `harness report {cfg.out}` renders its report")
 
 
 @app.command("tasks")

@@ -16,6 +16,7 @@ from typing import Any
 
 from harness.methods import TRAINED_METHODS
 from harness.model_catalog import DEFAULT_MODEL
+from harness.parallel import Part, parse_shard
 
 # `harness transfer`'s default: five arithmetic skills and three text tasks with labels
 # the variants the prompt method can run (--variants); gold is the unit itself, the others are read against it
@@ -243,6 +244,12 @@ class EvalConfig:
         help="Trained methods that also run on a seeded re-initialisation of the model (variant "
         "<variant>-random-init), the baseline of their selectivity: comma-separated, or 'none'.",
     )
+    shard: Part | None = option(
+        None,
+        parse=parse_shard,
+        help="Run only shard I of N (I/N, 1 <= I <= N, e.g. 2/8): a cost-balanced share of the planned units, into "
+        "this shard's own --out, for a scheduler's array job; `harness merge` puts the shards together.",
+    )
     permuted_label_check: list[str] = option(
         list(TRAINED_METHODS),
         parse=trained_methods_or_none,
@@ -363,6 +370,18 @@ class ReportConfig:
     """`harness report`: re-render a stored run."""
 
     out: str = option(help="Output folder of a previous `harness eval` or `harness transfer`.", argument=True)
+
+
+@dataclass
+class MergeConfig:
+    """`harness merge`: put the stores of a sharded run together."""
+
+    out: str = option(
+        help="Output folder of the merged run (created if need be; rerunning adds what is new).", argument=True
+    )
+    shards: list[str] = option(
+        help="Output folders of the shards (`harness eval --shard I/N --out DIR`).", argument=True
+    )
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -16,6 +17,7 @@ from harness.errors import HarnessError, Interrupted
 from harness.features import FeatureCache
 from harness.loaders import GPT3_HINT, DataSource, load_train, resolve_train_source
 from harness.lock import writer_lock
+from harness.merge import absorb_ranks
 from harness.methods import prompt as prompt_method
 from harness.methods.base import (
     RunContext,
@@ -30,10 +32,18 @@ from harness.methods.base import (
 )
 from harness.methods.presets import Preset, check_overrides, load_preset
 from harness.models import RANDOM_INIT_SEED, random_init_copy
+from harness.parallel import Part, Ranks, rank_dir, share
 from harness.progress import progress
 from harness.prompts import PromptSet, load_prompts
 from harness.resources import read_yaml, resource_dir
-from harness.store import Store, UnitKey
+from harness.store import (
+    Store,
+    UnitKey,
+    check_same_design,
+    check_same_eval_set,
+    check_same_presets,
+    check_same_train_source,
+)
 from harness.synthetic import gpt3_folder, gpt3_tasks
 from harness.tasks import Example, TaskSpec, stratified_subset
 
@@ -160,6 +170,8 @@ def validate(cfg: EvalConfig) -> None:
         for m in methods:
             if m not in trained:
                 raise HarnessError(f"unknown method '{m}' ({flag}): trained methods are {', '.join(trained)}")
+    if cfg.shard is not None and not 0 <= cfg.shard.index < cfg.shard.count:  # a config built in code
+        raise HarnessError(f"--shard must be I/N with 1 <= I <= N, not {cfg.shard}")
     check_overrides(cfg.overrides)
     check_device_map(cfg, tuned_methods(cfg))
 
@@ -332,13 +344,12 @@ def expand_task_names(
 
 def _check_same_eval_set(store: Store, cfg: EvalConfig, data: DataSource) -> None:
     """A store holds one eval set per task: refuse to mix results over different examples."""
-    wanted = {"data": data.describe(), "limit": cfg.limit, "limit_seed": cfg.limit_seed}
-    stored = store.get_meta("eval_set")
-    if stored is not None and stored != wanted:
-        raise HarnessError(
-            f"{store.path} holds results for another eval set ({stored}); use another --out, or the same "
-            "--data-dir/--limit/--limit-seed"
-        )
+    check_same_eval_set(store, eval_set_of(cfg, data), "use another --out, or the same --data-dir/--limit/--limit-seed")
+
+
+def eval_set_of(cfg: EvalConfig, data: DataSource) -> dict:
+    """The eval set a run asks for, as a store records it (`meta` eval_set)."""
+    return {"data": data.describe(), "limit": cfg.limit, "limit_seed": cfg.limit_seed}
 
 
 def design_of(cfg: EvalConfig) -> dict:
@@ -349,41 +360,18 @@ def design_of(cfg: EvalConfig) -> dict:
 
 
 def _check_same_design(store: Store, cfg: EvalConfig) -> None:
-    """A store holds one prompt design (a store written before designs existed is full): a template mean over a
-    sampled design and one over the full grid are different estimates, never mixed in one table."""
-    stored = store.get_meta("design") or ({"design": "full"} if store.models() else None)
-    wanted = design_of(cfg)
-    if stored is not None and stored != wanted:
-        share = f" --template-share {stored['template_share']}" if "template_share" in stored else ""
-        raise HarnessError(
-            f"{store.path} holds results of another prompt design ({stored['design']}{share}); use another --out, "
-            f"or the same --design{share}"
-        )
+    check_same_design(store, design_of(cfg), "use another --out, or the same --design{share}")
 
 
 def _check_same_train_source(store: Store, model: str, plan: TaskPlan) -> None:
-    """Demos and training examples come from the train source: stored units drawn from another can't be resumed."""
-    stored = (store.task_info(model, plan.spec.name) or {}).get("train_source")
     wanted = plan.info.get("train_source")
-    if stored is not None and stored != wanted and store.unit_infos(model, plan.spec.name):
-        raise HarnessError(
-            f"{store.path} holds {model} {plan.spec.name} results with demos from {stored}, not {wanted}; use "
-            "another --out, or the same --train-set"
-        )
+    check_same_train_source(store, model, plan.spec.name, wanted, "use another --out, or the same --train-set")
 
 
 def _check_same_presets(store: Store, presets: dict[str, Preset]) -> None:
-    """A store holds one preset per trained method: results made with another would be mixed up."""
-    stored = store.get_meta("presets") or {}
     wanted = {method: preset.to_dict() for method, preset in presets.items()}
-    for method, preset in wanted.items():
-        if method in stored and stored[method] != preset:
-            changed = sorted(k for k in preset if stored[method].get(k) != preset[k])
-            raise HarnessError(
-                f"{store.path} holds {method} results made with another preset ({', '.join(changed)} differ); "
-                "use another --out, or the same --set/--presets-dir"
-            )
-    store.set_meta("presets", {**stored, **wanted})
+    check_same_presets(store, wanted, "use another --out, or the same --set/--presets-dir")
+    store.set_meta("presets", {**(store.get_meta("presets") or {}), **wanted})
 
 
 def _check_same_calibration(store: Store, plan: TaskPlan, unit, info: dict) -> None:
@@ -400,37 +388,85 @@ def _check_same_calibration(store: Store, plan: TaskPlan, unit, info: dict) -> N
         )
 
 
-def run_eval(cfg: EvalConfig, console: Console, command: str) -> Path:
-    """Evaluate cfg's models into cfg.out, then render its report; returns the report's path. A store has one
-    writer: while another live run holds cfg.out, this one is refused (HarnessError)."""
+def run_eval(cfg: EvalConfig, console: Console, command: str) -> Path | None:
+    """Evaluate cfg's models into cfg.out, then render its report; returns the report's path, or None where this
+    process renders none (a --shard run, whose store is merged later; a rank other than 0). A store has one writer:
+    while another live run holds cfg.out, this one is refused (HarnessError). Under torchrun or `accelerate launch`
+    the job's processes split the units (harness/parallel.py)."""
     validate(cfg)
-    with writer_lock(cfg.out):
-        return _run_eval(cfg, console, command)
+    ranks = Ranks.from_env()
+    try:
+        if not ranks.writer:  # its private store's lock is taken once rank 0 is ready (_open_store)
+            return _run_eval(cfg, console, command, ranks)
+        with writer_lock(cfg.out):
+            return _run_eval(cfg, console, command, ranks)
+    finally:
+        ranks.close()
 
 
-def _run_eval(cfg: EvalConfig, console: Console, command: str) -> Path:
+def _prepare_store(store: Store, cfg: EvalConfig, data: DataSource, presets: dict[str, Preset], command: str) -> None:
+    """Check that the run may add to `store`, then record what it runs (eval set, design, presets, command)."""
+    _check_same_eval_set(store, cfg, data)
+    _check_same_presets(store, presets)
+    _check_same_design(store, cfg)
+    store.set_meta("design", design_of(cfg))
+    store.set_meta("eval_set", eval_set_of(cfg, data))
+    # a store can grow over several commands (resume, more tasks or methods): the report lists them all
+    earlier = store.get_meta("commands") or [c for c in [store.get_meta("command")] if c]
+    store.set_meta("commands", earlier + [command] if earlier[-1:] != [command] else earlier)
+    store.set_meta("command", command)
+    config = {k: v for k, v in asdict(cfg).items() if k not in ("out",)}
+    config["data"] = data.describe()
+    store.set_meta("config", config)
+
+
+@contextmanager
+def _open_store(cfg: EvalConfig, ranks: Ranks, prepare: Callable[[Store], None], console: Console) -> Iterator[Store]:
+    """The store this process writes, prepared. Rank 0: OUT's (run_eval holds its lock), after merging in what the
+    ranks of a killed job left there. Another rank: its private store, opened once rank 0 has done that."""
+    if ranks.writer:
+        store = Store(cfg.out)
+        try:
+            prepare(store)
+            added = absorb_ranks(store, cfg.out)
+            if added:
+                console.print(f"{added} units stored by the other processes of an earlier job merged into {store.path}")
+            ranks.barrier()
+            yield store
+        finally:
+            store.close()
+        return
+    ranks.barrier()
+    with writer_lock(rank_dir(cfg.out, ranks.rank)) as lock:
+        store = Store(lock.parent)
+        try:
+            prepare(store)
+            yield store
+        finally:
+            store.close()
+
+
+def shard_plans(plans: list[TaskPlan], part: Part) -> list[TaskPlan]:
+    """Every task with only the units of shard `part`: a cost-balanced split of the run's units over all tasks
+    (harness/parallel.py assign), the same in every shard."""
+    units = [(i, unit) for i, plan in enumerate(plans) for unit in plan.units]
+    costs = [get_method(unit.method).cost(unit, plans[i].task) for i, unit in units]
+    mine = share(units, costs, part)
+    return [replace(plan, units=[u for j, u in mine if j == i]) for i, plan in enumerate(plans)]
+
+
+def _run_eval(cfg: EvalConfig, console: Console, command: str, ranks: Ranks) -> Path | None:
     from harness.engine import Engine
     from harness.models import load_model, refuse_offloaded_training
     from harness.report import render
 
-    store = Store(cfg.out)
-    try:
-        presets = load_presets(cfg)
-        plans, skipped, data = plan_tasks(cfg, console, presets)
-        _check_same_eval_set(store, cfg, data)
-        _check_same_presets(store, presets)
-        _check_same_design(store, cfg)
-        store.set_meta("design", design_of(cfg))
-        store.set_meta("eval_set", {"data": data.describe(), "limit": cfg.limit, "limit_seed": cfg.limit_seed})
-        # a store can grow over several commands (resume, more tasks or methods): the report lists them all
-        earlier = store.get_meta("commands") or [c for c in [store.get_meta("command")] if c]
-        store.set_meta("commands", earlier + [command] if earlier[-1:] != [command] else earlier)
-        store.set_meta("command", command)
-        config = {k: v for k, v in asdict(cfg).items() if k not in ("out",)}
-        config["data"] = data.describe()
-        store.set_meta("config", config)
-
-        device_map = parse_device_map(cfg.device_map)
+    presets = load_presets(cfg)
+    # the other ranks plan as rank 0 does (the same plan), quietly: rank 0 says what there is to say
+    plans, skipped, data = plan_tasks(cfg, console if ranks.writer else Console(quiet=True), presets)
+    if cfg.shard is not None:
+        plans = shard_plans(plans, cfg.shard)
+    device_map = parse_device_map(cfg.device_map)
+    with _open_store(cfg, ranks, lambda store: _prepare_store(store, cfg, data, presets, command), console) as store:
         for spec in cfg.models:
             loaded = load_model(spec, cfg.device, cfg.dtype, cfg.trust_remote_code, device_map)
             refuse_offloaded_training(loaded, tuned_methods(cfg))
@@ -438,41 +474,65 @@ def _run_eval(cfg: EvalConfig, console: Console, command: str) -> Path:
             for name, reason in skipped:
                 store.put_task(loaded.name, name, {"skipped": reason})
             engine = Engine(loaded.model, loaded.tokenizer, batch_size=cfg.batch_size)
-            _run_model(loaded.name, plans, engine, store, console)
+            _run_model(loaded.name, plans, engine, store, console, ranks)
             del engine, loaded
-    finally:
-        store.close()
-    report = render(cfg.out)
-    return report
+        if ranks.writer:
+            ranks.barrier()  # every other rank has run its units and closed its store
+            absorb_ranks(store, cfg.out)
+    if not ranks.writer:
+        ranks.barrier()
+        return None
+    if cfg.shard is not None:
+        console.print(
+            f"shard {cfg.shard} stored in {cfg.out}; once every shard has run, `harness merge OUT SHARD_DIRS...` "
+            "puts them together and `harness report OUT` renders the report"
+        )
+        return None
+    return render(cfg.out)
 
 
-def _run_model(model: str, plans: list[TaskPlan], engine, store: Store, console: Console) -> None:
+def _run_model(
+    model: str, plans: list[TaskPlan], engine, store: Store, console: Console, ranks: Ranks | None = None
+) -> None:
     """Run every unit of `plans` not yet stored for `model`, each by its method (the registry's), storing each as it
-    ends; Ctrl-C drops only the unit in flight."""
-    work = []
+    ends; Ctrl-C drops only the unit in flight. Among a job's ranks, rank 0 finds the units to run and each rank
+    runs its cost-balanced share of them into its own store."""
+    ranks = ranks or Ranks()
+    pending = []  # (plan index, unit index) of every unit not stored yet: rank 0 reads them off OUT's store
     selections = []  # gold prompt units stored without train scores (--no-train-picks, an older version): add them
-    for plan in plans:
-        _check_same_train_source(store, model, plan)
+    for i, plan in enumerate(plans):
+        if ranks.writer:
+            _check_same_train_source(store, model, plan)
         store.put_task(model, plan.spec.name, plan.info)
-        for unit in plan.units:
+        if not ranks.writer:
+            continue
+        for j, unit in enumerate(plan.units):
             key = UnitKey(model, plan.spec.name, unit.method, unit.key)
             info = store.unit_info(key)
             if info is None:
-                work.append((plan, unit, key))
+                pending.append((i, j))
                 continue
             if unit.method == "prompt":
                 _check_same_calibration(store, plan, unit, info)
             if unit.method == "prompt" and prompt_method.wants_selection(plan.task, unit) and "selection" not in info:
                 selections.append((plan, unit, key))
+    pending = ranks.broadcast(pending)
+    work = [(plans[i], plans[i].units[j]) for i, j in pending]
+    work = [(p, u, UnitKey(model, p.spec.name, u.method, u.key)) for p, u in work]
     total_units = sum(len(p.units) for p in plans)
     if not work and not selections:
-        console.print(f"{model}: all {total_units} units already stored in {store.path}")
+        if ranks.writer:
+            console.print(f"{model}: all {total_units} units already stored in {store.path}")
         return
     done_before = total_units - len(work)
-    if done_before:
+    if done_before and ranks.writer:
         console.print(f"{model}: resuming, {done_before} of {total_units} units already stored")
     if selections:
         console.print(f"{model}: {len(selections)} stored prompt units get their train scores (template selection)")
+    if ranks.size > 1:
+        work = share(work, [get_method(u.method).cost(u, p.task) for p, u, _ in work], ranks.part)
+        if ranks.writer:
+            console.print(f"{model}: {len(pending)} units to run, split over {ranks.size} processes")
     total = sum(get_method(u.method).cost(u, p.task) for p, u, _ in work)
     total += sum(prompt_method.selection_cost(p.task) for p, _, _ in selections)
     cache = FeatureCache()
@@ -486,8 +546,9 @@ def _run_model(model: str, plans: list[TaskPlan], engine, store: Store, console:
             baseline.append(Engine(copy, engine.tokenizer, engine.batch_size))
         return baseline[0]
 
-    with progress(console, "steps") as bar:
-        job = bar.add_task(model, total=total)
+    who = f"rank {ranks.rank} · " if ranks.size > 1 else ""  # each rank draws its own progress lines
+    with progress(console, "steps", plain=ranks.size > 1) as bar:
+        job = bar.add_task(who + model, total=total)
 
         def context(plan: TaskPlan) -> RunContext:
             advance = lambda n: bar.advance(job, n)  # noqa: E731
@@ -495,14 +556,19 @@ def _run_model(model: str, plans: list[TaskPlan], engine, store: Store, console:
 
         try:
             for plan, unit, key in selections:
-                bar.update(job, description=f"{model} · {plan.spec.name} · train scores of {unit.key}")
+                bar.update(job, description=f"{who}{model} · {plan.spec.name} · train scores of {unit.key}")
                 store.add_unit_info(key, {"selection": prompt_method.train_scores(unit, context(plan))})
             for plan, unit, key in work:
-                bar.update(job, description=f"{model} · {plan.spec.name} · {key.method} {unit.key}")
+                bar.update(job, description=f"{who}{model} · {plan.spec.name} · {key.method} {unit.key}")
                 outputs, info = get_method(unit.method).run(unit, context(plan))
                 store.put_unit(key, outputs, info)
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (harness.errors.Terminated): the unit in flight is dropped
             missing = sum(not store.has_unit(key) for _, _, key in work)  # exact even if it came just after a commit
+            if ranks.size > 1:
+                raise Interrupted(
+                    f"rank {ranks.rank}: {len(work) - missing} of its {len(work)} units of {model} are stored in "
+                    f"{store.path}; rerun the same command to resume"
+                ) from None
             raise Interrupted(
                 f"{total_units - missing} of {total_units} units of {model} are stored in {store.path}; "
                 "rerun the same command to resume"

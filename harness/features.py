@@ -41,7 +41,7 @@ class FeatureCache:
 
     def save(self, path: Path, features: np.ndarray) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # its own per process: the ranks of a job share the cache
         save_file({"features": np.ascontiguousarray(features, dtype=np.float32)}, str(tmp))
         tmp.replace(path)  # atomic: a reader sees the whole file or none
 

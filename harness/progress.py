@@ -70,10 +70,11 @@ class PlainProgress:
             self.line()
 
 
-def progress(console: Console, unit: str):
-    """The progress display for one run over `unit`s (steps, units): see the module's docstring."""
+def progress(console: Console, unit: str, plain: bool = False):
+    """The progress display for one run over `unit`s (steps, units): see the module's docstring. `plain`: lines
+    even at a terminal (the processes of one job share it, and their bars would overwrite each other)."""
     disabled = os.environ.get("HARNESS_NO_PROGRESS") == "1"
-    if not disabled and not console.is_terminal:
+    if not disabled and (plain or not console.is_terminal):
         return PlainProgress(console, unit)
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit)]
     columns += [TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]

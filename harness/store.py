@@ -248,3 +248,51 @@ class Store:
     def tasks(self, model: str) -> list[str]:
         rows = self.conn.execute("SELECT DISTINCT task FROM tasks WHERE model=? ORDER BY task", (model,)).fetchall()
         return [r[0] for r in rows]
+
+
+# ---- what one store may hold: checked by a run that resumes into it and by `harness merge` -----------------------
+# Each check compares what the store holds with what would be added (`wanted`); on a mismatch it raises one line,
+# the store's path and what differs, then `fix` (what the user can do about it).
+
+
+def check_same_eval_set(store: Store, wanted: dict, fix: str) -> None:
+    """One eval set per store (data, --limit, --limit-seed): results over different examples are never mixed."""
+    stored = store.get_meta("eval_set")
+    if stored is not None and stored != wanted:
+        raise HarnessError(f"{store.path} holds results for another eval set ({stored}); {fix}")
+
+
+def stored_design(store: Store) -> dict | None:
+    """The store's prompt design (a store written before designs existed is full; an empty one has none yet)."""
+    return store.get_meta("design") or ({"design": "full"} if store.models() else None)
+
+
+def check_same_design(store: Store, wanted: dict, fix: str) -> None:
+    """One prompt design per store: a template mean over a sampled design and one over the full grid are different
+    estimates, never mixed in one table. `fix` may use {share}, the stored design's --template-share flag."""
+    stored = stored_design(store)
+    if stored is not None and stored != wanted:
+        share = f" --template-share {stored['template_share']}" if "template_share" in stored else ""
+        raise HarnessError(
+            f"{store.path} holds results of another prompt design ({stored['design']}{share}); "
+            + fix.replace("{share}", share)
+        )
+
+
+def check_same_presets(store: Store, wanted: dict[str, dict], fix: str) -> None:
+    """One preset per trained method per store (the caller records `wanted`'s presets beside the store's own)."""
+    stored = store.get_meta("presets") or {}
+    for method, preset in wanted.items():
+        if method in stored and stored[method] != preset:
+            changed = sorted(k for k in preset.keys() | stored[method].keys() if stored[method].get(k) != preset.get(k))
+            raise HarnessError(
+                f"{store.path} holds {method} results made with another preset ({', '.join(changed)} differ); {fix}"
+            )
+
+
+def check_same_train_source(store: Store, model: str, task: str, wanted: str | None, fix: str) -> None:
+    """Demos and training examples come from a task's train source: stored units drawn from another are not added
+    to."""
+    stored = (store.task_info(model, task) or {}).get("train_source")
+    if stored is not None and stored != wanted and store.unit_infos(model, task):
+        raise HarnessError(f"{store.path} holds {model} {task} results with demos from {stored}, not {wanted}; {fix}")

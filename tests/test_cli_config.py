@@ -15,6 +15,7 @@ from harness.cli import from_config
 from harness.config import (
     OPTION,
     EvalConfig,
+    MergeConfig,
     PromptsConfig,
     ReportConfig,
     TasksConfig,
@@ -28,7 +29,7 @@ from harness.model_catalog import DEFAULT_MODEL
 from tests.test_misuse import run_cli
 
 COMMANDS = {"eval": EvalConfig, "transfer": TransferConfig, "report": ReportConfig, "tasks": TasksConfig}
-COMMANDS |= {"prompts": PromptsConfig, "w2s": W2SConfig}
+COMMANDS |= {"prompts": PromptsConfig, "w2s": W2SConfig, "merge": MergeConfig}
 
 
 def _help_text(args: list[str], capsys, monkeypatch) -> str:
