@@ -5,7 +5,6 @@ equal to one process's run of the same command; mismatched shards and bad --shar
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import signal
 import socket
@@ -15,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil  # a dependency of peft
 import pytest
 from rich.console import Console
 
@@ -229,6 +229,17 @@ def _stored(db: Path) -> int:
         return 0
 
 
+def _kill_tree(pid: int) -> None:
+    """kill -9 a launcher and every process under it, as a scheduler ends a job (torchrun starts its workers in
+    sessions of their own, so killing its process group would leave them running)."""
+    launcher = psutil.Process(pid)
+    for process in [*launcher.children(recursive=True), launcher]:
+        try:
+            process.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -240,7 +251,6 @@ def _torchrun(*args: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
 
 
-@pytest.mark.slow  # two torchrun jobs of two processes each: about 3 minutes on 2 busy cores
 def test_torchrun_ranks_write_what_one_process_does_and_resume_after_kill_9(single, tiny_dir, env, tmp_path):
     out = tmp_path / "job"
     command = ["eval", *ARGS, "--model", str(tiny_dir), "--out", str(out)]
@@ -249,7 +259,6 @@ def test_torchrun_ranks_write_what_one_process_does_and_resume_after_kill_9(sing
     job = subprocess.Popen(
         _torchrun(str(script), *command),
         env=env,
-        start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -261,7 +270,7 @@ def test_torchrun_ranks_write_what_one_process_does_and_resume_after_kill_9(sing
             assert time.monotonic() < deadline, "the job stored no units"
             time.sleep(0.2)
     finally:
-        os.killpg(job.pid, signal.SIGKILL)  # the launcher and both ranks, mid-run
+        _kill_tree(job.pid)  # the launcher and both ranks, mid-run
         job.wait()
     left = _stored(out / RANKS_DIR / "1" / "results.db")
     assert 2 <= left and _stored(out / "results.db") + left < len(_units(single))
@@ -279,7 +288,6 @@ def test_torchrun_ranks_write_what_one_process_does_and_resume_after_kill_9(sing
     assert (out / "summary.csv").read_bytes() == (single / "summary.csv").read_bytes()
 
 
-@pytest.mark.slow
 def test_accelerate_launch_ranks_write_what_one_process_does(single, tiny_dir, env, tmp_path):
     """`accelerate launch --multi_gpu` starts its processes through torchrun's launcher; on a CPU machine they
     join the same gloo group."""
