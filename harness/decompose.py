@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.analysis import ALL, TaskResult
+from harness.analysis import AGGREGATES, ALL, TaskResult
 from harness.methods import TRAINED_METHODS, is_control_task, is_random_init
 from harness.metrics import Estimate, difference, main_metric, p_value
 from harness.store import UnitName
 
-# A ratio is undefined, not a huge number, when its denominator is under 2 points or its interval holds 0.
+# A ratio is undefined, not a huge number, when its denominator is under 2 points or its interval holds 0; and
+# undefined when the denominator is negative: a share of a loss (demos that lower the score) reads as its opposite.
 MIN_DENOMINATOR = 0.02
 MAX_UNDEFINED_REPLICATES = 0.05  # a ratio's interval needs its denominator defined in 95% of the resamples
 
@@ -37,11 +38,13 @@ class Choice:
 
 @dataclass
 class Ratio:
-    """A share; `estimate` is None when the denominator is too small for the ratio to mean anything."""
+    """A share; `estimate` is None unless the denominator is positive and clear of 0 (`why_undefined` then says
+    what it is, in points)."""
 
     estimate: Estimate | None
     why_undefined: str = ""
     interval: bool = True  # False when too many resamples have a near-zero denominator
+    denominator: Estimate | None = None
 
 
 @dataclass
@@ -73,6 +76,7 @@ class Decomposition:
     attempts: dict[str, tuple[Estimate | None, Estimate | None]] = field(default_factory=dict)  # variant -> (rate, acc)
     ecological_converged: bool | None = None  # every seed of the ecological unit converged; None: not iterative
     ecological_capped: list[str] = field(default_factory=list)  # trained units of this task that hit their cap
+    zero_templates: tuple[str, ...] = ()  # the gold templates scored at k=0: what `zero_mean` averages over
 
     @property
     def floor(self) -> Estimate | None:
@@ -103,14 +107,19 @@ def inconclusive_reason(d: Decomposition) -> str | None:
         return "no best constant answer to beat"
     if d.ecological_converged is False:
         return "ecological unit hit its step or time cap (not converged)"
-    weak = [
+    weak = weak_rungs(d)
+    if weak:
+        return f"{' and '.join(weak)} not above the best constant answer at n={n}"
+    return None
+
+
+def weak_rungs(d: Decomposition) -> list[str]:
+    """Which of the best prompt and the ecological method do not significantly beat the best constant answer."""
+    return [
         name
         for name, choice in (("best prompt", d.best_prompt), ("ecological", d.ecological))
         if choice is None or not beats(choice.estimate, d.floor)
     ]
-    if weak:
-        return f"{' and '.join(weak)} not above the best constant answer at n={n}"
-    return None
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -150,15 +159,14 @@ def ratio(num: Estimate | None, den: Estimate | None, den_name: str) -> Ratio | 
     if num is None or den is None:
         return None
     lo, hi = den.ci
-    if abs(den.value) < MIN_DENOMINATOR or lo <= 0 <= hi:
-        return Ratio(
-            None, f"{den_name} is {den.value * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}] points, not clear of 0"
-        )
+    if den.value < MIN_DENOMINATOR or lo <= 0:
+        shown = f"{den.value * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}] points"
+        return Ratio(None, f"{den_name} is {shown}, not positive and clear of 0", denominator=den)
     with np.errstate(invalid="ignore", divide="ignore"):
-        defined = np.abs(den.samples) >= MIN_DENOMINATOR
+        defined = den.samples >= MIN_DENOMINATOR
         samples = np.where(defined, num.samples / np.where(defined, den.samples, 1.0), np.nan)
     interval = bool(defined.mean() >= 1 - MAX_UNDEFINED_REPLICATES)
-    return Ratio(Estimate(num.value / den.value, samples, num.n), interval=interval)
+    return Ratio(Estimate(num.value / den.value, samples, num.n), interval=interval, denominator=den)
 
 
 def _template_estimate(result: TaskResult, variant: str, k: int, template: str, metric: str) -> Estimate | None:
@@ -259,6 +267,9 @@ def decompose(result: TaskResult) -> Decomposition:
     d.constant = result.estimates.get(("baseline", "constant", 0, "-", "-", metric))
     d.control = _template_mean(result, "control", 0, metric)
     d.zero_mean = _template_mean(result, "gold", 0, metric)
+    d.zero_templates = tuple(
+        sorted({k[3] for k in result.estimates if k[:3] == ("prompt", "gold", 0) and k[3] not in AGGREGATES})
+    )
     d.calibrated_zero = _template_mean(result, "calibrated", 0, metric)
     if few is not None:
         d.few_mean = _template_mean(result, "gold", few, metric)

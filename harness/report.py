@@ -16,6 +16,7 @@ from harness import report_answer as answer
 from harness import report_decomposition as decomposition
 from harness import report_presidents as presidents
 from harness import report_scaling as scaling
+from harness import report_screen as screen
 from harness import report_worth as worth
 from harness.analysis import AGGREGATES, ALL, TaskResult, analyse
 from harness.filenames import slug
@@ -302,9 +303,19 @@ def title(ctx: ReportContext) -> list[str]:
     return ["# harness report", ""]
 
 
+def about_section(ctx: ReportContext) -> list[str]:
+    """`about.md`, verbatim: what the report supports, in its author's words."""
+    return answer.about(ctx.out)
+
+
+def screen_section(ctx: ReportContext) -> list[str]:
+    """The first screen: per model and across sizes, what the evidence supports (harness/report_screen.py)."""
+    return screen.section(ctx.models, ctx.scored_tasks)
+
+
 def answer_section(ctx: ReportContext) -> list[str]:
-    """`about.md`, then the answer table per model (harness/report_answer.py)."""
-    return answer.section([m for m, _, _ in ctx.models], ctx.scored_tasks, ctx.out)
+    """The answer table per model (harness/report_answer.py)."""
+    return answer.section([m for m, _, _ in ctx.models], ctx.scored_tasks)
 
 
 def produced_by(ctx: ReportContext) -> list[str]:
@@ -636,6 +647,8 @@ def models_section(ctx: ReportContext) -> list[str]:
 # own harness/report_<name>.py, and one entry in this list.
 SECTIONS: list[Section] = [
     title,
+    about_section,
+    screen_section,
     answer_section,
     produced_by,
     data_settings,

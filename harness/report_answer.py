@@ -1,4 +1,4 @@
-"""The report's first screen: what the report supports (the store's own `about.md`), then per model and task the
+"""What the report supports (the store's own `about.md`, at the top of the report), and per model and task the
 answer to the harness's question (does the best prompt under- or over-state the trained ceiling?) with its n,
 or `inconclusive` and why."""
 
@@ -85,13 +85,12 @@ def model_answer(model: str, results: list[TaskResult]) -> list[str]:
     ]
 
 
-def section(models: list[str], results: list[TaskResult], out: Path) -> list[str]:
-    """The first screen: `about.md`, then the answer table of every model that has one."""
-    lines = about(out)
+def section(models: list[str], results: list[TaskResult]) -> list[str]:
+    """The answer table of every model that has one."""
     tables = [line for m in models for line in model_answer(m, [r for r in results if r.model == m and r.estimates])]
     if not tables:
-        return lines
-    return lines + [
+        return []
+    return [
         "## The answer",
         "",
         "Does the best prompt (template, k and calibration picked on train) understate or overstate what the model "

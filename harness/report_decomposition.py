@@ -44,8 +44,8 @@ def _choice(c: Choice | None, what: str) -> str:
 def _ratio(r: Ratio | None) -> str:
     if r is None:
         return "–"
-    if r.estimate is None:
-        return f"undefined ({r.why_undefined})"
+    if r.estimate is None:  # the denominator in points, briefly: the legend names it and says why
+        return f"undefined (denominator {signed(r.denominator)})"
     lo, hi = r.estimate.ci
     if not r.interval or math.isnan(lo):
         return f"{r.estimate.value:.2f} (no interval)"
@@ -173,8 +173,9 @@ def section(results: list[TaskResult]) -> list[str]:
         "prompting understates (+) or overstates (-) what the model can do. `guess share` = (zero-shot - control) / "
         "(few-shot - control): the part of the demos' gain that naming the task already gives. `demo-format share` = "
         "(random-label few-shot - zero-shot) / (few-shot - zero-shot): the part of the demos' gain that survives "
-        "random labels, i.e. came from the format. Means over templates; a ratio is undefined when its denominator is "
-        "under 2 points or its interval holds 0. `spread`: best - worst template at k=0, and its size relative to the gap.",
+        "random labels, i.e. came from the format. Means over templates; a ratio is shown only where its denominator "
+        "is positive and clear of 0 (at least 2 points, interval above 0): otherwise `undefined`, with the "
+        "denominator in points. `spread`: best - worst template at k=0, and its size relative to the gap.",
         "",
     ]
     rows = [

@@ -21,7 +21,8 @@ def test_first_screen_gives_about_then_each_tasks_answer(tmp_path):
     (tmp_path / "about.md").write_text("**Pipeline demo**: supports no claim.\n", encoding="utf-8")
     text = render(tmp_path).read_text(encoding="utf-8")
     head = text[: text.index("Produced by") if "Produced by" in text else text.index("## tiny")]
-    assert head.startswith("# harness report\n\n**Pipeline demo**: supports no claim.\n\n## The answer")
+    assert head.startswith("# harness report\n\n**Pipeline demo**: supports no claim.\n\n## What the evidence")
+    head = head[head.index("## The answer") :]  # after the first screen (tests/test_report_screen.py)
     assert "**tiny**: a verdict on 1 of 2 tasks; ecological read at the largest train size run (n=32)." in head
     rows = {line.split(" | ")[0].strip("| "): line for line in head.splitlines() if line.startswith("| ")}
     rte, wic = rows["rte"].split(" | "), rows["wic"].split(" | ")
@@ -35,7 +36,9 @@ def test_first_screen_gives_about_then_each_tasks_answer(tmp_path):
 
 def test_no_about_file_no_preamble(tmp_path):
     _store(tmp_path).close()
-    assert render(tmp_path).read_text(encoding="utf-8").startswith("# harness report\n\n## The answer\n")
+    assert (
+        render(tmp_path).read_text(encoding="utf-8").startswith("# harness report\n\n## What the evidence supports\n")
+    )
 
 
 def test_learning_curves_and_the_rung_read_at_the_largest_size(tmp_path):
@@ -74,6 +77,6 @@ def test_about_is_an_input_not_an_output(tmp_path):
     _store(tmp_path).close()
     (tmp_path / "about.md").write_text("Evidence at n=100.\n", encoding="utf-8")
     first = render(tmp_path).read_bytes()
-    assert b"\n\nEvidence at n=100.\n\n## The answer" in first
+    assert b"\n\nEvidence at n=100.\n\n## What the evidence supports" in first
     assert (tmp_path / "about.md").read_text(encoding="utf-8") == "Evidence at n=100.\n"
     assert render(tmp_path).read_bytes() == first
