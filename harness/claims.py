@@ -47,8 +47,8 @@ def _signed(v: float) -> str:
     return f"{round(v * 100, 1) + 0.0:+.1f}"  # + 0.0: no "-0.0"
 
 
-def _effect(e: Estimate | None, what: str, missing: str, unit: str = "points") -> Claim:
-    """yes when the interval is above 0, no when it is below 0 or within +-NO_EFFECT, UNKNOWN otherwise."""
+def effect(e: Estimate | None, what: str, missing: str, unit: str = "points") -> Claim:
+    """Is the effect `e` positive? yes when the interval is above 0, no when it is below 0 or within +-NO_EFFECT, UNKNOWN otherwise."""
     if e is None:
         return Claim(UNKNOWN, missing)
     lo, hi = e.ci
@@ -88,14 +88,14 @@ def format_taught(d: Decomposition) -> Claim:
     if random_labels is None:
         return Claim(UNKNOWN, "no random-label demos run")
     gain = difference(random_labels, _rate(d, "zero-shot"))
-    return _effect(gain, "attempt rate, random labels - zero-shot", "no zero-shot attempt rate")
+    return effect(gain, "attempt rate, random labels - zero-shot", "no zero-shot attempt rate")
 
 
 def mapping_taught(d: Decomposition) -> Claim:
     """Do gold demos beat random-label demos (the same demos, labels shuffled) on the task's metric?"""
     if d.random_labels_few is None:
         return Claim(UNKNOWN, "no random-label demos run")
-    return _effect(difference(d.few_mean, d.random_labels_few), f"{d.metric}, gold - random labels", "no gold demos")
+    return effect(difference(d.few_mean, d.random_labels_few), f"{d.metric}, gold - random labels", "no gold demos")
 
 
 def prompting_vs_ceiling(d: Decomposition, verdict: str | None) -> Claim:
@@ -123,7 +123,7 @@ def attempt_slope(slope: Estimate | None, templates: dict[str, tuple[str, ...]])
     if len(set(templates.values())) > 1:
         counts = " vs ".join(str(len(t)) for t in templates.values())
         return Claim(UNKNOWN, "models scored on different templates", f"{counts} templates")
-    return _effect(slope, "slope", "fewer than two sizes", unit="points per decade")
+    return effect(slope, "slope", "fewer than two sizes", unit="points per decade")
 
 
 def scaling_bias(headline: Estimate | None, valid: int, total: int) -> Claim:
@@ -131,4 +131,4 @@ def scaling_bias(headline: Estimate | None, valid: int, total: int) -> Claim:
     ecological method, over the models whose comparison is valid)?"""
     if headline is None:
         return Claim(UNKNOWN, "fewer than two sizes with a valid comparison", f"{valid} of {total} valid")
-    return _effect(headline, "prompt - trained slope", "", unit="points per decade")
+    return effect(headline, "prompt - trained slope", "", unit="points per decade")

@@ -12,7 +12,7 @@ from harness.markdown import params_text, table
 from harness.scaling import family, task_scaling
 
 HEADING = "## What the evidence supports"
-ORDER = ("yes", "understates", "overstates", "same", "no", UNKNOWN)
+ORDER = ("yes", "understates", "overstates", "same", "helped", "format effect", "hurt", "no", UNKNOWN)
 MAX_NAMED = 3  # a group of up to this many tasks is named; a larger one gives the range of its values
 
 
@@ -56,7 +56,10 @@ def tally(found: dict[str, Claim], rate: bool = False, words: dict[str, str] | N
             reasons: dict[str, list[str]] = {}
             for task, claim in members:
                 reasons.setdefault(claim.reason, []).append(task)
-            text += " (" + "; ".join(f"{why}: {_named(tasks)}" for why, tasks in reasons.items()) + ")"
+            if len(reasons) == 1 and len(members) > MAX_NAMED:
+                text += f" ({next(iter(reasons))})"
+            else:
+                text += " (" + "; ".join(f"{why}: {_named(tasks)}" for why, tasks in reasons.items()) + ")"
         else:
             valued = [(t, cl) for t, cl in members if cl.value is not None]
             if valued and len(members) <= MAX_NAMED:

@@ -13,12 +13,14 @@ import pandas as pd
 
 from harness import plots
 from harness import report_effective_data as effective_data
+from harness.claims import Claim, effect
 from harness.data_equivalent import DataEquivalent
 from harness.markdown import fmt, p_text, params_text, table
 from harness.metrics import Estimate, difference, mean_estimate, p_value
 from harness.report_answer import about
 from harness.report_html import write_report
 from harness.report_scaling import caveats
+from harness.report_screen import HEADING, tally
 from harness.store import Store
 from harness.transfer_matrix import ModelTransfer, asymmetries, cluster, gain_array, load
 
@@ -46,6 +48,60 @@ class TransferContext:
 
 def _title(ctx: TransferContext) -> list[str]:
     return ["# harness transfer report", "", *about(ctx.out)]
+
+
+def format_sources(r: ModelTransfer) -> list[str]:
+    """Sources that score 0 on their own task after source training: they have no skill to pass on, so a gain
+    from one is a format effect (the shape of the answer, learned from A's examples), not transfer."""
+    return [t for t in r.tasks if t in r.source and r.source[t].value == 0]
+
+
+def pair_claims(r: ModelTransfer) -> dict[str, Claim]:
+    """A -> B -> helped / format effect / hurt / no / cannot be told yet, from the gain's interval."""
+    zero = format_sources(r)
+    out = {}
+    for a, b in r.off_diagonal():
+        found = effect(r.gain[(a, b)], "gain", "not run")
+        if found.answer == "yes":
+            found = Claim("format effect" if a in zero else "helped", found.reason, found.detail, found.value)
+        elif found.reason == "interval below 0":
+            found = Claim("hurt", found.reason, found.detail, found.value)
+        out[f"{a} -> {b}"] = found
+    return out
+
+
+def _screen(ctx: TransferContext) -> list[str]:
+    """The first screen: per model, which sources learned their own task and which pairs transfer."""
+    rows = []
+    for r in ctx.results:
+        if not r.off_diagonal():
+            continue
+        ns = sorted({e.n for e in r.only.values()})
+        diagonal = {t: effect(r.gain.get((t, t)), "diagonal gain", "not run") for t in r.tasks}
+        rows.append(
+            [
+                r.model,
+                f"{len(r.tasks)} (n = {'/'.join(map(str, ns)) or '–'})",
+                ", ".join(format_sources(r)) or "none",
+                tally(diagonal),
+                tally(pair_claims(r)),
+            ]
+        )
+    if not rows:
+        return []
+    return [
+        HEADING,
+        "",
+        *table(
+            ["model", "tasks (eval n)", "sources scoring 0 on their own task", "diagonal gain", "transfer A -> B"], rows
+        ),
+        "",
+        "Counts of tasks (diagonal) and of ordered pairs (transfer); gains in points, answered only where the 95% "
+        "interval over B's eval examples supports it (`no`: below 0 or within +-2 points). `format effect`: a gain "
+        "from a source that scores 0 on its own task after source training, which has no skill to pass on: the "
+        "shape of the answer, not transfer. With one training seed the intervals leave out training randomness.",
+        "",
+    ]
 
 
 def _produced_by(ctx: TransferContext) -> list[str]:
@@ -84,6 +140,7 @@ def _models(ctx: TransferContext) -> list[str]:
 # A transfer report's report.md: these sections in this order, each a function (TransferContext) -> lines.
 SECTIONS: list[Callable[[TransferContext], list[str]]] = [
     _title,
+    _screen,
     _produced_by,
     _settings,
     _matrices,
@@ -224,12 +281,23 @@ def _model_section(r: ModelTransfer) -> list[str]:
             "(kept step 0 in every seed): the row of such a source repeats training on B alone by construction, "
             "so its gains are 0 and say nothing about transfer.",
         ]
+    zero = format_sources(r)
+    if zero:
+        lines += [
+            "",
+            f"{', '.join(zero)} scored 0 on its own task after source training (`A (0)` in the matrices): a gain from "
+            "such a source is a format effect (the shape of the answer), not transfer of a skill it does not have.",
+        ]
     lines += ["", "### Transfer matrix", "", "Rows: source task A; columns: target task B; gain in points.", ""]
+
+    def source(a: str) -> str:
+        return f"{a} (0)" if a in zero else a
+
     lines += table(
-        ["A \\ B", *r.tasks], [[a, *(_cell(r.gain.get((a, b)), ci=False) for b in r.tasks)] for a in r.tasks]
+        ["A \\ B", *r.tasks], [[source(a), *(_cell(r.gain.get((a, b)), ci=False) for b in r.tasks)] for a in r.tasks]
     )
     lines += ["", "With 95% intervals:", ""]
-    lines += table(["A \\ B", *r.tasks], [[a, *(_cell(r.gain.get((a, b))) for b in r.tasks)] for a in r.tasks])
+    lines += table(["A \\ B", *r.tasks], [[source(a), *(_cell(r.gain.get((a, b))) for b in r.tasks)] for a in r.tasks])
     asym = asymmetries(r)
     if asym:
         lines += ["", "### Largest asymmetries", ""]
@@ -292,7 +360,8 @@ def _heatmaps(results: list[ModelTransfer], out: Path, plot: Path) -> list[str]:
         g = gain_array(r) * 100
         image = ax.imshow(g, cmap="RdBu", vmin=-bound, vmax=bound)
         ax.set_xticks(range(len(r.tasks)), r.tasks, rotation=60, ha="right", fontsize=8)
-        ax.set_yticks(range(len(r.tasks)), r.tasks, fontsize=8)
+        zero = format_sources(r)  # marked as in the tables: a gain from them is a format effect
+        ax.set_yticks(range(len(r.tasks)), [f"{t} (0)" if t in zero else t for t in r.tasks], fontsize=8)
         for i, a in enumerate(r.tasks):
             for j, b in enumerate(r.tasks):
                 star = "*" if _clear_of_zero(r.gain[(a, b)]) else ""

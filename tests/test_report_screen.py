@@ -190,3 +190,22 @@ def test_committed_reports_open_with_the_evidence_and_link_only_real_figures(com
     assert any(line.startswith("| ") for line in screen[screen.index(HEADING) :])
     for figure in _linked_figures(committed / "report.md"):
         assert figure.is_file() and figure.stat().st_size > 1000, figure
+
+
+def test_a_gain_from_a_source_scoring_0_is_a_format_effect_not_transfer():
+    from harness.report_transfer import format_sources, pair_claims
+    from harness.transfer_matrix import ModelTransfer
+
+    r = ModelTransfer("tiny", 1_000_000, ["add", "sub", "rte"])
+    r.source = {"add": _est(0.7, 0.6, 0.8), "sub": _est(0.0, 0.0, 0.0), "rte": _est(0.5, 0.4, 0.6)}
+    gains = {("sub", "add"): (0.2, 0.1, 0.3), ("add", "sub"): (0.1, 0.05, 0.15), ("rte", "add"): (-0.1, -0.2, -0.05)}
+    for a in r.tasks:
+        for b in r.tasks:
+            r.gain[(a, b)] = _est(*gains.get((a, b), (0.0, -0.1, 0.1)))
+    assert format_sources(r) == ["sub"]
+    found = pair_claims(r)
+    assert found["sub -> add"].answer == "format effect"  # sub scores 0 on sub: nothing to transfer
+    assert found["add -> sub"].answer == "helped"
+    assert found["rte -> add"].answer == "hurt"
+    assert found["add -> rte"].answer == UNKNOWN
+    assert tally({"sub -> add": found["sub -> add"]}) == "format effect on 1 (sub -> add +20.0)"
