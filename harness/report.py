@@ -374,10 +374,12 @@ def legend(ctx: ReportContext) -> list[str]:
         "Scores are percentages. `zero-shot` is the mean over templates with its 95% interval, then (worst–best "
         "template). Few-shot columns are means over templates and demo seeds. `control` prompts carry no task "
         "information; `calibrated` is contextual calibration with a content-free input; `random labels` uses the "
-        "same demos with random labels. `attempt` is the probability mass on the first tokens of the valid "
-        "answers; `top-1 valid` how often the unconstrained next token starts a valid answer; `acc when "
-        "attempted` the accuracy on those examples; `gold rank` the median full-vocabulary rank of the gold "
-        "answer's first token; `spread` = best - worst template.",
+        "same demos with random labels. Whether the model attempts the task is read per answer kind: `valid mass` "
+        "is the probability mass on the first tokens of the valid answers (choice tasks), `top-1 valid` how often "
+        "the unconstrained next token starts a valid answer and `acc when top-1 valid` the accuracy on those "
+        "examples; `well-formed` is the share of generated answers that match the task's answer pattern and `em "
+        "when well-formed` their exact match (generated answers). `gold rank` is the median full-vocabulary rank "
+        "of the gold answer's first token; `spread` = best - worst template.",
         "",
     ]
 
@@ -483,24 +485,45 @@ def scores_section(m: ModelContext) -> list[str]:
 
 
 def attempts_section(m: ModelContext) -> list[str]:
-    """Prompted tasks: does the model put its mass on valid answers, and how well when it does."""
+    """Prompted tasks: does the model attempt the task, and how well when it does. "Attempt" is read per answer
+    kind, under its own name: the mass on valid answers (choices), the share of well-formed answers (generated)."""
     if not m.prompted:
         return []
     few = m.few
-    return ["", "### Does it attempt the task?", ""] + table(
-        [
-            "task",
-            "attempt k=0",
-            "top-1 valid k=0",
-            "acc when attempted k=0",
-            f"attempt k={few}",
-            f"acc when attempted k={few}",
-            "gold rank k=0",
-            "spread k=0",
-            f"spread k={few}",
-        ],
-        [task_rows(r)[1] for r in m.prompted],
-    )
+    choice = [task_rows(r)[1] for r in m.prompted if not decomposition.generates(r.task)]
+    generated = [task_rows(r)[1] for r in m.prompted if decomposition.generates(r.task)]
+    lines = ["", "### Does it attempt the task?", ""]
+    if choice:
+        lines += table(
+            [
+                "task",
+                "valid mass k=0",
+                "top-1 valid k=0",
+                "acc when top-1 valid k=0",
+                f"valid mass k={few}",
+                f"acc when top-1 valid k={few}",
+                "gold rank k=0",
+                "spread k=0",
+                f"spread k={few}",
+            ],
+            choice,
+        )
+    if generated:  # top-1 valid is the well-formed share itself here: one column
+        lines += ["", "Generated answers:", ""] if choice else []
+        lines += table(
+            [
+                "task",
+                "well-formed k=0",
+                "em when well-formed k=0",
+                f"well-formed k={few}",
+                f"em when well-formed k={few}",
+                "gold rank k=0",
+                "spread k=0",
+                f"spread k={few}",
+            ],
+            [row[:2] + row[3:] for row in generated],
+        )
+    return lines
 
 
 def trained_section(m: ModelContext) -> list[str]:

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from harness.analysis import TaskResult
+from harness.catalog import find_task
 from harness.decompose import (
     SIGNIFICANCE,
     Choice,
@@ -193,14 +194,18 @@ def section(results: list[TaskResult]) -> list[str]:
     lines += recognition_and_learning(results, decompositions, few)
     lines += [
         "",
-        "Does it attempt the task? `attempt`: probability mass on the first tokens of the valid answers at the "
-        "answer slot; `acc when attempted`: accuracy where the unconstrained next token starts a valid answer.",
+        "Does it attempt the task? `valid mass`: probability mass on the first tokens of the valid answers at the "
+        "answer slot, and `acc when top-1 valid`: accuracy where the unconstrained next token starts a valid "
+        "answer (choice tasks); `well-formed`: share of generated answers matching the answer pattern, and `em "
+        "when well-formed`: their exact match (generated answers).",
         "",
     ]
     rows = [
-        [d.task, variant, fmt(rate), fmt(acc)] for d in decompositions for variant, (rate, acc) in d.attempts.items()
+        [d.task, variant, fmt(rate), fmt(acc), "; ".join(ATTEMPT_WORDS[generates(d.task)])]
+        for d in decompositions
+        for variant, (rate, acc) in d.attempts.items()
     ]
-    lines += table(["task", "prompt", "attempt", "acc when attempted"], rows)
+    lines += table(["task", "prompt", "attempt", "score when attempted", "read as"], rows)
     return lines
 
 
@@ -252,3 +257,14 @@ def recognition_and_learning(
         )
     header = ["task", "zero-shot mean", f"random labels k={few}", "task recognition", "chance", "best constant"]
     return lines + table(header + [f"abstract labels k={few}", "task learning"], rows)
+
+
+# answer kind (generated?) -> the names of its attempt rate and of its score when attempted
+ATTEMPT_WORDS = {False: ("valid mass", "acc when top-1 valid"), True: ("well-formed", "em when well-formed")}
+
+
+def generates(task: str) -> bool:
+    """Does the task generate its answers (an attempt is a well-formed answer), rather than choose one (an attempt
+    is mass on the valid answers)?"""
+    spec = find_task(task)
+    return spec is not None and spec.generates

@@ -23,9 +23,9 @@ def section(store: Store, results: list[TaskResult], out: Path, plot: Path) -> l
         "## Presidents: knowledge read off the next-token distribution",
         "",
         "The ordered list of US presidents (`Name, start - end` per line) is fed once; at each line start the "
-        "probability and full-vocabulary rank of the first token of the correct name are read. Line 1 has no list "
-        "before it (0-shot); line n sees the n - 1 lines before it. Hit rates with 95% bootstrap intervals over "
-        "lines.",
+        "probability and full-vocabulary rank of the first token of the correct name are read. Line n sees the n - 1 "
+        "lines before it; line 1 sees none, so it is one reading of a name with no list to continue, not a "
+        "zero-shot score of the task. Hit rates with 95% bootstrap intervals over lines.",
         "",
     ]
     rows = []
@@ -42,7 +42,7 @@ def section(store: Store, results: list[TaskResult], out: Path, plot: Path) -> l
     position_rows = []
     for i, rec in enumerate(first):
         token = (rec.choice_texts or [""])[0].replace("|", "\\|")
-        cells = [str(i + 1), f"`{token}`"]
+        cells = [f"{i + 1} (no list before it)" if i == 0 else str(i + 1), f"`{token}`"]
         for records in per_model.values():
             rec = records[i] if i < len(records) else None
             cells.append(f"{math.exp(rec.logprobs[0]) * 100:.1f} ({rec.gold_rank})" if rec else "–")

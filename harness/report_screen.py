@@ -5,20 +5,15 @@ from __future__ import annotations
 
 from harness import claims as c
 from harness.analysis import TaskResult
-from harness.catalog import find_task
 from harness.claims import UNKNOWN, Claim
 from harness.decompose import Decomposition, decompose, verdicts
 from harness.markdown import params_text, table
+from harness.report_decomposition import generates
 from harness.scaling import family, task_scaling
 
 HEADING = "## What the evidence supports"
 ORDER = ("yes", "understates", "overstates", "same", "helped", "format effect", "hurt", "no", UNKNOWN)
 MAX_NAMED = 3  # a group of up to this many tasks is named; a larger one gives the range of its values
-
-
-def _generated(task: str) -> bool:
-    spec = find_task(task)
-    return spec is not None and spec.generates
 
 
 def _n(d: Decomposition) -> int | None:
@@ -67,7 +62,8 @@ def tally(found: dict[str, Claim], rate: bool = False, words: dict[str, str] | N
             elif valued:
                 low = min(valued, key=lambda x: x[1].value)[1]
                 high = max(valued, key=lambda x: x[1].value)[1]
-                text += f" ({_value(low, rate, False)} to {_value(high, rate, False)})"
+                low_text, high_text = _value(low, rate, False), _value(high, rate, False)
+                text += f" ({low_text})" if low_text == high_text else f" ({low_text} to {high_text})"
         parts.append(text)
     return "; ".join(parts) or "–"
 
@@ -87,7 +83,7 @@ def model_row(model: str, results: list[TaskResult]) -> list[str] | None:
         return {d.task: claim(d) for d in prompted}
 
     def rate(d: Decomposition, name: str) -> Claim:
-        return c.attempts(d.attempts[name][0] if name in d.attempts else None, _generated(d.task))
+        return c.attempts(d.attempts[name][0] if name in d.attempts else None, generates(d.task))
 
     return [
         model,
