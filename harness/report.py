@@ -14,11 +14,13 @@ from pathlib import Path
 from harness import plots
 from harness import report_answer as answer
 from harness import report_decomposition as decomposition
+from harness import report_figures as figures
 from harness import report_presidents as presidents
 from harness import report_scaling as scaling
 from harness import report_screen as screen
 from harness import report_worth as worth
 from harness.analysis import AGGREGATES, ALL, TaskResult, analyse
+from harness.decompose import decompose
 from harness.filenames import slug
 from harness.markdown import fmt, params_text, table
 from harness.methods import CONTROL_SUFFIX, RANDOM_INIT_SUFFIX, TRAINED_METHODS, is_control_task, is_random_init
@@ -168,42 +170,6 @@ def trained_rows(result: TaskResult) -> list[list[str]]:
     return rows
 
 
-# The layer curves of each probe method: (info key, line style, legend words) of what chose the layer, then eval's.
-LAYER_CURVES = {
-    "probe": (("cv_curve", "--", "CV on train"), ("eval_curve", "-", "eval")),
-    "ccs": (("train_curve", ":", "CCS, train"), ("eval_curve", "-.", "CCS, eval")),
-}
-
-
-def plot_probe_layers(results: list[TaskResult], path: Path, title: str) -> bool:
-    """Per task, each probe's accuracy at each layer: on train (what chose the layer: cross-validated for the probe,
-    after the sign fix for CCS) and on eval."""
-    curves = []
-    for r in results:
-        for method, variant, n in _trained_variants(r):
-            if method not in LAYER_CURVES:
-                continue
-            infos = _unit_infos(r, method, variant, n)
-            if infos and infos[0].get("layers"):
-                curves.append((f"{r.task} (n={n})", infos, LAYER_CURVES[method]))
-    if not curves:
-        return False
-    fig, ax = plots.subplots(figsize=(7, 4.2))
-    for i, (label, infos, keys) in enumerate(curves):
-        layers = infos[0]["layers"]
-        color = f"C{i % 10}"
-        for key, style, what in keys:
-            values = [sum(info[key][j] for info in infos) / len(infos) * 100 for j in range(len(layers))]
-            ax.plot(layers, values, style, color=color, label=f"{label}, {what}")
-    ax.set_xlabel("layer (0 = embeddings)")
-    ax.set_ylabel("accuracy (%), mean over seeds")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    plots.save(fig, path)
-    return True
-
-
 def template_table(result: TaskResult) -> list[str]:
     metric = main_metric(result.task)
     levels = _shot_levels(result)
@@ -226,37 +192,34 @@ def template_table(result: TaskResult) -> list[str]:
 
 
 def plot_spread(results: list[TaskResult], path: Path, title: str) -> None:
-    """Per task: each template's score at each k (mean over seeds), with chance and control marked."""
+    """Per task: each template's score at each k (mean over seeds) with its 95% interval; chance, the best
+    constant answer and the control prompt marked."""
     shown = [r for r in results if r.estimates]
     crowded = len(shown) > 8  # many tasks (the arithmetic suite): narrower columns, slanted one-line labels
     size = (0.7 * len(shown) + 2, 4.8) if crowded else (max(6, 1.6 * len(shown)), 4.2)
     fig, ax = plots.subplots(figsize=size)
-    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b"]
     for x, result in enumerate(shown):
         metric = main_metric(result.task)
         levels = _shot_levels(result)
         for j, k in enumerate(levels):
-            values = []
+            found = []
             for key, e in result.estimates.items():
                 method, variant, shots, template, seed, m = key
                 if (method, variant, shots, m) == ("prompt", "gold", k, metric) and template not in AGGREGATES:
                     if seed == ALL or (
                         seed == 0 and (method, variant, shots, template, ALL, m) not in result.estimates
                     ):
-                        values.append(e.value * 100)
-            offset = (j - (len(levels) - 1) / 2) * 0.22
-            ax.scatter(
-                [x + offset] * len(values),
-                sorted(values),
-                s=18,
-                color=colors[j % len(colors)],
-                alpha=0.8,
-                label=f"k={k}" if x == 0 else None,
-                zorder=3,
-            )
+                        found.append(e)
+            found.sort(key=lambda e: e.value)
+            slot = 0.8 / max(len(levels), 1)  # each k its share of the task's column; templates side by side in it
+            for i, e in enumerate(found):
+                within = (i / (len(found) - 1) - 0.5) * slot * 0.8 if len(found) > 1 else 0.0
+                offset = (j - (len(levels) - 1) / 2) * slot + within
+                figures.point(ax, x + offset, e, f"C{j}", label=f"k={k}" if x == 0 and i == 0 else None, size=3)
         references = [
             (_get(result, "baseline", "chance", 0, "-", metric, seed="-"), "grey", "dashed", "chance"),
-            (_agg(result, "control", 0, "mean", metric), "red", "dotted", "control"),
+            (_get(result, "baseline", "constant", 0, "-", metric, seed="-"), "black", "dotted", "best constant"),
+            (_agg(result, "control", 0, "mean", metric), "red", "dashdot", "control"),
         ]
         for estimate, color, style, label in references:
             if estimate:
@@ -273,10 +236,11 @@ def plot_spread(results: list[TaskResult], path: Path, title: str) -> None:
         ax.set_xticks(range(len(shown)), labels, rotation=50, ha="right", fontsize=8)
     else:
         ax.set_xticks(range(len(shown)), [f"{r.task}\n({main_metric(r.task)})" for r in shown])
-    ax.set_ylabel("score (%), one dot per template")
+    ax.set_ylabel("score (%), one point per template, 95% interval")
+    ax.set_ylim(-3, 103)
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(loc="best", fontsize=7)
     plots.save(fig, path)
 
 
@@ -455,6 +419,25 @@ def decomposition_section(m: ModelContext) -> list[str]:
     return decomposition.section(m.prompted) + [""] if m.prompted else []
 
 
+def ladder_plot_section(m: ModelContext) -> list[str]:
+    """The ladder as a figure: a panel per task, every rung with its interval (harness/report_figures.py)."""
+    plot = Path(plots.PLOTS) / f"{slug(m.model)}-ladder.png"
+    found = [decompose(r) for r in m.scored]
+    if not figures.plot_ladder(found, m.report.out / plot, f"{m.model}: the ladder, per task"):
+        return []
+    return [f"![the ladder per task]({plot.as_posix()})", ""]
+
+
+def shots_plot_section(m: ModelContext) -> list[str]:
+    """The attempt rate and the score when attempted against the number of demos (harness/report_figures.py)."""
+    plot = Path(plots.PLOTS) / f"{slug(m.model)}-attempts-by-shots.png"
+    if not m.prompted or not figures.plot_attempts_by_shots(
+        m.prompted, m.report.out / plot, f"{m.model}: attempt rate and score when attempted against demos"
+    ):
+        return []
+    return ["", f"![attempt rate against demos]({plot.as_posix()})"]
+
+
 def scores_section(m: ModelContext) -> list[str]:
     """One row per task: reference points, then the prompt's scores where it ran (trained methods only: the
     reference points alone)."""
@@ -607,11 +590,17 @@ def worth_section(m: ModelContext) -> list[str]:
 def probe_layers_section(m: ModelContext) -> list[str]:
     """The probe's accuracy at each layer, where a probe was trained."""
     layer_plot = Path(plots.PLOTS) / f"{slug(m.model)}-probe-layers.png"
-    if not m.trained or not plot_probe_layers(
+    if not m.trained or not figures.plot_probe_layers(
         m.scored, m.report.out / layer_plot, f"{m.model}: probe accuracy by layer"
     ):
         return []
-    return ["", f"![probe accuracy by layer]({layer_plot.as_posix()})"]
+    return [
+        "",
+        "Probe by layer, at each task's largest train size: the cross-validated train accuracy that picks the layer "
+        "(solid; dashed: the random-init copy's), the picked layer marked with its eval score.",
+        "",
+        f"![probe accuracy by layer]({layer_plot.as_posix()})",
+    ]
 
 
 def per_template_section(m: ModelContext) -> list[str]:
@@ -645,8 +634,10 @@ def not_evaluated_section(m: ModelContext) -> list[str]:
 MODEL_SECTIONS: list[ModelSection] = [
     model_heading,
     decomposition_section,
+    ladder_plot_section,
     scores_section,
     attempts_section,
+    shots_plot_section,
     trained_section,
     learning_curves_section,
     worth_section,

@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 
 from harness import plots
+from harness import report_figures as figures
 from harness.analysis import TaskResult
 from harness.decompose import SIGNIFICANCE, Decomposition, beats, decompose
 from harness.markdown import count, p_text, params_text, table
 from harness.metrics import mean_estimate, p_value
 from harness.model_catalog import KNOWN_MODELS
-from harness.report_decomposition import by_verdict, signed
+from harness.report_decomposition import ATTEMPT_WORDS, by_verdict, generates, signed
 from harness.scaling import HEADLINE, QUANTITIES, RECOGNITION, TaskScaling, family, slope, task_scaling
 
 PLOTTED = ("control", "zero-shot mean", "best prompt", "ecological")
-DERIVED = ("elicitation gap", "attempt k=0")  # their own figure: a different scale (the gap can be negative)
 
 
 def caveats(models: list[tuple[str, int, dict]]) -> list[str]:
@@ -104,11 +104,16 @@ def section(models: list[tuple[str, int, dict]], results: list[TaskResult], out:
         p = f" ({p_text(p_value(s.headline))})" if s.headline else ""
         rows.append([s.task, *(signed(s.slopes[n]) for n in names), signed(s.headline) + p])
     lines += table(["task", *names, "prompt - ecological"], rows)
-    derived = plot.with_name(plot.stem + "-derived" + plot.suffix)
-    if draw(scalings, out / plot, PLOTTED, "score (%)"):
+    floors = {task: (rows[0][2].chance, rows[0][2].floor) for task, rows in by_task.items()}  # same examples
+    named = {kind: plot.with_name(f"{plot.stem}-{kind}{plot.suffix}") for kind in ("attempts", "gap", "slopes")}
+    if draw(scalings, out / plot, PLOTTED, "score (%), 95% interval", floors):
         lines += ["", f"![scores against size]({plot.as_posix()})"]
-    if draw(scalings, out / derived, DERIVED, "gap (points), attempt (%)"):
-        lines += ["", f"![elicitation gap and attempt rate against size]({derived.as_posix()})"]
+    if draw_attempts(by_task, out / named["attempts"]):
+        lines += ["", f"![attempt rate across the ladder against size]({named['attempts'].as_posix()})"]
+    if draw(scalings, out / named["gap"], ("elicitation gap",), "ecological - best prompt (points)"):
+        lines += ["", f"![elicitation gap against size]({named['gap'].as_posix()})"]
+    if draw_slopes(scalings, out / named["slopes"]):
+        lines += ["", f"![per-task slopes, best prompt vs ecological]({named['slopes'].as_posix()})"]
     recognition = plot.with_name(plot.stem + "-recognition" + plot.suffix)
     if learning and draw(scalings, out / recognition, RECOGNITION, "gain (points)"):
         lines += ["", f"![task recognition and task learning against size]({recognition.as_posix()})"]
@@ -296,35 +301,126 @@ def not_evaluated(results: list[TaskResult], models: list[str]) -> str:
     )
 
 
-def draw(scalings: list[TaskScaling], path: Path, quantities: tuple[str, ...], unit: str) -> bool:
-    """A panel per task: the quantities against log10 parameters, with 95% intervals and the fitted slopes (dashed)."""
+def _size_axis(ax, points: dict[str, int]) -> None:
+    """x at log10 parameters (the slopes' scale), labelled with the models' names and sizes."""
+    ordered = sorted(points.items(), key=lambda kv: kv[1])
+    ax.set_xticks(
+        [np.log10(p) for _, p in ordered], [f"{m}\n{params_text(p)}" for m, p in ordered], fontsize=6, rotation=30
+    )
+    ax.minorticks_off()
+
+
+def draw(
+    scalings: list[TaskScaling],
+    path: Path,
+    quantities: tuple[str, ...],
+    unit: str,
+    floors: dict[str, tuple] | None = None,
+) -> bool:
+    """A panel per task: the quantities against size (models named on the axis, log-spaced), with 95% intervals
+    and the fitted slopes (dashed); the same y-range in every panel. `floors`: task -> (chance, best constant),
+    drawn as lines, for scores in percent (0-100); without them a zero line (differences in points)."""
     shown = [s for s in scalings if any(len(s.points[n]) > 1 for n in quantities)]
     if not shown:
         return False
-    cols = min(4, len(shown))
-    rows = -(-len(shown) // cols)
-    fig, axes = plots.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
-    for ax, s in zip(axes.flat, shown):
-        for i, name in enumerate(quantities):
+    fig, axes = figures.panels(len(shown), width=3.2, height=3.0)
+    for i, (ax, s) in enumerate(zip(axes, shown)):
+        sizes: dict[str, int] = {}
+        for j, name in enumerate(quantities):
             pts = sorted(s.points[name], key=lambda p: p.params)
             if len(pts) < 2:
                 continue
-            x = np.log10([p.params for p in pts])
-            y = np.array([p.estimate.value for p in pts]) * 100
-            ci = np.array([p.estimate.ci for p in pts]) * 100
-            err = np.abs(np.stack([y - ci[:, 0], ci[:, 1] - y]))
-            ax.errorbar(x, y, yerr=np.nan_to_num(err), marker="o", ms=3, capsize=2, color=f"C{i}", label=name)
+            x = np.log10([p.params for p in pts]) + (j - (len(quantities) - 1) / 2) * 0.012  # apart, not over
+            ax.plot(x, [p.estimate.value * 100 for p in pts], "-", lw=0.8, color=f"C{j}", alpha=0.6)
+            for k, p in enumerate(pts):
+                sizes[p.model] = p.params
+                figures.point(ax, x[k], p.estimate, f"C{j}", label=name if k == 0 and i == 0 else None, size=4)
             fitted = s.slopes[name]
             if fitted is not None:  # the table's least-squares line passes through the means
+                y = np.array([p.estimate.value for p in pts]) * 100
                 ends = np.array([x.min(), x.max()])
-                ax.plot(ends, y.mean() + fitted.value * 100 * (ends - x.mean()), "--", lw=0.8, color=f"C{i}")
-        ax.set_title(s.task, fontsize=9)
-        ax.set_xlabel("log10 parameters", fontsize=8)
-        ax.grid(alpha=0.3)
-        ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(shown) :]:
-        ax.axis("off")
-    axes.flat[0].set_ylabel(unit, fontsize=8)
-    axes.flat[0].legend(fontsize=6, loc="best")
+                ax.plot(ends, y.mean() + fitted.value * 100 * (ends - x.mean()), "--", lw=0.8, color=f"C{j}")
+        if floors is not None:
+            chance, constant = floors.get(s.task, (None, None))
+            figures.references(ax, chance, constant, label=i == 0)
+            figures.finish(ax, s.task, unit if i % figures.MAX_COLUMNS == 0 else None)
+        else:
+            ax.axhline(0, color="black", linewidth=0.8)
+            ax.set_title(s.task, fontsize=9)
+            ax.grid(axis="y", alpha=0.3)
+            if i % figures.MAX_COLUMNS == 0:
+                ax.set_ylabel(unit, fontsize=8)
+        _size_axis(ax, sizes)
+    axes[0].legend(fontsize=6, loc="best")
+    plots.save(fig, path)
+    return True
+
+
+ATTEMPT_RUNGS = ("control", "zero-shot", "demos", "random-label demos", "ecological")
+
+
+def _attempt(d: Decomposition, rung: str):
+    """The attempt rate of one rung of a task's ladder, or None."""
+    name = {"demos": f"k={d.few}", "random-label demos": f"random labels k={d.few}"}.get(rung, rung)
+    for key, (rate, _) in d.attempts.items():
+        if key == name or (rung == "ecological" and key.startswith("ecological")):
+            return rate
+    return None
+
+
+def draw_attempts(by_task: dict[str, list], path: Path) -> bool:
+    """A panel per task with at least two models: each rung's attempt rate (valid mass, or well-formed share)
+    against size, in percent, with 95% intervals."""
+    shown = [
+        (task, rows) for task, rows in sorted(by_task.items()) if len(rows) > 1 and any(d.attempts for *_, d in rows)
+    ]
+    if not shown:
+        return False
+    fig, axes = figures.panels(len(shown), width=3.2, height=3.0)
+    for i, (ax, (task, rows)) in enumerate(zip(axes, shown)):
+        rows = sorted(rows, key=lambda row: row[1])
+        for j, rung in enumerate(ATTEMPT_RUNGS):
+            shift = (j - (len(ATTEMPT_RUNGS) - 1) / 2) * 0.012  # side by side, not over each other
+            found = [(np.log10(p) + shift, _attempt(d, rung)) for _, p, d in rows]
+            found = [(x, e) for x, e in found if e is not None]
+            if len(found) < 2:
+                continue
+            ax.plot([x for x, _ in found], [e.value * 100 for _, e in found], "-", lw=0.8, color=f"C{j}", alpha=0.6)
+            for k, (x, e) in enumerate(found):
+                figures.point(ax, x, e, f"C{j}", label=rung if k == 0 and i == 0 else None, size=4)
+        read_as = " / ".join(ATTEMPT_WORDS[generates(task)])
+        figures.finish(
+            ax, f"{task} ({read_as.split(' / ')[0]})", "attempt rate (%)" if i % figures.MAX_COLUMNS == 0 else None
+        )
+        _size_axis(ax, {m: p for m, p, _ in rows})
+    axes[0].legend(fontsize=6, loc="best")
+    plots.save(fig, path)
+    return True
+
+
+def draw_slopes(scalings: list[TaskScaling], path: Path) -> bool:
+    """A forest plot: per task, the slope of the best prompt and of the ecological method (points per tenfold
+    parameters, over every model that has each), with 95% intervals; a zero line."""
+    shown = [s for s in scalings if any(s.slopes[n] is not None for n in HEADLINE)]
+    if not shown:
+        return False
+    fig, ax = plots.subplots(figsize=(6, 0.45 * len(shown) + 1.4))
+    for i, s in enumerate(reversed(shown)):
+        for j, name in enumerate(HEADLINE):
+            e = s.slopes[name]
+            if e is None:
+                continue
+            lo, hi = e.ci
+            y = i + (0.15 if j == 0 else -0.15)
+            ax.errorbar(
+                [e.value * 100], [y], xerr=[[e.value * 100 - lo * 100], [hi * 100 - e.value * 100]], fmt="o",
+                color=f"C{j}", ms=4, capsize=3, label=name if i == 0 else None,
+            )  # fmt: skip
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(shown)), [s.task for s in reversed(shown)], fontsize=8)
+    ax.set_xlabel("slope, points per tenfold parameters (95% interval)", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title("per-task slopes over all models with each score (validity: see the table)", fontsize=9)
     plots.save(fig, path)
     return True

@@ -8,11 +8,13 @@ from harness.analysis import TaskResult
 from harness.claims import UNKNOWN, Claim
 from harness.decompose import Decomposition, decompose, verdicts
 from harness.markdown import params_text, table
+from harness.metrics import mean_estimate
 from harness.report_decomposition import generates
 from harness.scaling import family, task_scaling
 
 HEADING = "## What the evidence supports"
 ORDER = ("yes", "understates", "overstates", "same", "helped", "format effect", "hurt", "no", UNKNOWN)
+ANSWERED = ("interval above 0", "interval below 0", "interval holds 0", "interval within +-2")  # read off a slope
 MAX_NAMED = 3  # a group of up to this many tasks is named; a larger one gives the range of its values
 
 
@@ -106,7 +108,7 @@ def across_sizes(models: list[tuple[str, int, dict]], results: list[TaskResult])
     for r in results:
         if r.estimates and r.model in params:
             by_task.setdefault(r.task, []).append((r.model, params[r.model], decompose(r)))
-    slopes, bias = {}, {}
+    slopes, bias, slope_values = {}, {}, {}
     for task, rows in sorted(by_task.items()):
         if len(rows) < 2:
             continue
@@ -114,6 +116,8 @@ def across_sizes(models: list[tuple[str, int, dict]], results: list[TaskResult])
         prompted = [(m, d) for m, _, d in rows if d.zero_mean is not None]
         if len(prompted) > 1:
             slopes[task] = c.attempt_slope(s.slopes["attempt k=0"], {m: d.zero_templates for m, d in prompted})
+            if s.slopes["attempt k=0"] is not None:
+                slope_values[task] = s.slopes["attempt k=0"]
         bias[task] = c.scaling_bias(s.headline, len(s.valid_models), s.n_models)
     if not slopes and not bias:
         return []
@@ -129,7 +133,12 @@ def across_sizes(models: list[tuple[str, int, dict]], results: list[TaskResult])
     text = f"**Across sizes** ({len(models)} models, {span}{caveat}), in points per tenfold parameters. "
     if slopes:
         words = {"yes": "rises", "no": "does not rise"}
-        text += f"Zero-shot attempt rate: {tally(slopes, words=words, intervals=True)}. "
+        text += f"Zero-shot attempt rate: {tally(slopes, words=words, intervals=True)}"
+        comparable = [e for task, e in slope_values.items() if slopes[task].reason in ANSWERED]
+        if len(comparable) > MAX_NAMED:  # the per-task intervals are not listed: their mean's is
+            mean = mean_estimate(comparable, same_examples=False)
+            text += f", mean over these {len(comparable)} tasks {c.points(mean)}"
+        text += ". "
     if bias:
         words = {"yes": "faster", "no": "not faster"}
         text += f"Best prompt vs trained ceiling, which grows faster: {tally(bias, words=words, intervals=True)}."
