@@ -119,7 +119,8 @@ def test_ladder_and_derived_quantities(tmp_path):
 
 def test_undefined_ratios_are_shown_as_such(tmp_path):
     d = _decompositions(_store(tmp_path))["wic"]
-    assert d.guess_share.estimate is None and "not clear of 0" in d.guess_share.why_undefined
+    assert d.guess_share.estimate is None and "not positive and clear of 0" in d.guess_share.why_undefined
+    assert d.guess_share.denominator.value == pytest.approx(0.01)  # shown with the cell, in points
     assert d.demo_format_share.estimate is None
     assert d.ecological.label == "probe, n=32" and d.ecological.train_score == pytest.approx(0.52)
     assert d.elicitation_gap.value == pytest.approx(0.01)
@@ -142,7 +143,7 @@ def test_report_section_and_byte_identical_rerender(tmp_path):
     assert "not significantly different on 0 (paired bootstrap, Holm-corrected" in first
     assert "Inconclusive on 1: wic (best prompt and ecological not above the best constant answer at n=100)." in first
     assert "+10.0 [" in first  # rte's gap in points
-    assert "undefined (few-shot - control is +1.0" in first
+    assert "undefined (denominator +1.0 [" in first
     # wic's best prompt (51%) is one example above answering one label throughout (50%): not clear of it
     assert "On 1 task (wic) the best prompt does not significantly beat the best constant answer" in first
     csv = (tmp_path / "summary.csv").read_bytes()
@@ -221,8 +222,13 @@ def test_scaling_slopes_and_headline(tmp_path):
     assert s.valid_models == ["fam-10m", "other-100m"]
     assert "uses only the models whose comparison is valid on a task" in report and ": 2 of 3 (model, task)" in report
     assert (tmp_path / "plots" / "scaling.png").is_file()
-    assert "![elicitation gap and attempt rate against size](plots/scaling-derived.png)" in report
-    assert (tmp_path / "plots" / "scaling-derived.png").is_file()
+    for name, alt in (
+        ("attempts", "attempt rate across the ladder against size"),
+        ("gap", "elicitation gap against size"),
+        ("slopes", "per-task slopes, best prompt vs ecological"),
+    ):
+        assert f"![{alt}](plots/scaling-{name}.png)" in report
+        assert (tmp_path / "plots" / f"scaling-{name}.png").stat().st_size > 1000
     assert render(tmp_path).read_text() == report
 
 
@@ -233,3 +239,17 @@ def test_a_parameter_count_off_the_model_card_is_stated(tmp_path):
     lines = caveats(models)
     assert any("qwen2.5-coder-0.5b runs with 630.2M parameters where its model card says 494.0M" in c for c in lines)
     assert not any("smollm2-135m runs with" in c for c in lines)
+
+
+def test_a_ratio_of_a_negative_denominator_is_undefined():
+    """A share of a loss reads as its opposite: demos that lower the score have no 'share that came from format'."""
+    import numpy as np
+
+    from harness.decompose import ratio
+    from harness.metrics import Estimate
+
+    loss = Estimate(-0.1, np.linspace(-0.15, -0.05, 1000), 100)
+    found = ratio(Estimate(-0.05, np.linspace(-0.1, 0.0, 1000), 100), loss, "few-shot - zero-shot")
+    assert found.estimate is None and found.why_undefined.startswith("few-shot - zero-shot is -10.0 [")
+    gain = Estimate(0.1, np.linspace(0.05, 0.15, 1000), 100)
+    assert ratio(Estimate(0.05, np.linspace(0.0, 0.1, 1000), 100), gain, "x").estimate.value == pytest.approx(0.5)
