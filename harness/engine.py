@@ -53,6 +53,8 @@ class _Row:
     tokens: list[int]
     ctx_len: int
     choices: list[int]  # continuation indices scored from this row
+    start: int = 0  # tokens of the row that `cache` holds; the batch runs the rest
+    cache: object = None  # key/value cache of the row's first `start` tokens (batch 1), None when start == 0
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -158,64 +160,119 @@ class Engine:
 
         `content_ranks` also ranks each continuation's first token that is not white space (tokenizers that split
         " 52" into " ", "5", "2" make the first token's rank say nothing about the answer)."""
+        return self.score_lists([requests], hidden_layers, progress, content_ranks)[0]
+
+    @torch.no_grad()
+    def score_lists(
+        self,
+        lists: Sequence[Sequence[Request]],
+        hidden_layers: Sequence[int] = (),
+        progress: Callable[[int], None] | None = None,
+        content_ranks: bool = False,
+        on_list_done: Callable[[int, list[Scored]], None] | None = None,
+    ) -> list[list[Scored]]:
+        """`score` for several lists of requests (several units) in shared forward passes.
+
+        Each list keeps its own prefix, the longest common to its rows, as `score` alone would run it; a prefix that
+        starts like an earlier list's continues that one's key/value cache, and identical prefixes share one. Rows
+        of lists with the same prefix share batches; the last, part-filled batches of different prefixes are packed
+        into one where the budget allows, their prefixes left-padded into one cache. `on_list_done(i, scored)` is
+        called as soon as every request of list i is scored, so a caller can store that list before the rest end.
+        """
         self._content_ranks = content_ranks
-        rows, all_conts = self._rows(requests)
-        shared = _common_prefix_len([row.tokens for row in rows])
-        shared = min([shared] + [row.ctx_len - 1 for row in rows])
-        if shared < MIN_SHARED_PREFIX:
-            shared = 0
-        prefix_cache = None
-        if shared:
-            ids = torch.tensor([rows[0].tokens[:shared]], device=self.device)
-            prefix_cache = self.decoder(input_ids=ids, use_cache=True).past_key_values
-            self._count(shared, shared)
+        owner = [i for i, requests in enumerate(lists) for _ in requests]
+        rows, all_conts = self._rows([r for requests in lists for r in requests])
+        rows_of: list[list[_Row]] = [[] for _ in lists]
+        for row in rows:
+            rows_of[owner[row.request]].append(row)
+        prefixes = []
+        for list_rows in rows_of:
+            shared = min([_common_prefix_len([r.tokens for r in list_rows])] + [r.ctx_len - 1 for r in list_rows])
+            prefixes.append(list_rows[0].tokens[:shared] if list_rows and shared >= MIN_SHARED_PREFIX else [])
+        caches = self._prefix_caches(prefixes)
 
         results: list[dict] = [{"logprobs": [0.0] * len(conts), "hidden": {}} for conts in all_conts]
-        rows_left = [0] * len(requests)
+        rows_left = [0] * len(owner)
         for row in rows:
             rows_left[row.request] += 1
+        requests_left = [len(requests) for requests in lists]
+        first_request = [sum(len(r) for r in lists[:i]) for i in range(len(lists))]
+        out: list[list[Scored] | None] = [None] * len(lists)
+
+        def list_done(i: int) -> None:
+            start = first_request[i]
+            out[i] = [_scored(results[r], all_conts[r]) for r in range(start, start + len(lists[i]))]
+            if on_list_done:
+                on_list_done(i, out[i])
 
         def finish(batch: list[_Row]) -> None:
             done = 0
             for row in batch:
                 rows_left[row.request] -= 1
-                done += rows_left[row.request] == 0
+                if rows_left[row.request] == 0:
+                    done += 1
+                    requests_left[owner[row.request]] -= 1
+                    if requests_left[owner[row.request]] == 0:
+                        list_done(owner[row.request])
             if progress and done:
                 progress(done)
 
-        groups, singles = _group_rows(rows, shared)
-        for group_len, members in groups:
-            # Rows sharing a long prefix beyond the unit's (a MultiRC paragraph, the context of several choices):
-            # run that prefix once, then only the rows' tails.
-            ids = torch.tensor([members[0].tokens[shared:group_len]], device=self.device)
-            past = _expand_cache(prefix_cache, 1) if prefix_cache is not None else None
-            group_cache = self.decoder(input_ids=ids, past_key_values=past, use_cache=True).past_key_values
-            self._count(ids.shape[1], ids.shape[1])
-            for batch in self._batches(sorted(members, key=lambda r: -len(r.tokens)), group_len):
-                self._score_batch(batch, group_len, group_cache, all_conts, results, hidden_layers)
-                finish(batch)
-        singles.sort(key=lambda r: -len(r.tokens))  # longest first: memory errors surface early
-        for batch in self._batches(singles, shared):
-            self._score_batch(batch, shared, prefix_cache, all_conts, results, hidden_layers)
+        for i in range(len(lists)):
+            if not lists[i]:
+                list_done(i)
+        singles: list[_Row] = []
+        for list_rows, prefix, cache in zip(rows_of, prefixes, caches):
+            shared = len(prefix)
+            groups, list_singles = _group_rows(list_rows, shared)
+            for group_len, members in groups:
+                # Rows sharing a long prefix beyond the list's (a MultiRC paragraph, the context of several choices):
+                # run that prefix once, then only the rows' tails.
+                ids = torch.tensor([members[0].tokens[shared:group_len]], device=self.device)
+                past = _expand_cache(cache, 1) if cache is not None else None
+                group_cache = self.decoder(input_ids=ids, past_key_values=past, use_cache=True).past_key_values
+                self._count(ids.shape[1], ids.shape[1])
+                for row in members:
+                    row.start, row.cache = group_len, group_cache
+                for batch in self._batches(sorted(members, key=lambda r: -len(r.tokens))):
+                    self._score_batch(batch, all_conts, results, hidden_layers)
+                    finish(batch)
+            for row in list_singles:
+                row.start, row.cache = shared, cache
+            singles += list_singles
+        for batch in self._pack(singles, mixable=all(c is None or _mixable(c) for c in caches)):
+            self._score_batch(batch, all_conts, results, hidden_layers)
             finish(batch)
+        return out  # type: ignore[return-value]
 
-        out = []
-        for r, res in enumerate(results):
-            first_ids = [c[0] for c in all_conts[r]]
-            out.append(
-                Scored(
-                    logprobs=res["logprobs"],
-                    n_tokens=[len(c) for c in all_conts[r]],
-                    first_token_ids=first_ids,
-                    first_token_ranks=res["first_ranks"],
-                    valid_mass=res["valid_mass"],
-                    top1_token_id=res["top1"],
-                    top1_valid=res["top1"] in set(first_ids),
-                    hidden=res["hidden"],
-                    content_ranks=res.get("content_ranks"),
-                )
-            )
-        return out
+    def _prefix_caches(self, prefixes: list[list[int]]) -> list:
+        """The key/value cache of each prefix (None for an empty one). A prefix equal to an earlier one gets that
+        cache; one that shares at least MIN_SHARED_PREFIX tokens with an earlier one runs only the rest, after a
+        view of that one's cache cut to the common part."""
+        caches: list = []
+        for i, prefix in enumerate(prefixes):
+            if not prefix:
+                caches.append(None)
+                continue
+            common, base = 0, None
+            for j in range(i):
+                n = _common_prefix_len([prefix, prefixes[j]])
+                if n > common:
+                    common, base = n, j
+            if base is not None and common == len(prefix) == len(prefixes[base]):
+                caches.append(caches[base])
+                continue
+            past = None
+            if base is not None and common >= MIN_SHARED_PREFIX and _mixable(caches[base]):
+                past = _slice_cache(caches[base], common)
+            else:
+                common = 0
+            if common == len(prefix):
+                caches.append(past)
+                continue
+            ids = torch.tensor([prefix[common:]], device=self.device)
+            caches.append(self.decoder(input_ids=ids, past_key_values=past, use_cache=True).past_key_values)
+            self._count(ids.shape[1], ids.shape[1])
+        return caches
 
     @torch.no_grad()
     def generate(
@@ -312,39 +369,79 @@ class Engine:
         self.tokens_computed += tokens
         self.positions_computed += positions
 
-    def _batches(self, rows: list[_Row], start: int):
+    def _batches(self, rows: list[_Row]):
+        """Rows (longest first) cut into batches of `batch_size` rows, or of about `max_batch_tokens` tokens."""
         i = 0
         while i < len(rows):
-            longest = len(rows[i].tokens) - start  # rows come longest first
-            if self.batch_size:
-                size = self.batch_size
-            else:
-                size = max(1, self.max_batch_tokens // max(1, longest))
+            size = self.batch_size or max(1, self.max_batch_tokens // max(1, len(rows[i].tokens) - rows[i].start))
             yield rows[i : i + size]
             i += size
 
-    def _score_batch(self, batch, shared, prefix_cache, all_conts, results, hidden_layers):
-        """Score rows whose first `shared` tokens are in `prefix_cache` (batch 1, or None when shared == 0)."""
-        width = max(len(row.tokens) for row in batch) - shared
+    def _pack(self, rows: list[_Row], mixable: bool) -> list[list[_Row]]:
+        """Batches of rows: those with the same cache together, longest first, as `_batches` cuts them. Where the
+        caches allow (`mixable`), the last batch of each cache, part filled, joins another's when the two fit the
+        budget together, counting each row as its padded prefix plus the longest tail (the stacked cache is not a
+        view). Never more batches than one cache at a time would run."""
+        by_cache: dict[int, list[_Row]] = {}
+        for row in rows:
+            by_cache.setdefault(id(row.cache), []).append(row)
+        full, tails = [], []
+        for members in by_cache.values():
+            batches = list(self._batches(sorted(members, key=lambda r: -len(r.tokens))))
+            full += batches[:-1]
+            tails.append(batches[-1])
+        if not mixable:
+            return full + tails
+        packed: list[list[_Row]] = []
+        for tail in sorted(tails, key=len, reverse=True):  # first fit, largest first
+            for batch in packed:
+                if self._fits(batch + tail):
+                    batch += tail
+                    break
+            else:
+                packed.append(list(tail))
+        return full + packed
+
+    def _fits(self, batch: list[_Row]) -> bool:
+        if self.batch_size:
+            return len(batch) <= self.batch_size
+        width = max(r.start for r in batch) + max(len(r.tokens) - r.start for r in batch)
+        return len(batch) * width <= self.max_batch_tokens
+
+    def _score_batch(self, batch: list[_Row], all_conts, results, hidden_layers) -> None:
+        """Score rows whose first `row.start` tokens are in `row.cache` (batch-1 caches; None when start is 0)."""
+        width = max(len(row.tokens) - row.start for row in batch)
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         for b, row in enumerate(batch):
-            suffix = row.tokens[shared:]
+            suffix = row.tokens[row.start :]
             ids[b, : len(suffix)] = torch.tensor(suffix)
         # Right padding: causal attention never lets a real position see the pads after it.
-        kwargs = {"input_ids": ids.to(self.device), "use_cache": prefix_cache is not None}
-        if prefix_cache is not None:
-            kwargs["past_key_values"] = _expand_cache(prefix_cache, len(batch))
+        kwargs: dict = {"input_ids": ids.to(self.device)}
+        cache = batch[0].cache
+        if all(row.cache is cache for row in batch):  # one prefix: a view of it for every row
+            kwargs["use_cache"] = cache is not None
+            if cache is not None:
+                kwargs["past_key_values"] = _expand_cache(cache, len(batch))
+        else:  # several prefixes, left-padded into one cache: the mask hides the pads, positions go on from each
+            starts = [row.start for row in batch]
+            pad = max(starts)
+            mask = torch.ones((len(batch), pad + width), dtype=torch.long)
+            for b, start in enumerate(starts):
+                mask[b, : pad - start] = 0
+            positions = torch.tensor(starts)[:, None] + torch.arange(width)[None, :]
+            kwargs["past_key_values"] = _stack_caches([row.cache for row in batch], starts)
+            kwargs.update(attention_mask=mask.to(self.device), position_ids=positions.to(self.device), use_cache=True)
         if hidden_layers:
             kwargs["output_hidden_states"] = True
         out = self.decoder(**kwargs)
-        self._count(sum(len(row.tokens) - shared for row in batch), ids.numel())
+        self._count(sum(len(row.tokens) - row.start for row in batch), ids.numel())
         hidden = out.last_hidden_state
 
         # Gather the answer positions of all rows, apply the head once.
         gather_b, gather_t, spans = [], [], []
         for b, row in enumerate(batch):
-            first = row.ctx_len - 1 - shared  # position predicting the first answer token
-            last = len(row.tokens) - 2 - shared
+            first = row.ctx_len - 1 - row.start  # position predicting the first answer token
+            last = len(row.tokens) - 2 - row.start
             spans.append((len(gather_b), last - first + 1))
             gather_b.extend([b] * (last - first + 1))
             gather_t.extend(range(first, last + 1))
@@ -368,8 +465,23 @@ class Engine:
                 res["first_ranks"], res["valid_mass"], res["top1"] = diag.first_ranks, diag.valid_mass, diag.top1
                 for layer in hidden_layers:
                     # a copy: a view would keep the batch's states at every position alive (gigabytes on a long run)
-                    state = out.hidden_states[layer][b, row.ctx_len - 1 - shared]
+                    state = out.hidden_states[layer][b, row.ctx_len - 1 - row.start]
                     res["hidden"][layer] = state.float().cpu().clone()
+
+
+def _scored(res: dict, conts: list[list[int]]) -> Scored:
+    first_ids = [c[0] for c in conts]
+    return Scored(
+        logprobs=res["logprobs"],
+        n_tokens=[len(c) for c in conts],
+        first_token_ids=first_ids,
+        first_token_ranks=res["first_ranks"],
+        valid_mass=res["valid_mass"],
+        top1_token_id=res["top1"],
+        top1_valid=res["top1"] in set(first_ids),
+        hidden=res["hidden"],
+        content_ranks=res.get("content_ranks"),
+    )
 
 
 @dataclass
@@ -442,6 +554,44 @@ def _expand_cache(cache, batch_size: int):
         if getattr(layer, "is_initialized", False) and layer.keys is not None and layer.keys.numel():
             layer.keys = layer.keys.expand(batch_size, -1, -1, -1)
             layer.values = layer.values.expand(batch_size, -1, -1, -1)
+        new.layers.append(layer)
+    return new
+
+
+def _mixable(cache) -> bool:
+    """Can views of this cache be cut and stacked with others? Only plain full-attention layers, whose tensors hold
+    every position in order (a sliding-window layer keeps the last window only)."""
+    return all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers)
+
+
+def _slice_cache(cache, length: int):
+    """A view of a batch-1 cache holding its first `length` positions; the shared tensors are never written."""
+    new = copy.copy(cache)
+    new.layers = []
+    for layer in cache.layers:
+        layer = copy.copy(layer)
+        layer.keys, layer.values = layer.keys[:, :, :length], layer.values[:, :, :length]
+        new.layers.append(layer)
+    return new
+
+
+def _stack_caches(caches: list, starts: list[int]):
+    """One cache of batch len(caches): row b holds caches[b] (its `starts[b]` positions; None when 0) at the right,
+    zeros before it that the attention mask hides."""
+    template = next(c for c in caches if c is not None)
+    width = max(starts)
+    new = copy.copy(template)
+    new.layers = []
+    for index, layer in enumerate(template.layers):
+        layer = copy.copy(layer)
+        shape = (len(caches), layer.keys.shape[1], width, layer.keys.shape[3])
+        keys = layer.keys.new_zeros(shape)
+        values = layer.values.new_zeros((*shape[:3], layer.values.shape[3]))
+        for b, (cache, start) in enumerate(zip(caches, starts)):
+            if cache is not None and start:
+                keys[b, :, width - start :] = cache.layers[index].keys[0]
+                values[b, :, width - start :] = cache.layers[index].values[0]
+        layer.keys, layer.values = keys, values
         new.layers.append(layer)
     return new
 

@@ -59,6 +59,75 @@ def test_engine_matches_full_sequence_tiny(tiny_lm, batch_size):
         assert result.n_tokens == [len(engine.encode_pair(request.context, c)[1]) for c in request.continuations]
 
 
+def _lists() -> list[list[Request]]:
+    """Several units' requests: the same prefix start as another, a prefix sharing only its first part, a prefix
+    inside another's, no prefix, and an empty list."""
+    other = "The cat sat on the mat because it was tired, therefore it slept.\nAnswer: no\n\n"
+    return [
+        _requests(),
+        [Request(DEMOS + f"Is it {i}?\nAnswer:", [" yes", " no"]) for i in range(3)],
+        [Request(DEMOS[:60] + other + f"Water {i}\nAnswer:", [" yes", " no"]) for i in range(4)],
+        [Request(f"Paris {i} is", [" True", " False"]) for i in range(3)],
+        [Request(other + other + f"Q {i}?", [" True", " False"]) for i in range(2)],
+        [Request(other + f"Q {i}?", [" True", " False", " Neither"]) for i in range(2)],
+        [],
+    ]
+
+
+@pytest.mark.parametrize(("batch_size", "max_batch_tokens"), [(None, None), (None, 2000), (2, None), (7, None)])
+def test_lists_scored_together_match_one_at_a_time(tiny_lm, monkeypatch, batch_size, max_batch_tokens):
+    """Several units in shared passes (packed batches, prefixes stacked or continued from another's) give each
+    unit's scores as `score` alone does, and hand each list over once, when its last request is scored."""
+    import harness.engine as engine_module
+
+    model, tokenizer = tiny_lm
+    lists = _lists()
+    alone = Engine(model, tokenizer, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
+    expected = [alone.score(requests) for requests in lists]
+    stacked: list[int] = []
+    stack = engine_module._stack_caches
+    monkeypatch.setattr(engine_module, "_stack_caches", lambda c, s: stacked.append(len(c)) or stack(c, s))
+    engine = Engine(model, tokenizer, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
+    handed: list[tuple[int, list]] = []
+    steps: list[int] = []
+    got = engine.score_lists(lists, progress=steps.append, on_list_done=lambda i, s: handed.append((i, s)))
+    for want, have in zip(expected, got):
+        assert len(want) == len(have)
+        for a, b in zip(want, have):
+            assert b.logprobs == pytest.approx(a.logprobs, abs=1e-5)
+            assert (b.first_token_ranks, b.top1_token_id, b.n_tokens) == (
+                a.first_token_ranks,
+                a.top1_token_id,
+                a.n_tokens,
+            )
+            assert b.valid_mass == pytest.approx(a.valid_mass, abs=1e-5)
+    assert sorted(i for i, _ in handed) == list(range(len(lists)))
+    assert all(scored is got[i] for i, scored in handed)
+    assert sum(steps) == sum(len(requests) for requests in lists)
+    # shared prefix work: less decoder work than one list at a time
+    assert engine.tokens_computed < alone.tokens_computed
+    if batch_size == 7:  # room for the part-filled batches of several prefixes in one
+        assert stacked
+
+
+def test_prefix_caches_continue_earlier_prefixes(tiny_lm):
+    model, tokenizer = tiny_lm
+    engine = Engine(model, tokenizer)
+    a = list(range(1, 31))
+    prefixes = [a, a[:20], a[:20] + [40, 41, 42], list(a), [], [50] * 12]
+    caches = engine._prefix_caches(prefixes)
+    assert caches[3] is caches[0] and caches[4] is None
+    assert engine.tokens_computed == 30 + 3 + 12  # the cut one and the identical one cost nothing
+    for prefix, cache in zip(prefixes, caches):
+        if prefix:
+            with torch.no_grad():
+                full = engine.decoder(input_ids=torch.tensor([prefix]), use_cache=True).past_key_values
+            for mine, ref in zip(cache.layers, full.layers):
+                assert mine.keys.shape[2] == len(prefix)
+                assert torch.allclose(mine.keys, ref.keys, atol=1e-5)
+                assert torch.allclose(mine.values, ref.values, atol=1e-5)
+
+
 def test_padding_side_does_not_matter(tiny_lm):
     model, tokenizer = tiny_lm
     requests = _requests()
