@@ -381,26 +381,26 @@ class Engine:
         """Batches of rows: those with the same cache together, longest first, as `_batches` cuts them. Where the
         caches allow (`mixable`), the last batch of each cache, part filled, joins another's when the two fit the
         budget together, counting each row as its padded prefix plus the longest tail (the stacked cache is not a
-        view). Never more batches than one cache at a time would run."""
+        view): never more batches than one cache at a time would run. Caches run in the order they come, a joint
+        batch as soon as the last of its caches has run its full batches, so the first lists end first."""
         by_cache: dict[int, list[_Row]] = {}
         for row in rows:
             by_cache.setdefault(id(row.cache), []).append(row)
-        full, tails = [], []
-        for members in by_cache.values():
+        order, tails = [], []  # (when it runs, batch)
+        for k, members in enumerate(by_cache.values()):
             batches = list(self._batches(sorted(members, key=lambda r: -len(r.tokens))))
-            full += batches[:-1]
-            tails.append(batches[-1])
-        if not mixable:
-            return full + tails
-        packed: list[list[_Row]] = []
-        for tail in sorted(tails, key=len, reverse=True):  # first fit, largest first
-            for batch in packed:
-                if self._fits(batch + tail):
-                    batch += tail
+            order += [((k, 0), batch) for batch in batches[:-1]]
+            tails.append((k, batches[-1]))
+        packed: list[tuple[int, list[_Row]]] = []
+        for k, tail in sorted(tails, key=lambda t: len(t[1]), reverse=True):  # first fit, largest first
+            for p, (ready, batch) in enumerate(packed):
+                if mixable and self._fits(batch + tail):
+                    packed[p] = (max(ready, k), batch + tail)
                     break
             else:
-                packed.append(list(tail))
-        return full + packed
+                packed.append((k, list(tail)))
+        order += [((ready, 1), batch) for ready, batch in packed]
+        return [batch for _, batch in sorted(order, key=lambda item: item[0])]
 
     def _fits(self, batch: list[_Row]) -> bool:
         if self.batch_size:

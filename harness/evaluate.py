@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
@@ -558,10 +560,17 @@ def _run_model(
             for plan, unit, key in selections:
                 bar.update(job, description=f"{who}{model} · {plan.spec.name} · train scores of {unit.key}")
                 store.add_unit_info(key, {"selection": prompt_method.train_scores(unit, context(plan))})
-            for plan, unit, key in work:
-                bar.update(job, description=f"{who}{model} · {plan.spec.name} · {key.method} {unit.key}")
-                outputs, info = get_method(unit.method).run(unit, context(plan))
-                store.put_unit(key, outputs, info)
+            for group in unit_groups(work):
+                plan, unit, key = group[0]
+                more = f" and {len(group) - 1} more" if len(group) > 1 else ""
+                bar.update(job, description=f"{who}{model} · {plan.spec.name} · {key.method} {unit.key}{more}")
+                if len(group) == 1:
+                    outputs, info = get_method(unit.method).run(unit, context(plan))
+                    store.put_unit(key, outputs, info)
+                    continue
+                # each unit is stored as soon as its last request is scored, while the rest of the group runs
+                keys = {unit: key for _, unit, key in group}
+                prompt_method.run_group([u for _, u, _ in group], context(plan), partial(_put_unit, store, keys))
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (harness.errors.Terminated): the unit in flight is dropped
             missing = sum(not store.has_unit(key) for _, _, key in work)  # exact even if it came just after a commit
             if ranks.size > 1:
@@ -573,3 +582,31 @@ def _run_model(
                 f"{total_units - missing} of {total_units} units of {model} are stored in {store.path}; "
                 "rerun the same command to resume"
             ) from None
+
+
+def _put_unit(store: Store, keys: dict, unit: Unit, outputs: list, info: dict) -> None:
+    store.put_unit(keys[unit], outputs, info)
+
+
+# HARNESS_GROUP_UNITS=0 scores every unit on its own: the reference the grouped path is tested and measured against.
+GROUP_UNITS_ENV = "HARNESS_GROUP_UNITS"
+
+
+def unit_groups(work: list[tuple[TaskPlan, Unit, UnitKey]]) -> list[list[tuple[TaskPlan, Unit, UnitKey]]]:
+    """The work in order, cut into groups scored together: consecutive small prompt units of one task
+    (prompt_method.groupable), gathered until they hold GROUP_REQUESTS requests; every other unit alone."""
+    if os.environ.get(GROUP_UNITS_ENV, "1") == "0":
+        return [[item] for item in work]
+    groups: list[list[tuple[TaskPlan, Unit, UnitKey]]] = []
+    size = 0  # requests in the last group, while it takes more
+    for plan, unit, key in work:
+        small = unit.method == "prompt" and prompt_method.groupable(plan.task, unit)
+        last = groups[-1] if groups else None
+        if small and last and size and last[0][0] is plan and size < prompt_method.GROUP_REQUESTS:
+            last.append((plan, unit, key))
+        else:
+            groups.append([(plan, unit, key)])
+            size = 0
+        if small:
+            size += get_method("prompt").cost(unit, plan.task)
+    return groups

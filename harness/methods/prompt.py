@@ -288,6 +288,73 @@ def _normalise(logprobs: list[float]) -> list[float]:
     return [x - log_z for x in logprobs]
 
 
+@dataclass
+class Scoring:
+    """One list of requests a prompt unit scores (its eval examples, or the train examples that score its prompt for
+    template selection) and what reading the scores back needs."""
+
+    examples: list[Example]
+    requests: list[Request]  # one per example, then the content-free input where `calibrated`
+    choices: list[list[str]]
+    golds: list[list[int]]
+    calibrated: bool
+
+
+def _scoring(
+    template: Template, prompts: PromptSet, prefix: str, examples: list[Example], calibrated: bool, base: Example,
+    symbols: list[str] | None = None,
+) -> Scoring:  # fmt: skip
+    requests, all_choices = _requests(template, prefix, examples, symbols)
+    golds = [gold_indices(ex, choices, template) for ex, choices in zip(examples, all_choices)]
+    if calibrated:
+        requests.append(_content_free_request(template, prompts, prefix, base))
+    return Scoring(examples, requests, all_choices, golds, calibrated)
+
+
+def unit_scoring(
+    unit: PromptUnit,
+    task: TaskSpec,
+    prompts: PromptSet,
+    eval_examples: list[Example],
+    train: list[Example] | None,
+    demo_selection: str,
+    calibrated: bool = True,
+    content_free_base: Example | None = None,
+) -> Scoring:
+    """The requests of a unit's eval examples (`run_unit`'s arguments)."""
+    template = prompts.get(unit.template)
+    demos = draw_demos(train or [], unit.shots, unit.seed, demo_selection, task.name)
+    symbols = abstract_symbols(prompts, task, unit.shots, unit.seed) if unit.kind == "abstract_labels" else None
+    if unit.kind == "random_labels":
+        prefix = build_prefix(template, prompts, demos, random_label_seed(task.name, unit.shots, unit.seed), task)
+    else:
+        prefix = build_prefix(template, prompts, demos, None, task, symbols)
+    calibrate_gold = calibrated and calibratable(unit, prompts)
+    base = content_free_base or eval_examples[0]
+    return _scoring(template, prompts, prefix, eval_examples, calibrate_gold, base, symbols)
+
+
+def unit_outputs(
+    unit: PromptUnit, task: TaskSpec, engine: Engine, scoring: Scoring, scored: list[Scored]
+) -> list[VariantRecords]:
+    """The records of each variant a unit yields, from the scores of its `unit_scoring` requests."""
+    records = _records(task, engine, scoring, scored, keep_texts="f1" in task.metrics)  # f1: answers as texts
+    outputs = [VariantRecords(unit.kind, unit.template, unit.shots, unit.seed, records)]
+    if scoring.calibrated:
+        calibrated = [calibrate(r, scored[-1].logprobs) for r in records]
+        outputs.append(VariantRecords("calibrated", unit.template, unit.shots, unit.seed, calibrated))
+    return outputs
+
+
+def _records(task: TaskSpec, engine: Engine, scoring: Scoring, scored: list[Scored], keep_texts: bool) -> list[Record]:
+    records = [
+        _record(ex, s, choices, gold, keep_texts)
+        for ex, s, choices, gold in zip(scoring.examples, scored, scoring.choices, scoring.golds)
+    ]
+    _add_generated(task, engine, scoring.requests, scoring.choices, records)
+    return records
+
+
 def run_unit(
     unit: PromptUnit,
     task: TaskSpec,
@@ -309,35 +376,44 @@ def run_unit(
     example whose content fields calibration blanks (default: the first of `eval_examples`; a sampled design passes
     the eval set's first, so every template calibrates on the same input).
     """
-    template = prompts.get(unit.template)
-    demos = draw_demos(train or [], unit.shots, unit.seed, demo_selection, task.name)
-    keep_texts = "f1" in task.metrics  # answers compared as texts (ReCoRD)
-
-    symbols = abstract_symbols(prompts, task, unit.shots, unit.seed) if unit.kind == "abstract_labels" else None
-    if unit.kind == "random_labels":
-        prefix = build_prefix(template, prompts, demos, random_label_seed(task.name, unit.shots, unit.seed), task)
-    else:
-        prefix = build_prefix(template, prompts, demos, None, task, symbols)
-    calibrate_gold = calibrated and calibratable(unit, prompts)
-
-    requests, all_choices = _requests(template, prefix, eval_examples, symbols)
-    golds = [gold_indices(ex, choices, template) for ex, choices in zip(eval_examples, all_choices)]
-    if calibrate_gold:
-        requests.append(_content_free_request(template, prompts, prefix, content_free_base or eval_examples[0]))
-    scored = engine.score(requests, hidden_layers=hidden_layers, progress=progress, content_ranks=task.generates)
+    scoring = unit_scoring(unit, task, prompts, eval_examples, train, demo_selection, calibrated, content_free_base)
+    scored = engine.score(
+        scoring.requests, hidden_layers=hidden_layers, progress=progress, content_ranks=task.generates
+    )
     if hidden_sink is not None:
         for s in scored[: len(eval_examples)]:
             hidden_sink.append(np.stack([s.hidden[layer].numpy() for layer in hidden_layers]))
-    records = [
-        _record(ex, s, choices, gold, keep_texts)
-        for ex, s, choices, gold in zip(eval_examples, scored, all_choices, golds)
-    ]
-    _add_generated(task, engine, requests, all_choices, records)
-    outputs = [VariantRecords(unit.kind, unit.template, unit.shots, unit.seed, records)]
-    if calibrate_gold:
-        calibrated = [calibrate(r, scored[-1].logprobs) for r in records]
-        outputs.append(VariantRecords("calibrated", unit.template, unit.shots, unit.seed, calibrated))
-    return outputs
+    return unit_outputs(unit, task, engine, scoring, scored)
+
+
+def selection_scoring(
+    unit: PromptUnit,
+    task: TaskSpec,
+    prompts: PromptSet,
+    eval_examples: list[Example],
+    train: list[Example] | None,
+    demo_selection: str,
+) -> Scoring | None:
+    """The requests that score a gold unit's prompt on train examples (`score_selection`); None when it has none."""
+    if unit.kind != "gold" or not train:
+        return None
+    template = prompts.get(unit.template)
+    demos = draw_demos(train, unit.shots, unit.seed, demo_selection, task.name)
+    examples = selection_examples(train, demos, task.name)
+    if not examples:
+        return None
+    prefix = build_prefix(template, prompts, demos, None, task)
+    calibrated = prompts.content_free is not None and template.fixed_choices
+    return _scoring(template, prompts, prefix, examples, calibrated, eval_examples[0])
+
+
+def selection_result(task: TaskSpec, engine: Engine, scoring: Scoring, scored: list[Scored]) -> dict:
+    """{"n", "acc"} and, where calibrated, "calibrated_acc" of a `selection_scoring`'s scores."""
+    records = _records(task, engine, scoring, scored, keep_texts=False)
+    out = {"n": len(records), "acc": accuracy(records, task)}
+    if scoring.calibrated:
+        out["calibrated_acc"] = accuracy([calibrate(r, scored[-1].logprobs) for r in records], task)
+    return out
 
 
 def score_selection(
@@ -356,26 +432,11 @@ def score_selection(
     choice. Returns {"n", "acc"} and, where the unit is also calibrated, "calibrated_acc"; None when there is
     nothing to score on.
     """
-    if unit.kind != "gold" or not train:
+    scoring = selection_scoring(unit, task, prompts, eval_examples, train, demo_selection)
+    if scoring is None:
         return None
-    template = prompts.get(unit.template)
-    demos = draw_demos(train, unit.shots, unit.seed, demo_selection, task.name)
-    examples = selection_examples(train, demos, task.name)
-    if not examples:
-        return None
-    prefix = build_prefix(template, prompts, demos, None, task)
-    requests, all_choices = _requests(template, prefix, examples)
-    golds = [gold_indices(ex, choices, template) for ex, choices in zip(examples, all_choices)]
-    calibrated = prompts.content_free is not None and template.fixed_choices
-    if calibrated:
-        requests.append(_content_free_request(template, prompts, prefix, eval_examples[0]))
-    scored = engine.score(requests, progress=progress, content_ranks=task.generates)
-    records = [_record(ex, s, c, g, False) for ex, s, c, g in zip(examples, scored, all_choices, golds)]
-    _add_generated(task, engine, requests, all_choices, records)
-    out = {"n": len(records), "acc": accuracy(records, task)}
-    if calibrated:
-        out["calibrated_acc"] = accuracy([calibrate(r, scored[-1].logprobs) for r in records], task)
-    return out
+    scored = engine.score(scoring.requests, progress=progress, content_ranks=task.generates)
+    return selection_result(task, engine, scoring, scored)
 
 
 def add_generated(
@@ -500,15 +561,7 @@ class Prompt(Method):
         from harness.features import n_states
 
         examples = unit_examples(task, unit)
-        probe = task.presets.get("probe")
-        share = (
-            len(examples) == len(task.eval_examples)  # the probe's features are of every eval example
-            and probe is not None
-            and probe.pooling == "last"
-            and unit.template == probe.template
-            and unit.shots == 0
-            and unit.kind in ("control", "gold")
-        )
+        share = shares_features(task, unit)
         sink: list | None = [] if share else None
         outputs = run_unit(
             unit,
@@ -538,4 +591,89 @@ class Prompt(Method):
         return outputs, info
 
 
-register(Prompt())
+def shares_features(task: TaskContext, unit: PromptUnit) -> bool:
+    """Does this unit score the probe's template zero-shot on every eval example? Then its pass also gives the
+    probe's eval features (the hidden states at the answer slot are the last token's)."""
+    probe = task.presets.get("probe")
+    return (
+        len(unit_examples(task, unit)) == len(task.eval_examples)
+        and probe is not None
+        and probe.pooling == "last"
+        and unit.template == probe.template
+        and unit.shots == 0
+        and unit.kind in ("control", "gold")
+    )
+
+
+# ---------------------------------------------------------------- small units, scored together
+# A unit with fewer requests than this (CB's 56 val examples, COPA's 100, a control template) runs in a group with
+# the small units after it, until the group has this many: their rows fill batches together and their prefixes are
+# computed once. A kill loses the group in flight, so it stays a few minutes of CPU work at most.
+GROUP_REQUESTS = 512
+
+
+def groupable(task: TaskContext, unit: PromptUnit) -> bool:
+    """A small prompt unit that needs nothing but its scores (not the presidents list, not the probe's features)."""
+    if task.spec.answer == "read" or shares_features(task, unit):
+        return False
+    return PROMPT.cost(unit, task) < GROUP_REQUESTS
+
+
+def run_group(
+    units: Sequence[PromptUnit], ctx: RunContext, done: Callable[[PromptUnit, list[VariantRecords], dict], None]
+) -> None:
+    """Score several `groupable` units of one task in shared forward passes (Engine.score_lists): each unit's eval
+    requests and its train scores are lists of the call. `done(unit, outputs, info)` gets each unit, with what
+    `Prompt.run` returns for it, as soon as all its requests are scored."""
+    task, engine = ctx.task, ctx.engine
+    lists: list[Scoring] = []
+    owner: list[tuple[int, str]] = []  # per list: its unit's index and what it is ("eval" or "selection")
+    selections: dict[int, dict | None] = {}
+    for u, unit in enumerate(units):
+        lists.append(
+            unit_scoring(
+                unit,
+                task.spec,
+                task.prompts,
+                unit_examples(task, unit),
+                task.train,
+                task.cfg.demo_selection,
+                calibrated="calibrated" in task.cfg.variants,
+                content_free_base=task.eval_examples[0],
+            )
+        )
+        owner.append((u, "eval"))
+        if wants_selection(task, unit):
+            selections[u] = None  # stays None where there is nothing to score on, as `score_selection` says
+            scoring = selection_scoring(
+                unit, task.spec, task.prompts, task.eval_examples, task.train, task.cfg.demo_selection
+            )
+            if scoring is not None:
+                lists.append(scoring)
+                owner.append((u, "selection"))
+    lists_left = [sum(o[0] == u for o in owner) for u in range(len(units))]
+    outputs: dict[int, list[VariantRecords]] = {}
+
+    def list_done(i: int, scored: list[Scored]) -> None:
+        u, what = owner[i]
+        if what == "eval":
+            outputs[u] = unit_outputs(units[u], task.spec, engine, lists[i], scored)
+        else:
+            selections[u] = selection_result(task.spec, engine, lists[i], scored)
+        lists_left[u] -= 1
+        if lists_left[u] == 0:
+            info: dict = {"variants": [o.variant for o in outputs[u]]}
+            if u in selections:
+                info["selection"] = selections[u]
+            done(units[u], outputs.pop(u), info)
+
+    engine.score_lists(
+        [scoring.requests for scoring in lists],
+        progress=ctx.advance,
+        content_ranks=task.spec.generates,
+        on_list_done=list_done,
+    )
+
+
+PROMPT = Prompt()
+register(PROMPT)
