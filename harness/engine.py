@@ -5,7 +5,10 @@ The engine
 - tokenizes like lm-evaluation-harness (context alone, then context+continuation, continuation = the tail),
 - runs the longest token prefix common to every row of the unit once and reuses its key/value cache,
 - scores choices that differ only in their last token from one row (one pass per example for yes/no tasks),
-- applies the output head only at the answer positions.
+- applies the output head only at the answer positions;
+- scores several units' lists of requests in one call (`score_lists`): a list's prefix continues an earlier list's
+  cache where they start alike, and the part-filled last batches of different prefixes share one pass, their
+  caches left-padded and stacked.
 Only identical token prefixes are shared, so scores equal a plain full-sequence pass (tests check 1e-4 nats).
 """
 

@@ -497,8 +497,9 @@ def _run_model(
     model: str, plans: list[TaskPlan], engine, store: Store, console: Console, ranks: Ranks | None = None
 ) -> None:
     """Run every unit of `plans` not yet stored for `model`, each by its method (the registry's), storing each as it
-    ends; Ctrl-C drops only the unit in flight. Among a job's ranks, rank 0 finds the units to run and each rank
-    runs its cost-balanced share of them into its own store."""
+    ends (small prompt units in groups, each stored as it ends: `unit_groups`); Ctrl-C drops only the units in
+    flight. Among a job's ranks, rank 0 finds the units to run and each rank runs its cost-balanced share of them
+    into its own store."""
     ranks = ranks or Ranks()
     pending = []  # (plan index, unit index) of every unit not stored yet: rank 0 reads them off OUT's store
     selections = []  # gold prompt units stored without train scores (--no-train-picks, an older version): add them
@@ -571,7 +572,7 @@ def _run_model(
                 # each unit is stored as soon as its last request is scored, while the rest of the group runs
                 keys = {unit: key for _, unit, key in group}
                 prompt_method.run_group([u for _, u, _ in group], context(plan), partial(_put_unit, store, keys))
-        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (harness.errors.Terminated): the unit in flight is dropped
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (harness.errors.Terminated): units in flight are dropped
             missing = sum(not store.has_unit(key) for _, _, key in work)  # exact even if it came just after a commit
             if ranks.size > 1:
                 raise Interrupted(
