@@ -1,14 +1,15 @@
 """Small prompt units scored together vs one at a time: units/s of `harness eval`, each way in its own process.
 
-Runs, twice, in its own process each,
+Runs, three times, in its own process each,
     harness eval --model smollm2-135m --tasks cb,copa --methods prompt --shots 0,4 --seeds 1
-over the full val sets (CB 56, COPA 100 examples): once with HARNESS_GROUP_UNITS=0 (every unit its own engine
-call, as before units were grouped), once as a user runs it (consecutive small units of a task share forward
-passes, harness/methods/prompt.py run_group). Prints, side by side, the process's wall time (model load and report
-included), the time of the unit loop alone (timed inside the process), units/s over that loop, and how far the two
-stores' scores lie apart (every per-example log-likelihood; predictions must agree).
+over the full val sets (CB 56, COPA 100 examples): with HARNESS_GROUP_UNITS=0 (every unit its own engine call, as
+before units were grouped), as a user runs it (=1: consecutive small units of a task in one engine call, shared
+prefixes run once, scores bit for bit the same; harness/methods/prompt.py run_group) and with =pack (their rows also
+share batches). Prints, side by side, the process's wall time (model load and report included), the time of the
+unit loop alone (timed inside the process), units/s over that loop, and how far each store's scores lie from the
+one-at-a-time store's (every per-example log-likelihood; predictions must agree).
 
-Run (about 25 minutes on this workplace's 2 cores, both ways together; --templates picks fewer):
+Run (about 40 minutes on this workplace's busy 2 cores, three ways together; --templates, --ways pick fewer):
     python benchmarks/unit_batching.py --data ../shared/data/superglue
 Output: benchmarks/results/unit_batching.txt and .json (--results to write elsewhere).
 """
@@ -47,7 +48,7 @@ sys.argv[0] = "harness"
 main()
 """
 
-WAYS = [("one unit at a time", "0"), ("units grouped", "1")]
+WAYS = {"0": "one unit at a time", "1": "grouped", "pack": "grouped, packed"}
 
 
 def run(command: list[str], group: str, out: Path) -> dict:
@@ -98,6 +99,7 @@ def main() -> None:
     parser.add_argument("--data", default=os.environ.get("HARNESS_DATA_DIR"))
     parser.add_argument("--note", default="", help="a line saying under what load the numbers were taken")
     parser.add_argument("--results", default="benchmarks/results/unit_batching", help="writes .txt and .json")
+    parser.add_argument("--ways", default="0,1,pack", help="HARNESS_GROUP_UNITS values to run (0 first)")
     parser.add_argument("--keep", help="output folder to keep (default: a temporary one)")
     args = parser.parse_args()
 
@@ -108,11 +110,15 @@ def main() -> None:
     command += ["--templates", args.templates] if args.templates else []
     command += ["--limit", args.limit] if args.limit else []
     command += ["--data-dir", args.data] if args.data else []
-    results = {}
-    for label, group in WAYS:
-        print(f"{label}: harness {' '.join(command)}", flush=True)
-        results[label] = run(command, group, tmp / f"group{group}")
-    agreement = compare(tmp / "group0", tmp / "group1")
+    ways = [w.strip() for w in args.ways.split(",")]
+    if ways[0] != "0" or any(w not in WAYS for w in ways):
+        parser.error(f"--ways: values of {', '.join(WAYS)}, 0 first (the reference)")
+    results, agreement = {}, {}
+    for group in ways:
+        print(f"{WAYS[group]}: harness {' '.join(command)}", flush=True)
+        results[WAYS[group]] = run(command, group, tmp / f"group{group}")
+        if group != "0":
+            agreement[WAYS[group]] = compare(tmp / "group0", tmp / f"group{group}")
 
     text = io.StringIO()
     with redirect_stdout(text):
@@ -125,10 +131,12 @@ def main() -> None:
         for label, r in results.items():
             print(f"{label:22} {r['units']:6d} {r['loop_seconds']:8.1f} {r['units_per_second']:8.3f} "
                   f"{r['wall_seconds']:8.1f} {r['cpu_seconds']:8.1f}")  # fmt: skip
-        alone, grouped = (results[label] for label, _ in WAYS)
-        print(f"\nunits/s, grouped over alone: {grouped['units_per_second'] / alone['units_per_second']:.2f}x")
-        print(f"scores: {agreement['records']} records, largest |difference| of a choice's log-likelihood "
-              f"{agreement['max_abs_logprob_diff']:.2e} nats, {agreement['predictions_differing']} predictions differ")  # fmt: skip
+        alone = results[WAYS["0"]]
+        print()
+        for label, a in agreement.items():
+            print(f"{label}: {results[label]['units_per_second'] / alone['units_per_second']:.2f}x units/s; "
+                  f"{a['records']} records, largest |difference| of a choice's log-likelihood from one at a time "
+                  f"{a['max_abs_logprob_diff']:.2e} nats, {a['predictions_differing']} predictions differ")  # fmt: skip
     print(text.getvalue(), end="")
     results_path = Path(args.results)
     results_path.parent.mkdir(parents=True, exist_ok=True)

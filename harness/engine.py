@@ -6,9 +6,9 @@ The engine
 - runs the longest token prefix common to every row of the unit once and reuses its key/value cache,
 - scores choices that differ only in their last token from one row (one pass per example for yes/no tasks),
 - applies the output head only at the answer positions;
-- scores several units' lists of requests in one call (`score_lists`): a list's prefix continues an earlier list's
-  cache where they start alike, and the part-filled last batches of different prefixes share one pass, their
-  caches left-padded and stacked.
+- scores several units' lists of requests in one call (`score_lists`): identical prefixes run once; with `pack`, a
+  list's prefix continues an earlier list's cache where they start alike, and the part-filled last batches of
+  different prefixes share one pass, their caches left-padded and stacked.
 Only identical token prefixes are shared, so scores equal a plain full-sequence pass (tests check 1e-4 nats).
 """
 
@@ -173,14 +173,18 @@ class Engine:
         progress: Callable[[int], None] | None = None,
         content_ranks: bool = False,
         on_list_done: Callable[[int, list[Scored]], None] | None = None,
+        pack: bool = False,
     ) -> list[list[Scored]]:
-        """`score` for several lists of requests (several units) in shared forward passes.
+        """`score` for several lists of requests (several units) in one call.
 
-        Each list keeps its own prefix, the longest common to its rows, as `score` alone would run it; a prefix that
-        starts like an earlier list's continues that one's key/value cache, and identical prefixes share one. Rows
-        of lists with the same prefix share batches; the last, part-filled batches of different prefixes are packed
-        into one where the budget allows, their prefixes left-padded into one cache. `on_list_done(i, scored)` is
-        called as soon as every request of list i is scored, so a caller can store that list before the rest end.
+        Each list keeps its own prefix, the longest common to its rows, as `score` alone would run it, and lists
+        with identical prefixes share one key/value cache; each list's batches are those `score` would run, so the
+        scores are bit for bit `score`'s. With `pack`, lists also share passes: a prefix that starts like an earlier
+        list's continues that one's cache, rows of lists with the same prefix share batches, and the last,
+        part-filled batches of different prefixes are packed into one where the budget allows, their prefixes
+        left-padded into one cache; scores then differ from `score`'s by float rounding of other batch shapes (as
+        another --batch-size does). `on_list_done(i, scored)` is called as soon as every request of list i is
+        scored, so a caller can store that list before the rest end.
         """
         self._content_ranks = content_ranks
         owner = [i for i, requests in enumerate(lists) for _ in requests]
@@ -192,7 +196,7 @@ class Engine:
         for list_rows in rows_of:
             shared = min([_common_prefix_len([r.tokens for r in list_rows])] + [r.ctx_len - 1 for r in list_rows])
             prefixes.append(list_rows[0].tokens[:shared] if list_rows and shared >= MIN_SHARED_PREFIX else [])
-        caches = self._prefix_caches(prefixes)
+        caches = self._prefix_caches(prefixes, continue_earlier=pack)
 
         results: list[dict] = [{"logprobs": [0.0] * len(conts), "hidden": {}} for conts in all_conts]
         rows_left = [0] * len(owner)
@@ -242,15 +246,16 @@ class Engine:
             for row in list_singles:
                 row.start, row.cache = shared, cache
             singles += list_singles
-        for batch in self._pack(singles, mixable=all(c is None or _mixable(c) for c in caches)):
+        mixable = pack and all(c is None or _mixable(c) for c in caches)
+        for batch in self._pack(singles, owner, pack, mixable):
             self._score_batch(batch, all_conts, results, hidden_layers)
             finish(batch)
         return out  # type: ignore[return-value]
 
-    def _prefix_caches(self, prefixes: list[list[int]]) -> list:
+    def _prefix_caches(self, prefixes: list[list[int]], continue_earlier: bool = True) -> list:
         """The key/value cache of each prefix (None for an empty one). A prefix equal to an earlier one gets that
-        cache; one that shares at least MIN_SHARED_PREFIX tokens with an earlier one runs only the rest, after a
-        view of that one's cache cut to the common part."""
+        cache; with `continue_earlier`, one that shares at least MIN_SHARED_PREFIX tokens with an earlier one runs
+        only the rest, after a view of that one's cache cut to the common part."""
         caches: list = []
         for i, prefix in enumerate(prefixes):
             if not prefix:
@@ -265,7 +270,7 @@ class Engine:
                 caches.append(caches[base])
                 continue
             past = None
-            if base is not None and common >= MIN_SHARED_PREFIX and _mixable(caches[base]):
+            if continue_earlier and base is not None and common >= MIN_SHARED_PREFIX and _mixable(caches[base]):
                 past = _slice_cache(caches[base], common)
             else:
                 common = 0
@@ -380,15 +385,16 @@ class Engine:
             yield rows[i : i + size]
             i += size
 
-    def _pack(self, rows: list[_Row], mixable: bool) -> list[list[_Row]]:
-        """Batches of rows: those with the same cache together, longest first, as `_batches` cuts them. Where the
-        caches allow (`mixable`), the last batch of each cache, part filled, joins another's when the two fit the
-        budget together, counting each row as its padded prefix plus the longest tail (the stacked cache is not a
-        view): never more batches than one cache at a time would run. Caches run in the order they come, a joint
-        batch as soon as the last of its caches has run its full batches, so the first lists end first."""
-        by_cache: dict[int, list[_Row]] = {}
+    def _pack(self, rows: list[_Row], owner: list[int], across_lists: bool, mixable: bool) -> list[list[_Row]]:
+        """Batches of rows: those with the same cache (and, unless `across_lists`, of the same list) together,
+        longest first, as `_batches` cuts them. Where the caches allow (`mixable`), the last batch of each cache,
+        part filled, joins another's when the two fit the budget together, counting each row as its padded prefix
+        plus the longest tail (the stacked cache is not a view): never more batches than one cache at a time would
+        run. Caches run in the order they come, a joint batch as soon as the last of its caches has run its full
+        batches, so the first lists end first."""
+        by_cache: dict[tuple[int, int], list[_Row]] = {}
         for row in rows:
-            by_cache.setdefault(id(row.cache), []).append(row)
+            by_cache.setdefault((id(row.cache), -1 if across_lists else owner[row.request]), []).append(row)
         order, tails = [], []  # (when it runs, batch)
         for k, members in enumerate(by_cache.values()):
             batches = list(self._batches(sorted(members, key=lambda r: -len(r.tokens))))

@@ -174,6 +174,7 @@ def validate(cfg: EvalConfig) -> None:
                 raise HarnessError(f"unknown method '{m}' ({flag}): trained methods are {', '.join(trained)}")
     if cfg.shard is not None and not 0 <= cfg.shard.index < cfg.shard.count:  # a config built in code
         raise HarnessError(f"--shard must be I/N with 1 <= I <= N, not {cfg.shard}")
+    _group_mode()  # a bad $HARNESS_GROUP_UNITS fails before any model loads
     check_overrides(cfg.overrides)
     check_device_map(cfg, tuned_methods(cfg))
 
@@ -571,7 +572,8 @@ def _run_model(
                     continue
                 # each unit is stored as soon as its last request is scored, while the rest of the group runs
                 keys = {unit: key for _, unit, key in group}
-                prompt_method.run_group([u for _, u, _ in group], context(plan), partial(_put_unit, store, keys))
+                units = [u for _, u, _ in group]
+                prompt_method.run_group(units, context(plan), partial(_put_unit, store, keys), pack=pack_units())
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (harness.errors.Terminated): units in flight are dropped
             missing = sum(not store.has_unit(key) for _, _, key in work)  # exact even if it came just after a commit
             if ranks.size > 1:
@@ -589,14 +591,28 @@ def _put_unit(store: Store, keys: dict, unit: Unit, outputs: list, info: dict) -
     store.put_unit(keys[unit], outputs, info)
 
 
-# HARNESS_GROUP_UNITS=0 scores every unit on its own: the reference the grouped path is tested and measured against.
+# How small prompt units run: 1 (the default) in groups whose scores are bit for bit those of one unit at a time;
+# pack: in groups whose rows also share batches (faster where batches are large, a GPU's; scores move by float
+# rounding, as with another --batch-size); 0: every unit on its own, the reference the tests and benchmark compare.
 GROUP_UNITS_ENV = "HARNESS_GROUP_UNITS"
+GROUP_UNITS_MODES = ("0", "1", "pack")
+
+
+def _group_mode() -> str:
+    value = os.environ.get(GROUP_UNITS_ENV, "1").strip().lower()
+    if value not in GROUP_UNITS_MODES:
+        raise HarnessError(f"${GROUP_UNITS_ENV} must be {', '.join(GROUP_UNITS_MODES)}, not '{value}'")
+    return value
+
+
+def pack_units() -> bool:
+    return _group_mode() == "pack"
 
 
 def unit_groups(work: list[tuple[TaskPlan, Unit, UnitKey]]) -> list[list[tuple[TaskPlan, Unit, UnitKey]]]:
     """The work in order, cut into groups scored together: consecutive small prompt units of one task
     (prompt_method.groupable), gathered until they hold GROUP_REQUESTS requests; every other unit alone."""
-    if os.environ.get(GROUP_UNITS_ENV, "1") == "0":
+    if _group_mode() == "0":
         return [[item] for item in work]
     groups: list[list[tuple[TaskPlan, Unit, UnitKey]]] = []
     size = 0  # requests in the last group, while it takes more

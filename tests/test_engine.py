@@ -66,6 +66,7 @@ def _lists() -> list[list[Request]]:
     return [
         _requests(),
         [Request(DEMOS + f"Is it {i}?\nAnswer:", [" yes", " no"]) for i in range(3)],
+        [Request(DEMOS + f"Is it {i} or not?\nAnswer:", [" yes", " no"]) for i in range(4, 6)],  # the same prefix
         [Request(DEMOS[:60] + other + f"Water {i}\nAnswer:", [" yes", " no"]) for i in range(4)],
         [Request(f"Paris {i} is", [" True", " False"]) for i in range(3)],
         [Request(other + other + f"Q {i}?", [" True", " False"]) for i in range(2)],
@@ -74,10 +75,12 @@ def _lists() -> list[list[Request]]:
     ]
 
 
+@pytest.mark.parametrize("pack", [False, True])
 @pytest.mark.parametrize(("batch_size", "max_batch_tokens"), [(None, None), (None, 2000), (2, None), (7, None)])
-def test_lists_scored_together_match_one_at_a_time(tiny_lm, monkeypatch, batch_size, max_batch_tokens):
-    """Several units in shared passes (packed batches, prefixes stacked or continued from another's) give each
-    unit's scores as `score` alone does, and hand each list over once, when its last request is scored."""
+def test_lists_scored_together_match_one_at_a_time(tiny_lm, monkeypatch, batch_size, max_batch_tokens, pack):
+    """Several units in one call give each unit's scores as `score` alone does: bit for bit, or with `pack` (packed
+    batches, prefixes stacked or continued from another's) within 1e-5 nats; each list is handed over once, when its
+    last request is scored."""
     import harness.engine as engine_module
 
     model, tokenizer = tiny_lm
@@ -90,11 +93,11 @@ def test_lists_scored_together_match_one_at_a_time(tiny_lm, monkeypatch, batch_s
     engine = Engine(model, tokenizer, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
     handed: list[tuple[int, list]] = []
     steps: list[int] = []
-    got = engine.score_lists(lists, progress=steps.append, on_list_done=lambda i, s: handed.append((i, s)))
+    got = engine.score_lists(lists, progress=steps.append, on_list_done=lambda i, s: handed.append((i, s)), pack=pack)
     for want, have in zip(expected, got):
         assert len(want) == len(have)
         for a, b in zip(want, have):
-            assert b.logprobs == pytest.approx(a.logprobs, abs=1e-5)
+            assert b.logprobs == pytest.approx(a.logprobs, abs=1e-5) if pack else b.logprobs == a.logprobs
             assert (b.first_token_ranks, b.top1_token_id, b.n_tokens) == (
                 a.first_token_ranks,
                 a.top1_token_id,
@@ -106,8 +109,10 @@ def test_lists_scored_together_match_one_at_a_time(tiny_lm, monkeypatch, batch_s
     assert sum(steps) == sum(len(requests) for requests in lists)
     # shared prefix work: less decoder work than one list at a time
     assert engine.tokens_computed < alone.tokens_computed
-    if batch_size == 7:  # room for the part-filled batches of several prefixes in one
+    if batch_size == 7 and pack:  # room for the part-filled batches of several prefixes in one
         assert stacked
+    if not pack:
+        assert not stacked
 
 
 def test_prefix_caches_continue_earlier_prefixes(tiny_lm):

@@ -620,11 +620,15 @@ def groupable(task: TaskContext, unit: PromptUnit) -> bool:
 
 
 def run_group(
-    units: Sequence[PromptUnit], ctx: RunContext, done: Callable[[PromptUnit, list[VariantRecords], dict], None]
+    units: Sequence[PromptUnit],
+    ctx: RunContext,
+    done: Callable[[PromptUnit, list[VariantRecords], dict], None],
+    pack: bool = False,
 ) -> None:
-    """Score several `groupable` units of one task in shared forward passes (Engine.score_lists): each unit's eval
-    requests and its train scores are lists of the call. `done(unit, outputs, info)` gets each unit, with what
-    `Prompt.run` returns for it, as soon as all its requests are scored."""
+    """Score several `groupable` units of one task in one engine call (Engine.score_lists): each unit's eval
+    requests and its train scores are lists of the call, a prefix they share runs once, and with `pack` their rows
+    share batches. `done(unit, outputs, info)` gets each unit, with what `Prompt.run` returns for it, as soon as all
+    its requests are scored."""
     task, engine = ctx.task, ctx.engine
     lists: list[Scoring] = []
     owner: list[tuple[int, str]] = []  # per list: its unit's index and what it is ("eval" or "selection")
@@ -672,6 +676,7 @@ def run_group(
         progress=ctx.advance,
         content_ranks=task.spec.generates,
         on_list_done=list_done,
+        pack=pack,
     )
 
 
