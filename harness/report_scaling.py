@@ -52,15 +52,21 @@ def caveats(models: list[tuple[str, int, dict]]) -> list[str]:
     return out
 
 
-def section(models: list[tuple[str, int, dict]], results: list[TaskResult], out: Path, plot: Path) -> list[str]:
-    """Markdown lines of the across-sizes section; empty with fewer than two models."""
-    if len(models) < 2:
-        return []
+def decompositions_by_task(models: list[tuple[str, int, dict]], results: list[TaskResult]) -> dict[str, list]:
+    """task -> [(model, parameters, its decomposition)] for the models given, in results' order."""
     params = {m: p for m, p, _ in models}
     by_task: dict[str, list] = {}
     for r in results:
         if r.estimates and r.model in params:
             by_task.setdefault(r.task, []).append((r.model, params[r.model], decompose(r)))
+    return by_task
+
+
+def section(models: list[tuple[str, int, dict]], results: list[TaskResult], out: Path, plot: Path) -> list[str]:
+    """Markdown lines of the across-sizes section; empty with fewer than two models."""
+    if len(models) < 2:
+        return []
+    by_task = decompositions_by_task(models, results)
     scalings = [task_scaling(task, rows) for task, rows in sorted(by_task.items()) if len(rows) > 1]
 
     trained = sorted({key[0] for r in results for key in r.estimates} - {"prompt", "baseline"})
@@ -68,7 +74,7 @@ def section(models: list[tuple[str, int, dict]], results: list[TaskResult], out:
     per_model = verdicts(models, by_task)
     measured = [s for s in scalings if s.headline is not None]
     summary = headline_summary(measured) + validity(scalings) + verdict_trend(per_model)
-    summary += precision(measured, results) + not_evaluated(results, list(params))
+    summary += precision(measured, results) + not_evaluated(results, [m for m, _, _ in models])
     summary += recognition_trend(scalings)
     lines = ["## Across sizes", "", summary, ""]
     lines += [*verdicts_by_model(per_model, trained), ""]

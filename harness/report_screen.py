@@ -10,6 +10,7 @@ from harness.decompose import Decomposition, decompose, verdicts
 from harness.markdown import params_text, table
 from harness.metrics import mean_estimate
 from harness.report_decomposition import generates
+from harness.report_scaling import decompositions_by_task
 from harness.scaling import family, task_scaling
 
 HEADING = "## What the evidence supports"
@@ -103,11 +104,7 @@ def across_sizes(models: list[tuple[str, int, dict]], results: list[TaskResult])
     caveats that a slope across these models carries."""
     if len(models) < 2:
         return []
-    params = {m: p for m, p, _ in models}
-    by_task: dict[str, list] = {}
-    for r in results:
-        if r.estimates and r.model in params:
-            by_task.setdefault(r.task, []).append((r.model, params[r.model], decompose(r)))
+    by_task = decompositions_by_task(models, results)
     slopes, bias, slope_values = {}, {}, {}
     for task, rows in sorted(by_task.items()):
         if len(rows) < 2:
