@@ -38,8 +38,12 @@ def test_eval_writes_outputs_resumes_and_rerenders(tiny_dir, env, tmp_path):
     assert first.returncode == 0, first.stderr
     for name in ("results.db", "summary.csv", "report.md"):
         assert (out / name).is_file()
-    plots = list((out / "plots").glob("*.png"))
-    assert len(plots) == 1
+    plots = sorted((out / "plots").glob("*.png"))
+    # one model, prompt only: its template spread, its ladder and its attempt rate against demos, each linked
+    kinds = ("attempts-by-shots.png", "ladder.png", "template-spread.png")
+    assert [next(k for k in kinds if p.name.endswith(k)) for p in plots] == list(kinds)
+    report = (out / "report.md").read_text()
+    assert all(f"plots/{p.name}" in report and p.stat().st_size > 0 for p in plots)
 
     summary = pd.read_csv(out / "summary.csv")
     for column in [
