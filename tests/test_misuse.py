@@ -185,7 +185,7 @@ def test_transfer_misuse_is_one_line_exit_2(case, capsys, monkeypatch, tmp_path)
     [
         (["evl"], "evl", "no command 'evl' in `harness`; did you mean eval?"),
         (["tranfser"], "tranfser", "did you mean transfer?"),
-        (["qqqq"], "qqqq", "commands are eval, transfer, report, tasks, prompts, models"),
+        (["qqqq"], "qqqq", "commands are eval, transfer, w2s, report, merge, tasks, prompts, models"),
         (["--verbose", "eval"], "--verbose", "no option --verbose for `harness`"),
         (["prompts"], "TASK", "`harness prompts` needs TASK"),
         (["report"], "OUT", "`harness report` needs OUT"),
