@@ -59,6 +59,17 @@ def _hermetic_environment(monkeypatch):
             monkeypatch.delenv(name)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_task_catalog():
+    """A report rendered in a test remembers the task specs of its store for the rest of the process (a command
+    starts by forgetting them: catalog.use_task_dirs); tests that call run_eval or load tasks directly must not
+    inherit another test's specs, so each test ends with the catalog as a fresh process has it."""
+    yield
+    from harness import catalog
+
+    catalog.use_task_dirs(None)
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     """SmolLM2-135M through its short name, from the default cache: converted at most once per machine."""

@@ -59,10 +59,12 @@ def test_raw_html_in_markdown_is_shown_not_run(tmp_path):
 # ---------------------------------------------------------------------------------------------- in a browser
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 # Appended to a copy of the page: on load, note what a reader would see, then sort the first table by each of the
-# columns listed (one click, then a second), reading its first column after each click.
+# columns listed (one click, then a second), reading its first column after each click. The first table whose
+# first column is "task" (a report's first screen is a table by model, one row here), else the first table.
 CHECK = """<script>
 window.addEventListener("load", () => {
-  const table = document.querySelector("table");
+  const tables = Array.from(document.querySelectorAll("table"));
+  const table = tables.find((t) => t.tHead.rows[0].cells[0].textContent === "task") || tables[0];
   const column = (i) => Array.from(table.tBodies[0].rows, (row) => row.cells[i].textContent);
   const sorts = {};
   for (const i of %s) {
