@@ -12,10 +12,12 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil  # a dependency of peft
 import pytest
+import torch
 from rich.console import Console
 
 from harness.config import EvalConfig
@@ -52,11 +54,25 @@ def _units(out: Path) -> set[tuple]:
         return set(conn.execute("SELECT model, task, method, unit FROM units"))
 
 
+@contextmanager
+def _one_thread():
+    """Run in-process at one thread, as torchrun starts each rank (OMP_NUM_THREADS=1): a matmul split over
+    another number of threads sums in another order, and the stores are compared bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def single(tiny_dir, superglue_dir, tmp_path_factory) -> Path:
     """The command run by one process: the reference."""
     out = tmp_path_factory.mktemp("single")
-    assert run_eval(EvalConfig(**_fields(tiny_dir, superglue_dir, out)), Console(file=io.StringIO()), "one") is not None
+    cfg = EvalConfig(**_fields(tiny_dir, superglue_dir, out))
+    with _one_thread():
+        assert run_eval(cfg, Console(file=io.StringIO()), "one") is not None
     return out
 
 
@@ -67,7 +83,8 @@ def shards(tiny_dir, superglue_dir, tmp_path_factory) -> list[Path]:
     for i in (1, 2):
         out = tmp_path_factory.mktemp(f"shard{i}")
         cfg = EvalConfig(**_fields(tiny_dir, superglue_dir, out), shard=Part(i - 1, 2))
-        assert run_eval(cfg, Console(file=io.StringIO()), f"shard {i}") is None  # a shard renders no report
+        with _one_thread():
+            assert run_eval(cfg, Console(file=io.StringIO()), f"shard {i}") is None  # a shard renders no report
         assert not (out / "report.md").exists()
         folders.append(out)
     return folders
@@ -195,7 +212,8 @@ def test_a_run_first_merges_what_a_killed_jobs_ranks_left(single, shards, tiny_d
     out = tmp_path / "run"
     shutil.copytree(shards[1], out / RANKS_DIR / "1")
     console = io.StringIO()
-    run_eval(EvalConfig(**_fields(tiny_dir, superglue_dir, out)), Console(file=console, width=300), "resume")
+    with _one_thread():
+        run_eval(EvalConfig(**_fields(tiny_dir, superglue_dir, out)), Console(file=console, width=300), "resume")
     text = console.getvalue()
     assert f"{len(_units(shards[1]))} units stored by the other processes of an earlier job merged" in text
     assert f"resuming, {len(_units(shards[1]))} of {len(_units(single))} units already stored" in text
