@@ -312,6 +312,35 @@ def predictions(records: list[Record], normalise: bool = False) -> np.ndarray:
     return np.array(out)
 
 
+def choice_ranks(records: list[Record]) -> np.ndarray:
+    """Each record's gold rank among its answer choices, from its scores (`logprobs`): 1 + the choices scored
+    higher + those tied with it that come before it, so ties go as the arg-max breaks them and the share at rank 1
+    is accuracy. With several gold choices, the best-ranked one."""
+    out = []
+    for r in records:
+        s = np.asarray(r.logprobs, dtype=np.float64)
+        out.append(min(int((s > s[g]).sum() + (s[:g] == s[g]).sum()) + 1 for g in r.gold))
+    return np.array(out, dtype=np.int64)
+
+
+def frequency_ranks(tokens: list[str]) -> list[tuple[float, int | None]]:
+    """The frequency baseline of a list read line by line (`tokens`: each line's first token, in order): at line n,
+    the first tokens of lines 1..n-1 ranked by how often they occurred, ties the most recent first (a copy of the
+    line before when nothing repeats). Per line: (its token's share of the lines before it, the token's rank in
+    that ranking; None where it has not occurred yet, a miss at any rank). It reads only the list, so it can win
+    or lose against a model: a control, not chance."""
+    out: list[tuple[float, int | None]] = []
+    seen: dict[str, tuple[int, int]] = {}  # token -> (count, last line)
+    for n, token in enumerate(tokens):
+        if token in seen:
+            ahead = sum(1 for other in seen.values() if other > seen[token])
+            out.append((seen[token][0] / n, ahead + 1))
+        else:
+            out.append((0.0, None))
+        seen[token] = (seen.get(token, (0, 0))[0] + 1, n)
+    return out
+
+
 def correct(records: list[Record], pred: np.ndarray) -> np.ndarray:
     return np.array([p in r.gold for p, r in zip(pred, records)], dtype=np.float64)
 
@@ -477,6 +506,18 @@ def _p_correct(given: MetricInput) -> dict[str, Estimate]:
     return {"p_correct": given.rs.mean(np.exp(np.array([r.logprobs[0] for r in given.records])))}
 
 
+def frequency_scores(records: list[Record], rs: Resampler) -> dict[str, Estimate]:
+    """The frequency baseline (`frequency_ranks`) of a list's records, in line order: top-1 and top-10 hit rates and
+    the mean share its ranking gives the correct first token (`p_correct`), with the records' resamples."""
+    found = frequency_ranks([(r.choice_texts or [""])[0] for r in records])
+    ranks = np.array([np.inf if rank is None else rank for _, rank in found])
+    return {
+        "top1": rs.mean((ranks == 1).astype(np.float64)),
+        "top10": rs.mean((ranks <= 10).astype(np.float64)),
+        "p_correct": rs.mean(np.array([p for p, _ in found])),
+    }
+
+
 DEFAULT_METRICS = {"choice": ("acc",), "generate": ("em",), "read": ("top1",)}  # a task the catalog does not know
 
 
@@ -581,7 +622,9 @@ def baselines(task: str, records: list[Record], rs: Resampler, n_classes: int) -
     """
     spec = find_task(task)
     if spec is not None and spec.answer == "read":
-        return {}  # a uniform guess over the vocabulary: about 0, and no label to be a majority
+        # a uniform guess over the vocabulary scores about 0 and there is no label to be a majority; what a list's
+        # own repeats give is the control: the frequency baseline, on the first tokens as the model split them
+        return {"frequency": frequency_scores(records, rs)}
     if records and records[0].generated is not None:
         zero = Estimate(0.0, np.zeros(rs.group_weights.shape[0]), len(rs.group_names))
         return {"chance": {main_metric(task): zero}}

@@ -82,6 +82,7 @@ def read_list(engine, examples: list[Example]) -> list[Record]:
                 top1_valid=rank == 1,
                 gold_rank=rank,
                 choice_texts=[engine.tokenizer.decode([gold])],
+                gold_texts=[ex.fields["name"]],  # the report's axis names the presidents
             )
         )
     return records

@@ -16,6 +16,7 @@ from harness import report_answer as answer
 from harness import report_decomposition as decomposition
 from harness import report_figures as figures
 from harness import report_presidents as presidents
+from harness import report_ranks as ranks
 from harness import report_scaling as scaling
 from harness import report_screen as screen
 from harness import report_worth as worth
@@ -359,9 +360,14 @@ def worth_across_sizes(ctx: ReportContext) -> list[str]:
     return worth.across_sizes(ctx.models, ctx.scored_tasks, ctx.out)
 
 
+def ranks_section(ctx: ReportContext) -> list[str]:
+    """Where the gold answer ranks among the choices, per model and task (harness/report_ranks.py)."""
+    return ranks.section(ctx.store, ctx.models, ctx.scored_tasks, ctx.out, Path(plots.PLOTS) / "gold-rank.png")
+
+
 def presidents_section(ctx: ReportContext) -> list[str]:
     """The presidents probe (harness/report_presidents.py)."""
-    return presidents.section(ctx.store, ctx.results, ctx.out, Path(plots.PLOTS) / "presidents.png")
+    return presidents.section(ctx.store, ctx.models, ctx.results, ctx.out, Path(plots.PLOTS) / "presidents.png")
 
 
 @dataclass
@@ -670,6 +676,7 @@ SECTIONS: list[Section] = [
     scaling_section,
     worth_across_sizes,
     presidents_section,
+    ranks_section,
     models_section,
 ]
 

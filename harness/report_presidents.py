@@ -1,22 +1,35 @@
-"""The report's section for the presidents probe: hit rates by model, then P(correct) and rank by position."""
+"""The report's section for the presidents probe: hit rates by model beside a frequency baseline, then P(correct) and
+rank by position, in a table and a figure."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+import numpy as np
+
 from harness import plots
 from harness.analysis import TaskResult
-from harness.markdown import fmt, table
-from harness.store import Store
+from harness.markdown import fmt, params_text, table
+from harness.metrics import frequency_ranks
+from harness.store import Record, Store
 
 TASK = "presidents"
 UNIT = ("prompt", "gold", "list", 0, 0)
+BASELINE = (
+    "`frequency baseline`: a control that reads only the list. At each line it ranks the first tokens of the lines "
+    "before it by how often they occurred (ties: the most recent first) and gives each the share of those lines "
+    "it starts; a token not seen yet is a miss at every rank. It wins wherever a president's first name repeats "
+    "(James, John, George, William), so a model beats it only by knowing who came next."
+)
 
 
-def section(store: Store, results: list[TaskResult], out: Path, plot: Path) -> list[str]:
-    """Markdown for every model that read the list; [] when none did."""
-    read = [r for r in results if r.task == TASK and r.estimates]
+def section(
+    store: Store, models: list[tuple[str, int, dict]], results: list[TaskResult], out: Path, plot: Path
+) -> list[str]:
+    """Markdown for every model that read the list, smallest first; [] when none did."""
+    size = {m: p for m, p, _ in models}
+    read = sorted((r for r in results if r.task == TASK and r.estimates), key=lambda r: (size.get(r.model, 0), r.model))
     if not read:
         return []
     lines = [
@@ -25,44 +38,108 @@ def section(store: Store, results: list[TaskResult], out: Path, plot: Path) -> l
         "The ordered list of US presidents (`Name, start - end` per line) is fed once; at each line start the "
         "probability and full-vocabulary rank of the first token of the correct name are read. Line n sees the n - 1 "
         "lines before it; line 1 sees none, so it is one reading of a name with no list to continue, not a "
-        "zero-shot score of the task. Hit rates with 95% bootstrap intervals over lines.",
+        "zero-shot score of the task. Hit rates with 95% intervals over lines (n = lines read).",
+        "",
+        BASELINE + " It is computed on each model's own first tokens.",
         "",
     ]
     rows = []
     for r in read:
-        top1, top10, p_correct, rank = (
-            r.estimates.get(("prompt", "gold", 0, "list", 0, m))
-            for m in ("top1", "top10", "p_correct", "median_gold_rank")
+        model, baseline = (
+            [r.estimates.get((*kind, m)) for m in ("top1", "top10", "p_correct")]
+            for kind in (("prompt", "gold", 0, "list", 0), ("baseline", "frequency", 0, "-", "-"))
         )
-        rows.append([r.model, fmt(top1), fmt(top10), fmt(p_correct), fmt(rank, scale=1.0, ci=False)])
-    lines += table(["model", "top-1", "top-10", "mean P(correct)", "median rank"], rows)
+        rank = r.estimates.get(("prompt", "gold", 0, "list", 0, "median_gold_rank"))
+        n = model[0].n if model[0] else "–"
+        rows.append([r.model, str(n), *map(fmt, model), fmt(rank, scale=1.0, ci=False), *map(fmt, baseline[:2])])
+    lines += table(
+        [
+            "model",
+            "n",
+            "top-1",
+            "top-10",
+            "mean P(correct)",
+            "median rank",
+            "frequency baseline top-1",
+            "frequency baseline top-10",
+        ],
+        rows,
+    )
     per_model = {r.model: store.records(r.model, TASK).get(UNIT, []) for r in read}
-    first = next(iter(per_model.values()))
-    lines += ["", "### By position", "", "P(correct) in percent, then the rank of the correct first token.", ""]
+    first_model, first = next(iter(per_model.items()))
+    baseline = frequency_ranks(first_tokens(first))
+    lines += [
+        "",
+        "### By position",
+        "",
+        f"P(correct) in percent, then the rank of the correct first token; the frequency baseline on {first_model}'s "
+        "tokens (`–`: not seen yet).",
+        "",
+    ]
     position_rows = []
     for i, rec in enumerate(first):
-        token = (rec.choice_texts or [""])[0].replace("|", "\\|")
+        token = first_tokens([rec])[0].replace("|", "\\|")
         cells = [f"{i + 1} (no list before it)" if i == 0 else str(i + 1), f"`{token}`"]
         for records in per_model.values():
             rec = records[i] if i < len(records) else None
             cells.append(f"{math.exp(rec.logprobs[0]) * 100:.1f} ({rec.gold_rank})" if rec else "–")
+        p, rank = baseline[i]
+        cells.append(f"{p * 100:.1f} ({rank})" if rank else "–")
         position_rows.append(cells)
-    lines += table(["line", "first token (first model)", *per_model], position_rows)
-    _plot(per_model, out / plot)
-    lines += ["", f"![presidents by position]({plot.as_posix()})", ""]
+    lines += table(["line", f"first token ({first_model})", *per_model, "frequency baseline"], position_rows)
+    plot_by_position(per_model, size, out / plot)
+    lines += [
+        "",
+        f"Each president, in order (x), for {len(per_model)} model(s) smallest first, over n = {len(first)} lines: "
+        "the probability of the correct first token (top) and its full-vocabulary rank (bottom, log scale; dotted: "
+        "rank 10); black: the frequency baseline (a gap: its token not seen yet).",
+        "",
+        f"![presidents by position]({plot.as_posix()})",
+        "",
+    ]
     return lines
 
 
-def _plot(per_model: dict, path: Path) -> None:
-    fig, (top, bottom) = plots.subplots(2, 1, figsize=(8, 6), sharex=True)
+def first_tokens(records: list[Record]) -> list[str]:
+    """Each line's correct first token, as the model split it."""
+    return [(r.choice_texts or [""])[0] for r in records]
+
+
+def names(records: list[Record]) -> list[str]:
+    """Each line's president: the name where the store kept it, else its first token (stores from before names
+    were kept)."""
+    return [r.gold_texts[0] if r.gold_texts else f"{token}…" for r, token in zip(records, first_tokens(records))]
+
+
+def plot_by_position(per_model: dict[str, list[Record]], size: dict[str, int], path: Path) -> None:
+    """Top: P(correct first token) per line, one series per model (in the order given) and the frequency baseline
+    of each distinct tokenization; bottom: the rank, log scale. The x axis names the presidents."""
+    longest = max(per_model.values(), key=len)
+    fig, (top, bottom) = plots.subplots(2, 1, figsize=(max(8.0, 0.24 * len(longest) + 2), 7), sharex=True)
+    for j, (model, records) in enumerate(per_model.items()):
+        x = np.arange(len(records))
+        label = f"{model} ({params_text(size[model])})" if model in size else model
+        top.plot(x, [math.exp(r.logprobs[0]) for r in records], marker=".", color=f"C{j}", label=label)
+        bottom.plot(x, [r.gold_rank for r in records], marker=".", color=f"C{j}", label=label)
+    tokenizations: dict[tuple[str, ...], list[str]] = {}
     for model, records in per_model.items():
-        x = range(1, len(records) + 1)
-        top.plot(x, [math.exp(r.logprobs[0]) for r in records], marker=".", label=model)
-        bottom.plot(x, [r.gold_rank for r in records], marker=".", label=model)
+        tokenizations.setdefault(tuple(first_tokens(records)), []).append(model)
+    for style, (tokens, sharing) in zip(("--", ":", "-."), tokenizations.items()):
+        found = frequency_ranks(list(tokens))
+        own = f" ({', '.join(sharing)}'s tokens)" if len(tokenizations) > 1 else ""
+        x = np.arange(len(found))
+        kw = dict(color="black", linestyle=style, marker="x", markersize=4, linewidth=0.9)
+        top.plot(x, [p for p, _ in found], label=f"frequency baseline{own}", **kw)
+        bottom.plot(x, [np.nan if rank is None else rank for _, rank in found], **kw)
+    bottom.axhline(10, color="grey", linestyle=":", linewidth=0.8)
     top.set_ylabel("P(correct first token)")
-    bottom.set_ylabel("rank (log)")
+    top.set_ylim(-0.03, 1.03)
+    bottom.set_ylabel("rank of the correct first token (log)")
     bottom.set_yscale("log")
-    bottom.set_xlabel("line (n-th line sees n - 1 lines before it)")
-    top.legend(fontsize=8)
+    bottom.set_xticks(range(len(longest)), names(longest), rotation=90, fontsize=7)
+    bottom.set_xlabel("president, in order (line n sees the n - 1 lines before it)")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    top.legend(fontsize=7, loc="best")
     top.set_title("US presidents, read line by line")
     plots.save(fig, path)

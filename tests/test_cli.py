@@ -39,8 +39,9 @@ def test_eval_writes_outputs_resumes_and_rerenders(tiny_dir, env, tmp_path):
     for name in ("results.db", "summary.csv", "report.md"):
         assert (out / name).is_file()
     plots = sorted((out / "plots").glob("*.png"))
-    # one model, prompt only: its template spread, its ladder and its attempt rate against demos, each linked
-    kinds = ("attempts-by-shots.png", "ladder.png", "template-spread.png")
+    # one model, prompt only: the gold answer's rank per task, then its attempt rate against demos, its ladder and
+    # its template spread, each linked
+    kinds = ("gold-rank.png", "attempts-by-shots.png", "ladder.png", "template-spread.png")
     assert [next(k for k in kinds if p.name.endswith(k)) for p in plots] == list(kinds)
     report = (out / "report.md").read_text()
     assert all(f"plots/{p.name}" in report and p.stat().st_size > 0 for p in plots)
@@ -395,13 +396,20 @@ def test_capability_suites_run_end_to_end_and_rerender(tiny_dir, env, tmp_path):
     assert list(chance.metric) == ["em"] and list(chance.value) == [0.0]
     with sqlite3.connect(out / "results.db") as conn:
         payloads = [json.loads(p) for (p,) in conn.execute("SELECT payload FROM records WHERE task='sort-3'")]
-        ranks = [
-            json.loads(p)["gold_rank"] for (p,) in conn.execute("SELECT payload FROM records WHERE task='presidents'")
+        presidents = [
+            json.loads(p)
+            for (p,) in conn.execute("SELECT payload FROM records WHERE task='presidents' ORDER BY example_id")
         ]
+    ranks = [p["gold_rank"] for p in presidents]
+    names = [p["gold_texts"][0] for p in presidents[:2]]
     assert payloads and all("generated" in p and p["gold_texts"][0][-2:].strip("]").isdigit() for p in payloads)
     assert len(ranks) == 46 and all(r >= 1 for r in ranks)
     report = (out / "report.md").read_text()
     assert "## Presidents" in report and "probe not applicable" in report and "(plots/presidents.png)" in report
     assert (out / "plots" / "presidents.png").is_file()
+    # the generated answers' first-token ranks and add-1d-parity's among its two choices, in one figure
+    assert "(plots/gold-rank.png)" in report and (out / "plots" / "gold-rank.png").stat().st_size > 1000
+    # new stores keep each president's name, for the figure's axis
+    assert names == ["George Washington", "John Adams"]
     again = harness("report", str(out), env=env)
     assert again.returncode == 0 and (out / "report.md").read_text() == report
