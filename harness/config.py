@@ -259,8 +259,34 @@ class EvalConfig:
 
 
 @dataclass
-class TransferConfig:
-    """`harness transfer`: train on task A, then briefly on B, for every ordered pair of tasks."""
+class TrainingInputs:
+    """The options that end `harness transfer`'s and `harness w2s`'s --help, the same in both: where the data,
+    prompts, task files and presets come from, and whether Hub code may run. Each command's config inherits them
+    after its own options (`class TransferConfig(TrainingInputs, TransferOptions)`: a dataclass lists the fields of
+    its later bases first), so both --help texts list their own options first. A config may redefine a field here
+    to word it for its command; the field keeps its place (W2SConfig's `overrides`)."""
+
+    data_dir: str | None = option(
+        None, help="Folder of SuperGLUE jsonl files. Default: $HARNESS_DATA_DIR, else the Hub."
+    )
+    train_set: str = option(
+        "superglue", help="superglue (default: FewGLUE's 32 examples are too few), fewglue, auto or a folder."
+    )
+    fewglue_dir: str | None = option(
+        None, help="FewGLUE folder. Default: $HARNESS_FEWGLUE_DIR, else a 'fewglue' folder beside the data folder."
+    )
+    prompts_dir: str | None = option(None, help="Folder of <task>.yaml prompt files.")
+    tasks_dirs: list[str] = tasks_dirs_option()
+    presets_dir: str | None = option(None, help="Folder of <method>.yaml presets.")
+    overrides: list[str] = option(
+        [], flag="--set", help="Override a preset: METHOD.KEY=VALUE, e.g. bitfit.learning_rate=3e-3."
+    )
+    trust_remote_code: bool = option(False, help="Allow model code from the Hub to run.")
+
+
+@dataclass
+class TransferOptions:
+    """`harness transfer`'s own options (TransferConfig adds the shared TrainingInputs after them)."""
 
     models: list[str] = models_option("Short name, Hub id, local HF folder or .gguf file. Repeat for several sizes.")
     tasks: list[str] = option(
@@ -295,30 +321,19 @@ class TransferConfig:
     device_map: str | None = option(None, help=DEVICE_MAP_HELP)
     dtype: str = option("auto", help="auto, float32, bfloat16 or float16.")
     out: str = option("runs/transfer", help="Output folder: results.db, states/, transfer.csv, report.md, plots/.")
-    data_dir: str | None = option(
-        None, help="Folder of SuperGLUE jsonl files. Default: $HARNESS_DATA_DIR, else the Hub."
-    )
-    train_set: str = option(
-        "superglue", help="superglue (default: FewGLUE's 32 examples are too few), fewglue, auto or a folder."
-    )
-    fewglue_dir: str | None = option(
-        None, help="FewGLUE folder. Default: $HARNESS_FEWGLUE_DIR, else a 'fewglue' folder beside the data folder."
-    )
-    prompts_dir: str | None = option(None, help="Folder of <task>.yaml prompt files.")
-    tasks_dirs: list[str] = tasks_dirs_option()
-    presets_dir: str | None = option(None, help="Folder of <method>.yaml presets.")
-    overrides: list[str] = option(
-        [], flag="--set", help="Override a preset: METHOD.KEY=VALUE, e.g. bitfit.learning_rate=3e-3."
-    )
-    trust_remote_code: bool = option(False, help="Allow model code from the Hub to run.")
+
+
+@dataclass
+class TransferConfig(TrainingInputs, TransferOptions):
+    """`harness transfer`: train on task A, then briefly on B, for every ordered pair of tasks."""
 
 
 DEFAULT_W2S_TASKS = ["boolq", "cb", "copa", "rte"]
 
 
 @dataclass
-class W2SConfig:
-    """`harness w2s`: weak-to-strong generalization (Burns et al. 2023) with each model's probe."""
+class W2SOptions:
+    """`harness w2s`'s own options (W2SConfig adds the shared TrainingInputs after them)."""
 
     weak: str = option(
         help="The weak model (the supervisor): short name (see `harness models`), Hub id, local HF folder or .gguf file."
@@ -347,22 +362,16 @@ class W2SConfig:
     device: str = option("auto", help="auto, cpu, cuda or mps.")
     dtype: str = option("auto", help="auto, float32, bfloat16 or float16.")
     out: str = option("runs/w2s", help="Output folder: results.db, w2s.csv, report.md. Rerunning resumes.")
-    data_dir: str | None = option(
-        None, help="Folder of SuperGLUE jsonl files. Default: $HARNESS_DATA_DIR, else the Hub."
-    )
-    train_set: str = option(
-        "superglue", help="superglue (default: FewGLUE's 32 examples are too few), fewglue, auto or a folder."
-    )
-    fewglue_dir: str | None = option(
-        None, help="FewGLUE folder. Default: $HARNESS_FEWGLUE_DIR, else a 'fewglue' folder beside the data folder."
-    )
-    prompts_dir: str | None = option(None, help="Folder of <task>.yaml prompt files.")
-    tasks_dirs: list[str] = tasks_dirs_option()
-    presets_dir: str | None = option(None, help="Folder of <method>.yaml presets.")
+
+
+@dataclass
+class W2SConfig(TrainingInputs, W2SOptions):
+    """`harness w2s`: weak-to-strong generalization (Burns et al. 2023) with each model's probe."""
+
+    # w2s trains the probe only
     overrides: list[str] = option(
         [], flag="--set", help="Override the probe preset: probe.KEY=VALUE, e.g. probe.C=0.1."
     )
-    trust_remote_code: bool = option(False, help="Allow model code from the Hub to run.")
 
 
 @dataclass

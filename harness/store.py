@@ -296,3 +296,25 @@ def check_same_train_source(store: Store, model: str, task: str, wanted: str | N
     stored = (store.task_info(model, task) or {}).get("train_source")
     if stored is not None and stored != wanted and store.unit_infos(model, task):
         raise HarnessError(f"{store.path} holds {model} {task} results with demos from {stored}, not {wanted}; {fix}")
+
+
+def claim_for_command(store: Store, kind: str, wanted: dict, command: str, tasks: list[str], foreign: str) -> None:
+    """A store of one command that is not `harness eval` (meta "kind": transfer, w2s): refuse it if it holds another
+    command's results (`foreign`: what the error says of them) or results of other settings (meta[kind]), which would
+    mix incomparable numbers; else record the kind, `wanted`, `command` (after the earlier ones, not twice in a row)
+    and `tasks` (the report lists the latest command's in its order, then those only earlier commands ran)."""
+    stored_kind = store.get_meta("kind")
+    if stored_kind not in (None, kind) or (stored_kind is None and store.models()):
+        raise HarnessError(f"{store.path} {foreign}")
+    stored = store.get_meta(kind)
+    if stored is not None and stored != wanted:
+        changed = sorted(k for k in wanted if stored.get(k) != wanted[k])
+        raise HarnessError(
+            f"{store.path} holds {kind} results made with other settings ({', '.join(changed)} differ); use another "
+            "--out, or the same flags"
+        )
+    store.set_meta("kind", kind)
+    store.set_meta(kind, wanted)
+    earlier = store.get_meta("commands") or []
+    store.set_meta("commands", earlier + [command] if earlier[-1:] != [command] else earlier)
+    store.set_meta("tasks", list(dict.fromkeys(tasks + (store.get_meta("tasks") or []))))

@@ -10,8 +10,12 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.prompts import Template
 
 
 @dataclass
@@ -128,3 +132,25 @@ def stratified_subset(examples: list[Example], limit: int | None, seed: int) -> 
         ids = sorted(by_label[lab])
         chosen.update(rng.sample(ids, take[lab]))
     return [ex for ex in examples if ex.group in chosen]
+
+
+SECOND_SAMPLE_SEED_OFFSET = 1_000_003  # the second sample's draw is seeded apart from the first's
+
+
+@dataclass
+class SampledTask:
+    """A task of `harness transfer` or `harness w2s`, loaded and checked before a model is: its template, the eval
+    examples it is scored on, and the train split from which each seed draws two disjoint samples."""
+
+    spec: TaskSpec
+    template: Template
+    eval_examples: list[Example]
+    train: list[Example]
+
+    def disjoint_samples(self, first_n: int, second_n: int, seed: int) -> tuple[list[Example], list[Example]]:
+        """Two seeded, label-stratified samples of train with no metric group in common: `first_n` groups drawn
+        with `seed`, then `second_n` of the rest with a seed apart."""
+        first = stratified_subset(self.train, first_n, seed)
+        taken = {e.group for e in first}
+        rest = [e for e in self.train if e.group not in taken]
+        return first, stratified_subset(rest, second_n, SECOND_SAMPLE_SEED_OFFSET + seed)

@@ -35,28 +35,17 @@ from harness.methods.base import TuningMethod, get_method, method_names, split_h
 from harness.methods.presets import TrainingPreset, check_overrides, load_preset
 from harness.methods.training import train_and_score
 from harness.progress import progress
-from harness.prompts import Template, load_prompts
-from harness.store import Record, Store, UnitKey, VariantRecords
-from harness.tasks import Example, TaskSpec, stratified_subset
+from harness.prompts import load_prompts
+from harness.store import Record, Store, UnitKey, VariantRecords, claim_for_command
+from harness.tasks import Example, SampledTask, stratified_subset
 from harness.transfer_matrix import KIND, METHOD
 
 
-@dataclass
-class TransferTask:
-    spec: TaskSpec
-    template: Template
-    eval_examples: list[Example]
-    train: list[Example]
-
+class TransferTask(SampledTask):
     def samples(self, source_n: int, target_n: int, seed: int) -> tuple[list[Example], list[Example]]:
         """(source sample, target sample) of this task for one seed: seeded, label-stratified, disjoint."""
-        target = stratified_subset(self.train, target_n, seed)
-        taken = {e.group for e in target}
-        rest = [e for e in self.train if e.group not in taken]
-        return stratified_subset(rest, source_n, SOURCE_SEED_OFFSET + seed), target
-
-
-SOURCE_SEED_OFFSET = 1_000_003  # the source sample's draw is seeded apart from the target sample's
+        target, source = self.disjoint_samples(target_n, source_n, seed)
+        return source, target
 
 
 @dataclass(frozen=True)
@@ -182,23 +171,8 @@ def _run_transfer(cfg: TransferConfig, console: Console, command: str) -> Path:
     tasks, data = plan(cfg, preset)
     store = Store(cfg.out)
     try:
-        if store.get_meta("kind") not in (None, KIND) or (store.get_meta("kind") is None and store.models()):
-            raise HarnessError(f"{store.path} holds `harness eval` results; give `harness transfer` its own --out")
-        wanted = settings(cfg, preset, data)
-        stored = store.get_meta("transfer")
-        if stored is not None and stored != wanted:
-            changed = sorted(k for k in wanted if stored.get(k) != wanted[k])
-            raise HarnessError(
-                f"{store.path} holds transfer results made with other settings ({', '.join(changed)} differ); "
-                "use another --out, or the same flags"
-            )
-        store.set_meta("kind", KIND)
-        store.set_meta("transfer", wanted)
-        earlier = store.get_meta("commands") or []
-        store.set_meta("commands", earlier + [command] if earlier[-1:] != [command] else earlier)
-        # the report lists tasks in the latest command's order, then those only earlier commands ran
-        order = list(dict.fromkeys([t.spec.name for t in tasks] + (store.get_meta("tasks") or [])))
-        store.set_meta("tasks", order)
+        foreign = "holds `harness eval` results; give `harness transfer` its own --out"
+        claim_for_command(store, KIND, settings(cfg, preset, data), command, [t.spec.name for t in tasks], foreign)
         device_map = parse_device_map(cfg.device_map)
         for spec in cfg.models:
             loaded = load_model(spec, cfg.device, cfg.dtype, cfg.trust_remote_code, device_map)

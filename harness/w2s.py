@@ -32,29 +32,19 @@ from harness.lock import writer_lock
 from harness.methods.base import trained_template
 from harness.methods.confidence_loss import confidence_fit_predict
 from harness.methods.presets import check_overrides, load_preset
-from harness.methods.probe import ProbePreset, choose_layer, features, fit_predict, probe_layers
+from harness.methods.probe import ProbePreset, choose_layer, features, fit_predict
+from harness.methods.probing import class_records, preset_layers
 from harness.progress import progress
-from harness.prompts import Template, load_prompts
-from harness.store import Record, Store, UnitKey, UnitName, VariantRecords
-from harness.tasks import Example, TaskSpec, stratified_subset
+from harness.prompts import load_prompts
+from harness.store import Store, UnitKey, UnitName, VariantRecords, claim_for_command
+from harness.tasks import Example, SampledTask, stratified_subset
 from harness.w2s_analysis import CEILING, KIND, METHOD, W2S, WEAK, WEAK_LABELS, confidence_variant
 
-STRONG_SEED_OFFSET = 1_000_003  # B's draw is seeded apart from A's
 
-
-@dataclass
-class W2STask:
-    spec: TaskSpec
-    template: Template
-    eval_examples: list[Example]
-    train: list[Example]
-
+class W2STask(SampledTask):
     def samples(self, weak_n: int, strong_n: int, seed: int) -> tuple[list[Example], list[Example]]:
         """(A, B) for one seed: seeded, label-stratified, disjoint metric groups."""
-        weak = stratified_subset(self.train, weak_n, seed)
-        taken = {e.group for e in weak}
-        rest = [e for e in self.train if e.group not in taken]
-        return weak, stratified_subset(rest, strong_n, STRONG_SEED_OFFSET + seed)
+        return self.disjoint_samples(weak_n, strong_n, seed)
 
 
 @dataclass(frozen=True)
@@ -179,22 +169,8 @@ def _run_w2s(cfg: W2SConfig, console: Console, command: str) -> Path:
     tasks, data = plan(cfg, preset)
     store = Store(cfg.out)
     try:
-        kind = store.get_meta("kind")
-        if kind not in (None, KIND) or (kind is None and store.models()):
-            raise HarnessError(f"{store.path} holds results of another command; give `harness w2s` its own --out")
-        wanted = settings(cfg, preset, data)
-        stored = store.get_meta(KIND)
-        if stored is not None and stored != wanted:
-            changed = sorted(k for k in wanted if stored.get(k) != wanted[k])
-            raise HarnessError(
-                f"{store.path} holds w2s results made with other settings ({', '.join(changed)} differ); use "
-                "another --out, or the same flags"
-            )
-        store.set_meta("kind", KIND)
-        store.set_meta(KIND, wanted)
-        earlier = store.get_meta("commands") or []
-        store.set_meta("commands", earlier + [command] if earlier[-1:] != [command] else earlier)
-        store.set_meta("tasks", list(dict.fromkeys([t.spec.name for t in tasks] + (store.get_meta("tasks") or []))))
+        foreign = "holds results of another command; give `harness w2s` its own --out"
+        claim_for_command(store, KIND, settings(cfg, preset, data), command, [t.spec.name for t in tasks], foreign)
         Runner(cfg, tasks, preset, store).run(console)
     finally:
         store.close()
@@ -263,7 +239,7 @@ class Runner:
         x_val = self._features(engine, model, task, "val", task.eval_examples)
         labels = self._labels(unit, task, sample)
         n_classes = len(task.spec.labels)
-        layers = probe_layers(self.preset, x.shape[1], model)
+        layers = preset_layers(self.preset.layers, x.shape[1], METHOD, model)
         layer, cv_curve = choose_layer(self.preset, x, labels, [e.group for e in sample], unit.seed, n_classes, layers)
         info = {
             "model": model,
@@ -285,13 +261,15 @@ class Runner:
             val_logp = fit_predict(self.preset, x[:, layer], labels, x_val[:, layer], n_classes)
         outputs = [
             VariantRecords(
-                unit.variant, task.template.name, len(sample), unit.seed, _records(task.eval_examples, val_logp)
+                unit.variant, task.template.name, len(sample), unit.seed, class_records(task.eval_examples, val_logp)
             )
         ]
         if unit.on_weak_model:
             x_b = self._features(engine, model, task, "train", b)
             b_logp = fit_predict(self.preset, x[:, layer], labels, x_b[:, layer], n_classes)
-            outputs.append(VariantRecords(WEAK_LABELS, task.template.name, len(sample), unit.seed, _records(b, b_logp)))
+            outputs.append(
+                VariantRecords(WEAK_LABELS, task.template.name, len(sample), unit.seed, class_records(b, b_logp))
+            )
             info["weak_label_acc"] = float((b_logp.argmax(1) == np.array([e.label for e in b])).mean())
         info["seconds"] = round(time.perf_counter() - started, 1)
         self.store.put_unit(self.key(unit), outputs, info)
@@ -315,10 +293,3 @@ class Runner:
                 "B (a store from another train split?); use another --out"
             )
         return np.array([by_id[e.id] for e in sample])
-
-
-def _records(examples: list[Example], logp: np.ndarray) -> list[Record]:
-    return [
-        Record(example_id=e.id, group=e.group, gold=[e.label], logprobs=[float(v) for v in row])
-        for e, row in zip(examples, logp)
-    ]

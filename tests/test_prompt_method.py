@@ -120,7 +120,7 @@ def test_selection_scores_train_examples_outside_the_demos(rte, tiny_lm):
     chosen = selection_examples(train, demos, "rte")
     assert len(chosen) == 16 and not {e.id for e in chosen} & {d.id for d in demos}
     assert chosen == selection_examples(train, demos, "rte")  # seeded
-    selection = score_selection(unit, spec, prompts, engine, examples, train, "random")
+    selection = score_selection(unit, spec, prompts, engine, examples[0], train, "random")
     # the same numbers as scoring those train examples as if they were the eval set
     gold, calibrated = run_unit(unit, spec, prompts, engine, chosen, train, "random")
 
@@ -131,7 +131,9 @@ def test_selection_scores_train_examples_outside_the_demos(rte, tiny_lm):
     assert selection["acc"] == pytest.approx(accuracy(gold.records))
     assert selection["calibrated_acc"] == pytest.approx(accuracy(calibrated.records))
     assert (
-        score_selection(PromptUnit("lm-eval", 4, 0, "random_labels"), spec, prompts, engine, examples, train, "random")
+        score_selection(
+            PromptUnit("lm-eval", 4, 0, "random_labels"), spec, prompts, engine, examples[0], train, "random"
+        )
         is None
     )
-    assert score_selection(unit, spec, prompts, engine, examples, None, "random") is None
+    assert score_selection(unit, spec, prompts, engine, examples[0], None, "random") is None

@@ -198,6 +198,20 @@ def control_examples(examples: list[Example], seed: int, salt: str, answer_field
     return [replace(e, label=label) for e, label in zip(examples, labels)]
 
 
+def trained_unit_examples(
+    unit: TrainedUnit, train: list[Example], eval_examples: list[Example], answer_fields: Sequence[str] = ()
+) -> tuple[list[Example], list[Example]]:
+    """(train sample, eval examples) of a trained unit: its seeded train sample and the eval set, both with their
+    labels (or `answer_fields`) permuted for a control unit (`control_examples`)."""
+    sample = train_sample(train, unit.train_size, unit.seed)
+    if not unit.control:
+        return sample, eval_examples
+    return (
+        control_examples(sample, unit.seed, "train", answer_fields),
+        control_examples(eval_examples, unit.seed, "eval", answer_fields),
+    )
+
+
 class TrainedMethod(Method):
     """A method fit on a train sample: one unit per variant, train size and seed, with its permuted-label twin
     (--permuted-label-check) and its run on the re-initialised model (--random-init-baseline) where asked."""

@@ -38,9 +38,10 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.methods import is_random_init
-from harness.methods.base import RunContext, TrainedMethod, TrainedUnit, control_examples, register, train_sample
+from harness.methods.base import RunContext, TrainedMethod, TrainedUnit, register, trained_unit_examples
 from harness.methods.presets import Preset, setting
-from harness.store import Record, VariantRecords
+from harness.methods.probing import class_records, features_model, preset_layers
+from harness.store import VariantRecords
 
 if TYPE_CHECKING:
     from harness.engine import Engine
@@ -225,27 +226,18 @@ def run_ccs_unit(
     started = time.perf_counter()
     template = prompts.get(unit.template)
     n_choices = len(task.labels)
-    sample = train_sample(train_examples, unit.train_size, unit.seed)
-    evals = eval_examples
-    if unit.control:  # labels permuted: they fix the sign and pick the layer, so the check still means something
-        sample = control_examples(sample, unit.seed, "train")
-        evals = control_examples(eval_examples, unit.seed, "eval")
+    # a control unit's labels are permuted: they fix the sign and pick the layer, so the check still means something
+    sample, evals = trained_unit_examples(unit, train_examples, eval_examples)
     x_train, computed_train = completion_states(cache, engine, model, task.name, template, "train", sample, n_choices)
     x_eval, computed_eval = completion_states(cache, engine, model, task.name, template, "val", evals, n_choices)
     n_states = x_train.shape[0]
-    layers = list(range(n_states)) if preset.layers == "all" else list(preset.layers)
-    bad = [layer for layer in layers if not 0 <= layer < n_states]
-    if bad:
-        raise HarnessError(f"ccs.layers: layer(s) {bad} out of range 0..{n_states - 1} for {model}")
+    layers = preset_layers(preset.layers, n_states, "ccs", model)
     fit = fit_ccs(x_train[layers], layers, preset, unit.seed)  # no labels
     chosen = fit.sign_fix(x_train[layers], np.array([e.label for e in sample]))
     logits = fit.logits(x_eval[layers])
     y_eval = np.array([e.label for e in evals])
     scores = choice_logprobs(logits[chosen])
-    records = [
-        Record(example_id=ex.id, group=ex.group, gold=[ex.label], logprobs=[float(v) for v in row])
-        for ex, row in zip(evals, scores)
-    ]
+    records = class_records(evals, scores)
     layer = layers[chosen]
     flipped = fit.flipped[chosen]
     info = {
@@ -283,19 +275,12 @@ class CCS(TrainedMethod):
 
     def run(self, unit: TrainedUnit, ctx: RunContext) -> tuple[list[VariantRecords], dict]:
         task = ctx.task
-        random_init = is_random_init(unit.variant)
+        engine, model = features_model(unit, ctx)
         outputs, info = run_ccs_unit(
-            unit,
-            task.spec,
-            task.prompts,
-            ctx.random_engine() if random_init else ctx.engine,
-            f"{ctx.model}@random-init-s{ctx.random_init_seed}" if random_init else ctx.model,  # features cache key
-            task.eval_examples,
-            task.train,
-            task.presets[self.name],
+            unit, task.spec, task.prompts, engine, model, task.eval_examples, task.train, task.presets[self.name],
             ctx.cache,
-        )
-        if random_init:
+        )  # fmt: skip
+        if is_random_init(unit.variant):
             info["random_init_seed"] = ctx.random_init_seed
         ctx.advance(self.cost(unit, task))
         return outputs, info

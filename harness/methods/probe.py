@@ -22,18 +22,11 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from harness.errors import HarnessError
 from harness.methods import is_random_init
-from harness.methods.base import (
-    RunContext,
-    TrainedMethod,
-    TrainedUnit,
-    control_examples,
-    register,
-    train_sample,
-)
+from harness.methods.base import RunContext, TrainedMethod, TrainedUnit, register, trained_unit_examples
 from harness.methods.presets import Preset, setting
-from harness.store import Record, VariantRecords
+from harness.methods.probing import class_records, features_model, preset_layers
+from harness.store import VariantRecords
 
 if TYPE_CHECKING:
     from harness.engine import Engine
@@ -135,15 +128,6 @@ def cv_accuracy(
     return correct / len(y)
 
 
-def probe_layers(preset: ProbePreset, n_states: int, model: str) -> list[int]:
-    """The layers the preset asks for, checked against the model's `n_states` (embeddings + layers)."""
-    layers = list(range(n_states)) if preset.layers == "all" else list(preset.layers)
-    bad = [layer for layer in layers if not 0 <= layer < n_states]
-    if bad:
-        raise HarnessError(f"probe.layers: layer(s) {bad} out of range 0..{n_states - 1} for {model}")
-    return layers
-
-
 def choose_layer(
     preset: ProbePreset,
     x: np.ndarray,
@@ -210,17 +194,13 @@ def run_probe_unit(
     started = time.perf_counter()
     template = prompts.get(unit.template)
     n_classes = len(task.labels)
-    sample = train_sample(train_examples, unit.train_size, unit.seed)
-    evals = eval_examples
-    if unit.control:
-        sample = control_examples(sample, unit.seed, "train")
-        evals = control_examples(eval_examples, unit.seed, "eval")
+    sample, evals = trained_unit_examples(unit, train_examples, eval_examples)
     # Features depend on the inputs only, so task and control share them (and all seeds share eval's).
     x_train, computed_train = features(cache, engine, model, task.name, template, "train", preset.pooling, sample)
     x_eval, computed_eval = features(cache, engine, model, task.name, template, "val", preset.pooling, evals)
     y = np.array([e.label for e in sample])
     y_eval = np.array([e.label for e in evals])
-    layers = probe_layers(preset, x_train.shape[1], model)
+    layers = preset_layers(preset.layers, x_train.shape[1], "probe", model)
     best, cv_curve = choose_layer(preset, x_train, y, [e.group for e in sample], unit.seed, n_classes, layers)
     eval_curve = []
     for layer in layers:
@@ -228,10 +208,7 @@ def run_probe_unit(
         eval_curve.append(float((logp.argmax(1) == y_eval).mean()))
         if layer == best:
             chosen = logp
-    records = [
-        Record(example_id=ex.id, group=ex.group, gold=[ex.label], logprobs=[float(v) for v in row])
-        for ex, row in zip(evals, chosen)
-    ]
+    records = class_records(evals, chosen)
     width = x_train.shape[2]
     info = {
         "probe": f"logistic regression on layer {best} of {x_train.shape[1] - 1} ({preset.pooling} token(s) of "
@@ -265,18 +242,11 @@ class Probe(TrainedMethod):
 
     def run(self, unit: TrainedUnit, ctx: RunContext) -> tuple[list[VariantRecords], dict]:
         task = ctx.task
-        random_init = is_random_init(unit.variant)
+        engine, model = features_model(unit, ctx)
         outputs, info = run_probe_unit(
-            unit,
-            task.spec,
-            task.prompts,
-            ctx.random_engine() if random_init else ctx.engine,
-            f"{ctx.model}@random-init-s{ctx.random_init_seed}" if random_init else ctx.model,  # features cache key
-            task.eval_examples,
-            task.train,
-            task.presets[self.name],
+            unit, task.spec, task.prompts, engine, model, task.eval_examples, task.train, task.presets[self.name],
             ctx.cache,
-        )
+        )  # fmt: skip
         ctx.advance(self.cost(unit, task))
         return outputs, info
 

@@ -390,11 +390,12 @@ def selection_scoring(
     unit: PromptUnit,
     task: TaskSpec,
     prompts: PromptSet,
-    eval_examples: list[Example],
+    content_free_base: Example,
     train: list[Example] | None,
     demo_selection: str,
 ) -> Scoring | None:
-    """The requests that score a gold unit's prompt on train examples (`score_selection`); None when it has none."""
+    """The requests that score a gold unit's prompt on train examples (`score_selection`); None when it has none.
+    `content_free_base`: the example whose content fields calibration blanks (a run passes its eval set's first)."""
     if unit.kind != "gold" or not train:
         return None
     template = prompts.get(unit.template)
@@ -404,7 +405,7 @@ def selection_scoring(
         return None
     prefix = build_prefix(template, prompts, demos, None, task)
     calibrated = prompts.content_free is not None and template.fixed_choices
-    return _scoring(template, prompts, prefix, examples, calibrated, eval_examples[0])
+    return _scoring(template, prompts, prefix, examples, calibrated, content_free_base)
 
 
 def selection_result(task: TaskSpec, engine: Engine, scoring: Scoring, scored: list[Scored]) -> dict:
@@ -421,7 +422,7 @@ def score_selection(
     task: TaskSpec,
     prompts: PromptSet,
     engine: Engine,
-    eval_examples: list[Example],
+    content_free_base: Example,
     train: list[Example] | None,
     demo_selection: str,
     progress: Callable[[int], None] | None = None,
@@ -430,9 +431,9 @@ def score_selection(
 
     This is what picks the best template and k for the decomposition, so that eval data is never used for a
     choice. Returns {"n", "acc"} and, where the unit is also calibrated, "calibrated_acc"; None when there is
-    nothing to score on.
+    nothing to score on. `content_free_base`: the example whose content fields calibration blanks.
     """
-    scoring = selection_scoring(unit, task, prompts, eval_examples, train, demo_selection)
+    scoring = selection_scoring(unit, task, prompts, content_free_base, train, demo_selection)
     if scoring is None:
         return None
     scored = engine.score(scoring.requests, progress=progress, content_ranks=task.generates)
@@ -514,8 +515,9 @@ def train_scores(unit: PromptUnit, ctx: RunContext) -> dict | None:
     """`score_selection` of a unit in a run (also for a unit an older version stored without them)."""
     task = ctx.task
     return score_selection(
-        unit, task.spec, task.prompts, ctx.engine, task.eval_examples, task.train, task.cfg.demo_selection, ctx.advance
-    )
+        unit, task.spec, task.prompts, ctx.engine, task.eval_examples[0], task.train, task.cfg.demo_selection,
+        ctx.advance,
+    )  # fmt: skip
 
 
 class Prompt(Method):
@@ -650,7 +652,7 @@ def run_group(
         if wants_selection(task, unit):
             selections[u] = None  # stays None where there is nothing to score on, as `score_selection` says
             scoring = selection_scoring(
-                unit, task.spec, task.prompts, task.eval_examples, task.train, task.cfg.demo_selection
+                unit, task.spec, task.prompts, task.eval_examples[0], task.train, task.cfg.demo_selection
             )
             if scoring is not None:
                 lists.append(scoring)

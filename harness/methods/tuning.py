@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from harness.methods.base import TrainedUnit, control_examples, split_holdout, train_sample
+from harness.methods.base import TrainedUnit, split_holdout, trained_unit_examples
 from harness.methods.presets import TrainingPreset
 from harness.methods.training import train_and_score
 from harness.metrics import accuracy
@@ -28,12 +28,7 @@ def run_tuning_unit(
 ) -> tuple[list[VariantRecords], dict]:
     started = time.perf_counter()
     template = prompts.get(unit.template)
-    sample = train_sample(train_examples, unit.train_size, unit.seed)
-    evals = eval_examples
-    answers = ANSWER_FIELDS if task.generates else ()
-    if unit.control:
-        sample = control_examples(sample, unit.seed, "train", answers)
-        evals = control_examples(eval_examples, unit.seed, "eval", answers)
+    sample, evals = trained_unit_examples(unit, train_examples, eval_examples, ANSWER_FIELDS if task.generates else ())
     fit, held = split_holdout(sample, preset.holdout, unit.seed)
     run = train_and_score(
         model,
