@@ -28,7 +28,11 @@ MODEL = "smollm2-135m"
 def shape() -> dict:
     from harness.models import load_model
 
-    config = load_model(MODEL, device="cpu", dtype="float32").model.config
+    return config_shape(load_model(MODEL, device="cpu", dtype="float32").model.config)
+
+
+def config_shape(config) -> dict:
+    """FLOPs per token of the linear layers and the head, and per (query, key) pair of attention, of a config."""
     width, layers = config.hidden_size, config.num_hidden_layers
     head_dim = getattr(config, "head_dim", None) or width // config.num_attention_heads
     kv = config.num_key_value_heads * head_dim

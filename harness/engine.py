@@ -6,6 +6,11 @@ The engine
 - runs the longest token prefix common to every row of the unit once and reuses its key/value cache,
 - scores choices that differ only in their last token from one row (one pass per example for yes/no tasks),
 - applies the output head only at the answer positions;
+- attends the rows of a batch that share a prefix to ONE copy of its keys/values (`harness/prefix_attention.py`):
+  no per-row copy of the prefix cache, one matmul per layer and KV head for all rows' queries; the softmax over
+  prefix and new keys is merged exactly. `$HARNESS_PREFIX_ATTENTION` = shared (the default) or expand (each row
+  gets a view of the prefix cache through transformers' cache, as before: the reference the tests compare);
+  models, caches or configs the shared path has not been checked on take the expand path;
 - scores several units' lists of requests in one call (`score_lists`): identical prefixes run once; with `pack`, a
   list's prefix continues an earlier list's cache where they start alike, and the part-filled last batches of
   different prefixes share one pass, their caches left-padded and stacked.
@@ -20,6 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+
+from harness.prefix_attention import prefix_attention_mode, shared_prefix, supports_model, use_shared_prefix_attention
 
 # Shorter common prefixes are not worth a separate pass.
 MIN_SHARED_PREFIX = 8
@@ -71,7 +78,14 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
 class Engine:
     """Scores requests with a causal LM. `batch_size=None` picks one from the sequence lengths."""
 
-    def __init__(self, model, tokenizer, batch_size: int | None = None, max_batch_tokens: int | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        batch_size: int | None = None,
+        max_batch_tokens: int | None = None,
+        prefix_attention: str | None = None,
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -91,6 +105,9 @@ class Engine:
         self.tokens_computed = 0
         self.positions_computed = 0
         self._content_ranks = False
+        # shared or expand (`prefix_attention`, else $HARNESS_PREFIX_ATTENTION); shared only where checked
+        self.prefix_attention = prefix_attention_mode(prefix_attention)
+        self._shared_prefix = self.prefix_attention == "shared" and supports_model(self.decoder)
 
     # ---- tokenization (lm-evaluation-harness rules) ----
     def _encode(self, text: str) -> list[int]:
@@ -427,10 +444,16 @@ class Engine:
         # Right padding: causal attention never lets a real position see the pads after it.
         kwargs: dict = {"input_ids": ids.to(self.device)}
         cache = batch[0].cache
-        if all(row.cache is cache for row in batch):  # one prefix: a view of it for every row
-            kwargs["use_cache"] = cache is not None
-            if cache is not None:
-                kwargs["past_key_values"] = _expand_cache(cache, len(batch))
+        prefix = None
+        if all(row.cache is cache for row in batch):  # one prefix: all rows attend to one copy of it
+            prefix = shared_prefix(cache, batch[0].start) if self._shared_prefix and cache is not None else None
+            if prefix is not None:  # no cache: positions go on from the prefix's, its keys reach each layer
+                positions = torch.arange(prefix.length, prefix.length + width, device=self.device)[None, :]
+                kwargs.update(position_ids=positions, use_cache=False, harness_prefix=prefix)
+            else:  # a view of the prefix cache for every row
+                kwargs["use_cache"] = cache is not None
+                if cache is not None:
+                    kwargs["past_key_values"] = _expand_cache(cache, len(batch))
         else:  # several prefixes, left-padded into one cache: the mask hides the pads, positions go on from each
             starts = [row.start for row in batch]
             pad = max(starts)
@@ -442,7 +465,11 @@ class Engine:
             kwargs.update(attention_mask=mask.to(self.device), position_ids=positions.to(self.device), use_cache=True)
         if hidden_layers:
             kwargs["output_hidden_states"] = True
-        out = self.decoder(**kwargs)
+        if prefix is not None:
+            with use_shared_prefix_attention(self.decoder):
+                out = self.decoder(**kwargs)
+        else:
+            out = self.decoder(**kwargs)
         self._count(sum(len(row.tokens) - row.start for row in batch), ids.numel())
         hidden = out.last_hidden_state
 

@@ -35,6 +35,7 @@ from harness.methods.base import (
 from harness.methods.presets import Preset, check_overrides, load_preset
 from harness.models import RANDOM_INIT_SEED, random_init_copy
 from harness.parallel import Part, Ranks, rank_dir, share
+from harness.prefix_attention import prefix_attention_mode
 from harness.progress import progress
 from harness.prompts import PromptSet, load_prompts
 from harness.resources import read_yaml, resource_dir
@@ -175,6 +176,7 @@ def validate(cfg: EvalConfig) -> None:
     if cfg.shard is not None and not 0 <= cfg.shard.index < cfg.shard.count:  # a config built in code
         raise HarnessError(f"--shard must be I/N with 1 <= I <= N, not {cfg.shard}")
     _group_mode()  # a bad $HARNESS_GROUP_UNITS fails before any model loads
+    prefix_attention_mode()  # and a bad $HARNESS_PREFIX_ATTENTION
     check_overrides(cfg.overrides)
     check_device_map(cfg, tuned_methods(cfg))
 
