@@ -11,6 +11,10 @@ and of the heads that share that KV head to the prefix keys in one matmul ([grou
 own new tokens apart (causal), and merges the two softmax parts exactly: both are exponentiated against their
 common row maximum and normalised by the sum of both, which is the softmax over all L + T keys.
 
+Scores are scaled, capped and windowed as the model's attention module asks (its `scaling`, `sliding_window` and
+`softcap` arguments): Gemma-3's query_pre_attn_scalar arrives as `scaling`; transformers 5.24's Gemma-3 passes no
+softcap (its own eager and sdpa attention ignore attn_logit_softcapping too), so none is applied there.
+
 Only the model types whose attention is checked here (tests compare scores with a plain full-sequence pass) use
 it; any other model, cache or config keeps the expanded-cache path, so a score is never computed a way that was
 not checked.

@@ -36,6 +36,9 @@ def _model(kind: str, vocab_size: int):
                 sliding_window=WINDOW,
                 query_pre_attn_scalar=12,  # scaling 12**-0.5, not head_dim**-0.5
                 final_logit_softcapping=5.0,
+                # transformers 5.24's Gemma-3 attention passes no softcap on (its eager attention ignores this too):
+                # the shared path caps only what the model passes, so scores still equal the model's own pass
+                attn_logit_softcapping=2.0,
                 **common,
             ),
         ),
