@@ -183,3 +183,12 @@ def test_attention_function_in_bfloat16():
     values = torch.cat([prefix_v.expand(3, -1, -1, -1), new_v], dim=2)
     assert out.dtype == torch.bfloat16
     assert torch.allclose(out.float(), _attention_reference(query, keys, values, 0.35, None, None), atol=3e-2)
+
+
+def test_a_bad_mode_stops_eval_before_the_model_loads(capsys, monkeypatch, tmp_path):
+    from tests.test_misuse import assert_one_line, run_cli
+
+    monkeypatch.setenv("HARNESS_PREFIX_ATTENTION", "cascade")
+    args = ["eval", "--model", str(tmp_path / "no-model"), "--tasks", "rte", "--methods", "prompt"]
+    code, _, err = run_cli([*args, "--out", str(tmp_path / "out")], capsys, monkeypatch)
+    assert_one_line(code, err, "$HARNESS_PREFIX_ATTENTION", "must be shared or expand, not 'cascade'")
