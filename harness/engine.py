@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -55,6 +57,44 @@ class Scored:
     hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> hidden state at the answer slot
     # with `content_ranks`: rank of each continuation's first non-space token, given the tokens before it
     content_ranks: list[int] | None = None
+
+
+@dataclass
+class Work:
+    """What model passes computed, and (where a phase is timed) how long they took: the counters that benchmarks turn
+    into FLOPs (benchmarks/trained_methods.py). Soft-prompt tokens count as tokens."""
+
+    tokens: int = 0  # real positions run through the decoder
+    positions: int = 0  # positions computed, padding included
+    pairs: int = 0  # causal (query, key) pairs among real positions, cached keys included: attention's work
+    head: int = 0  # positions the output head was applied at
+    passes: int = 0  # decoder calls
+    seconds: float = 0.0
+
+    def add(self, other: Work, sign: int = 1) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + sign * getattr(other, f.name))
+
+    def as_dict(self) -> dict:
+        return {f.name: round(getattr(self, f.name), 3) for f in fields(self)}
+
+
+@contextmanager
+def counted(engine: Engine, into: Work) -> Iterator[None]:
+    """Add to `into` what `engine` computes inside the block, and the block's wall time."""
+    before = copy.copy(engine.work)
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        into.add(engine.work)
+        into.add(before, -1)
+        into.seconds += time.perf_counter() - started
+
+
+def causal_pairs(cached: int, new: int) -> int:
+    """(query, key) pairs of `new` positions after `cached` ones, each attending to itself and all before it."""
+    return new * cached + new * (new + 1) // 2
 
 
 @dataclass
@@ -101,9 +141,7 @@ class Engine:
         self.prefix_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.prefix_token_id
         self._encode_cache: dict[str, list[int]] = {}
-        # Work counters for benchmarks: real tokens run through the decoder, and positions including padding.
-        self.tokens_computed = 0
-        self.positions_computed = 0
+        self.work = Work()  # what every pass computed, for benchmarks (`counted` times a phase of it)
         self._content_ranks = False
         # shared or expand (`prefix_attention`, else $HARNESS_PREFIX_ATTENTION); shared only where checked
         self.prefix_attention = prefix_attention_mode(prefix_attention)
@@ -254,7 +292,7 @@ class Engine:
                 ids = torch.tensor([members[0].tokens[shared:group_len]], device=self.device)
                 past = _expand_cache(cache, 1) if cache is not None else None
                 group_cache = self.decoder(input_ids=ids, past_key_values=past, use_cache=True).past_key_values
-                self._count(ids.shape[1], ids.shape[1])
+                self._count(ids.shape[1], ids.shape[1], causal_pairs(shared, ids.shape[1]))
                 for row in members:
                     row.start, row.cache = group_len, group_cache
                 for batch in self._batches(sorted(members, key=lambda r: -len(r.tokens))):
@@ -296,7 +334,7 @@ class Engine:
                 continue
             ids = torch.tensor([prefix[common:]], device=self.device)
             caches.append(self.decoder(input_ids=ids, past_key_values=past, use_cache=True).past_key_values)
-            self._count(ids.shape[1], ids.shape[1])
+            self._count(ids.shape[1], ids.shape[1], causal_pairs(common, ids.shape[1]))
         return caches
 
     @torch.no_grad()
@@ -354,7 +392,8 @@ class Engine:
             mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, prompt.shape[1]), mask], dim=1)
         position = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(**first, attention_mask=mask, position_ids=position, use_cache=True, logits_to_keep=1)
-        self._count(int(mask.sum()), mask.numel())
+        lengths = mask.sum(-1).tolist()
+        self._count(sum(lengths), mask.numel(), sum(causal_pairs(0, n) for n in lengths), len(ids))
         tokens: list[list[int]] = [[] for _ in range(len(ids))]
         done = [False] * len(ids)
         for _ in range(max_new_tokens):
@@ -382,7 +421,8 @@ class Engine:
                 use_cache=True,
                 logits_to_keep=1,
             )
-            self._count(len(ids), len(ids))
+            lengths = [n + 1 for n in lengths]
+            self._count(len(ids), len(ids), sum(lengths), len(ids))
         return [cut_at_stop(self.tokenizer.decode(t, skip_special_tokens=True), stop) for t in tokens]
 
     def content_rank(self, logp: torch.Tensor, cont: list[int]) -> int:
@@ -390,9 +430,16 @@ class Engine:
         j = next((k for k, t in enumerate(cont) if self.tokenizer.decode([t]).strip()), 0)
         return int((logp[j] > logp[j, cont[j]]).sum().item()) + 1
 
-    def _count(self, tokens: int, positions: int) -> None:
-        self.tokens_computed += tokens
-        self.positions_computed += positions
+    @property
+    def tokens_computed(self) -> int:
+        return self.work.tokens
+
+    @property
+    def positions_computed(self) -> int:
+        return self.work.positions
+
+    def _count(self, tokens: int, positions: int, pairs: int, head: int = 0) -> None:
+        self.work.add(Work(tokens, positions, pairs, head, passes=1))
 
     def _batches(self, rows: list[_Row]):
         """Rows (longest first) cut into batches of `batch_size` rows, or of about `max_batch_tokens` tokens."""
@@ -470,7 +517,8 @@ class Engine:
                 out = self.decoder(**kwargs)
         else:
             out = self.decoder(**kwargs)
-        self._count(sum(len(row.tokens) - row.start for row in batch), ids.numel())
+        n_new = [len(row.tokens) - row.start for row in batch]
+        pairs = sum(causal_pairs(row.start, n) for row, n in zip(batch, n_new))
         hidden = out.last_hidden_state
 
         # Gather the answer positions of all rows, apply the head once.
@@ -482,6 +530,7 @@ class Engine:
             gather_b.extend([b] * (last - first + 1))
             gather_t.extend(range(first, last + 1))
         logp = self._log_probs(hidden[gather_b, gather_t])
+        self._count(sum(n_new), ids.numel(), pairs, len(gather_b))
 
         for b, row in enumerate(batch):
             start, n = spans[b]

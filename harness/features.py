@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-from harness.engine import Engine, Request
+from harness.engine import Engine, Request, causal_pairs
 from harness.filenames import slug
 from harness.models import cache_dir
 
@@ -80,6 +80,8 @@ def mean_pooled_features(engine: Engine, texts: list[str], batch_size: int = 8) 
         states = engine.decoder(
             input_ids=ids.to(engine.device), attention_mask=mask.long().to(engine.device), output_hidden_states=True
         ).hidden_states
+        lengths = [len(i) for i in ids_list]
+        engine._count(sum(lengths), ids.numel(), sum(causal_pairs(0, n) for n in lengths))
         m = mask.to(engine.device)[:, None, :, None]
         # one device: the layers of a model placed across devices (--device-map) give their states where they ran
         stacked = torch.stack([s.to(engine.device) for s in states], dim=1).float()  # (batch, states, tokens, width)

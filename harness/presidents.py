@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from harness.engine import causal_pairs
 from harness.errors import HarnessError
 from harness.resources import read_text
 from harness.store import Record
@@ -65,7 +66,7 @@ def read_list(engine, examples: list[Example]) -> list[Record]:
     # The token of a line's first character: the first real token that ends after the line start.
     token_of = [next(t for t, (a, b) in enumerate(offsets) if b > s and b > a) for s in starts]
     hidden = engine.decoder(input_ids=torch.tensor([ids], device=engine.device)).last_hidden_state[0]
-    engine._count(len(ids), len(ids))
+    engine._count(len(ids), len(ids), causal_pairs(0, len(ids)), len(token_of))
     logp = engine._log_probs(hidden[[t - 1 for t in token_of]])
     records = []
     for ex, t, row in zip(examples, token_of, logp):

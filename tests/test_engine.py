@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.engine import Engine, Request, _group_rows, _Row
+from harness.engine import Engine, Request, Work, _group_rows, _Row, counted
 
 DEMOS = (
     "The man turned on the faucet.\nQuestion: Water flowed. True or False?\nAnswer: True\n\n"
@@ -123,6 +123,8 @@ def test_prefix_caches_continue_earlier_prefixes(tiny_lm):
     caches = engine._prefix_caches(prefixes)
     assert caches[3] is caches[0] and caches[4] is None
     assert engine.tokens_computed == 30 + 3 + 12  # the cut one and the identical one cost nothing
+    # attention work: each new position attends to the cached ones and itself and those before it
+    assert engine.work.pairs == 30 * 31 // 2 + (3 * 20 + 3 * 4 // 2) + 12 * 13 // 2
     for prefix, cache in zip(prefixes, caches):
         if prefix:
             with torch.no_grad():
@@ -252,3 +254,21 @@ def test_training_scorer_matches_full_sequence(tiny_lm, max_items):
                     logp = torch.log_softmax(model(inputs_embeds=embeds).logits[0].float(), dim=-1)
                 expected.append(sum(logp[offset + len(it.ctx) - 1 + j, t].item() for j, t in enumerate(cont)))
             assert scores == pytest.approx(expected, abs=1e-4), request.context[-40:]
+
+
+def test_counted_work_of_a_scoring_pass(tiny_lm):
+    """`counted` adds what the passes inside it computed: every row's tokens, its causal (query, key) pairs and its
+    answer positions (the head), once per row, and the positions padding included."""
+    model, tokenizer = tiny_lm
+    engine = Engine(model, tokenizer, batch_size=2)
+    requests = [Request("The cat sat on the mat.", [" yes", " no"]), Request("Paris is in France", [" True"])]
+    requests.append(Request("Water flowed", [" the man", " Paris"]))  # two rows, too short a context to share
+    rows, _ = engine._rows(requests)
+    before, work = engine.tokens_computed, Work()
+    with counted(engine, work):
+        engine.score(requests)
+    lengths = [len(r.tokens) for r in rows]
+    assert work.tokens == sum(lengths) == engine.tokens_computed - before
+    assert work.pairs == sum(n * (n + 1) // 2 for n in lengths)
+    assert work.head == sum(len(r.tokens) - r.ctx_len for r in rows)
+    assert work.passes == 2 and work.positions >= work.tokens and work.seconds > 0

@@ -18,7 +18,7 @@ import torch
 from harness.errors import HarnessError
 from harness.features import FeatureCache
 from harness.methods import bitfit
-from harness.methods.base import TrainedUnit, control_examples, split_holdout
+from harness.methods.base import TrainedUnit, control_examples, split_holdout, trained_unit_examples
 from harness.methods.presets import check_overrides, load_preset
 from harness.methods.probe import run_probe_unit
 from harness.methods.training import ChoiceScorer, _evaluate, fit_items, train, unit_converged
@@ -359,6 +359,38 @@ def test_tuning_unit_info_records_convergence(tiny_lm, category):
     assert (info["steps_run"], info["stopped_by"], info["converged"]) == (3, "max_steps", False)
     assert info["train_loss"] > 0 and info["holdout_loss"] > 0 and 0 <= info["best_step"] <= 3
     assert unit_converged(info) is False
+
+
+@pytest.mark.parametrize(("method", "variant", "virtual"), [("bitfit", "bitfit", 0), ("ptune", "prompt-tuning", 3)])
+def test_tuning_unit_info_counts_the_work_of_each_phase(tiny_lm, category, method, variant, virtual):
+    """The unit's `work`: one step over all 12 fit items (forward + backward), the held-out checks at steps 0 and 1
+    and the fit-loss pass (no grad), then the eval records; each row's tokens (soft prompt included) and its causal
+    attention pairs, counted as the passes ran."""
+    model, tokenizer = tiny_lm
+    prompts, train_examples, evals = category
+    preset = dataclasses.replace(load_preset(method), max_steps=1, batch_size=12, eval_every=1, patience=10)
+    if method == "ptune":
+        preset = dataclasses.replace(preset, variants=[variant], num_virtual_tokens=virtual)
+    unit = TrainedUnit(method, variant, "lm-eval", 16, 0)
+    _, info = run_tuning_unit(unit, CATEGORY, prompts, model, tokenizer, evals[:5], train_examples, preset)
+    fit, held = split_holdout(trained_unit_examples(unit, train_examples, [])[0], preset.holdout, unit.seed)
+    items = ChoiceScorer(model, tokenizer).items
+    template = prompts.get("lm-eval")
+
+    def rows(examples):  # the row lengths of the examples' items: one row, or one per choice
+        out = []
+        for it in items(template, examples):
+            one = all(len(c) == 1 for c in it.conts)
+            out += [virtual + len(it.ctx)] if one else [virtual + len(it.ctx) + len(c) for c in it.conts]
+        return out
+
+    phases = {"train": rows(fit), "checks": rows(held) * 2 + rows(fit), "eval": rows(evals[:5])}
+    assert set(info["work"]) == set(phases)
+    for phase, lengths in phases.items():
+        work = info["work"][phase]
+        assert work["tokens"] == sum(lengths), phase
+        assert work["pairs"] == sum(n * (n + 1) // 2 for n in lengths), phase
+        assert work["positions"] >= work["tokens"] and work["seconds"] > 0
 
 
 def test_train_sizes_all_resolves_to_the_whole_train_split(category):

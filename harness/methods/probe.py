@@ -17,6 +17,7 @@ import math
 import random
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -77,6 +78,22 @@ def features(
         array = mean_pooled_features(engine, texts)
     cache.save(path, array)
     return array, True
+
+
+def _counted(
+    work: dict[str, dict], phase: str, engine: Engine | None, compute: Callable[[], tuple[np.ndarray, bool]]
+) -> tuple[np.ndarray, bool]:
+    """`compute()` (a split's `features`); where the model runs, `work[phase]` gets what it computed and its seconds."""
+    if engine is None:
+        return compute()
+    from harness.engine import Work, counted  # torch: loaded with the model already
+
+    counts = Work()
+    with counted(engine, counts):
+        out = compute()
+    if out[1]:
+        work[phase] = counts.as_dict()
+    return out
 
 
 def _pipeline(preset: ProbePreset) -> object:
@@ -195,9 +212,16 @@ def run_probe_unit(
     template = prompts.get(unit.template)
     n_classes = len(task.labels)
     sample, evals = trained_unit_examples(unit, train_examples, eval_examples)
+    pooling = preset.pooling
     # Features depend on the inputs only, so task and control share them (and all seeds share eval's).
-    x_train, computed_train = features(cache, engine, model, task.name, template, "train", preset.pooling, sample)
-    x_eval, computed_eval = features(cache, engine, model, task.name, template, "val", preset.pooling, evals)
+    work: dict[str, dict] = {}
+    x_train, computed_train = _counted(
+        work, "train", engine, lambda: features(cache, engine, model, task.name, template, "train", pooling, sample)
+    )
+    x_eval, computed_eval = _counted(
+        work, "eval", engine, lambda: features(cache, engine, model, task.name, template, "val", pooling, evals)
+    )
+    fitting = time.perf_counter()
     y = np.array([e.label for e in sample])
     y_eval = np.array([e.label for e in evals])
     layers = preset_layers(preset.layers, x_train.shape[1], "probe", model)
@@ -222,6 +246,9 @@ def run_probe_unit(
         "random_init": is_random_init(unit.variant),
         "n_fit": len(sample),
         "features_computed": bool(computed_train or computed_eval),
+        # the feature passes that ran (train sample, eval examples): tokens, attention pairs, ..., seconds
+        "work": work,
+        "fit_seconds": round(time.perf_counter() - fitting, 1),  # the logistic regressions, layer choice and MDL
         "seconds": round(time.perf_counter() - started, 1),
     }
     return [VariantRecords(unit.stored_variant, unit.template, unit.train_size, unit.seed, records)], info

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import torch
 
-from harness.engine import Engine, slot_diagnostics
+from harness.engine import Engine, Work, causal_pairs, counted, slot_diagnostics
 from harness.errors import HarnessError
 from harness.methods.base import get_method
 from harness.methods.presets import TrainingPreset
@@ -54,7 +55,7 @@ class ChoiceScorer:
 
     Rows are right-padded (causal attention never lets a real position see the pads after it) and the output
     head is applied only at the answer positions. `prompt(batch)` returns soft-prompt embeddings to put before
-    every row, or None.
+    every row, or None. `work` counts what each phase (`phase`) ran through the model and its wall time.
     """
 
     def __init__(self, model, tokenizer, prompt: Callable[[int], torch.Tensor | None] | None = None):
@@ -65,6 +66,13 @@ class ChoiceScorer:
         self.prompt = prompt or (lambda batch: None)
         self.device = self.engine.device  # where the input embeddings compute (one of several, with --device-map)
         self.content_ranks = False  # generated answers: rank the first non-space token (Engine.score)
+        self.work: dict[str, Work] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Count the passes inside the block (and its wall time) under `name`."""
+        with counted(self.engine, self.work.setdefault(name, Work())):
+            yield
 
     def items(self, template: Template, examples: Sequence[Example]) -> list[_Item]:
         out = []
@@ -105,6 +113,9 @@ class ChoiceScorer:
             gather_b.extend([b] * n)
             gather_t.extend(range(first, first + n))
         logp = self.engine._log_probs(hidden[gather_b, gather_t])
+        lengths = [n_virtual + len(r[1]) for r in rows]
+        pairs = sum(causal_pairs(0, n) for n in lengths)
+        self.engine._count(sum(lengths), len(rows) * (n_virtual + width), pairs, len(gather_b))
 
         per_item: list[list[torch.Tensor | None]] = [[None] * len(it.conts) for it in items]
         ranks: list[list[int] | None] = [[0] * len(it.conts) if self.content_ranks else None for it in items]
@@ -200,7 +211,7 @@ def unit_converged(info: dict) -> bool | None:
 
 def _evaluate(scorer: ChoiceScorer, items: list[_Item], objective: str, batch_size: int) -> tuple[float, float]:
     total_loss, correct = 0.0, 0
-    with torch.no_grad():
+    with torch.no_grad(), scorer.phase("checks"):
         for indices in scorer.batches(items, batch_size):
             batch = [items[i] for i in indices]
             scores = scorer.score(batch)
@@ -242,12 +253,13 @@ def train(
             order += rng.sample(range(len(fit)), len(fit))
         batch = [fit[i] for i in order[:batch_size]]
         del order[:batch_size]
-        opt.zero_grad(set_to_none=True)
-        for indices in scorer.batches(batch, batch_size):
-            chunk = [batch[i] for i in indices]
-            chunk_loss = loss_of(scorer.score(chunk), chunk, objective) * len(chunk) / len(batch)
-            chunk_loss.backward()
-        opt.step()
+        with scorer.phase("train"):
+            opt.zero_grad(set_to_none=True)
+            for indices in scorer.batches(batch, batch_size):
+                chunk = [batch[i] for i in indices]
+                chunk_loss = loss_of(scorer.score(chunk), chunk, objective) * len(chunk) / len(batch)
+                chunk_loss.backward()
+            opt.step()
         if progress:
             progress(1)
         out_of_time = max_seconds is not None and time.perf_counter() - started >= max_seconds
@@ -350,6 +362,9 @@ class TrainedRun:
     detail: dict  # what the method says of its trainable state
     n_params: int
     eval_seconds: float
+    # per phase (train: forward + backward steps; checks: held-out checks and the fit-loss pass; eval: scoring the
+    # eval and held-out records), what ran through the model and its seconds: Work.as_dict()
+    work: dict[str, dict] = field(default_factory=dict)
 
 
 def train_and_score(
@@ -388,9 +403,11 @@ def train_and_score(
         result = train(scorer, params, fit_items_, held_items, preset, seed, progress)
         scored = time.perf_counter()
         batch_size = preset.batch_size
-        records = score_examples(scorer, template, evals, batch_size, generate, task.stop) if evals else []
-        held_records = score_examples(scorer, template, held, batch_size, generate, task.stop) if score_held else []
+        with scorer.phase("eval"):
+            records = score_examples(scorer, template, evals, batch_size, generate, task.stop) if evals else []
+            held_records = score_examples(scorer, template, held, batch_size, generate, task.stop) if score_held else []
         eval_seconds = time.perf_counter() - scored
         state = [p.detach().cpu().clone() for p in params]
         n_params = trained_parameter_count(params)
-    return TrainedRun(result, records, held_records, state, detail, n_params, eval_seconds)
+    work = {name: w.as_dict() for name, w in scorer.work.items()}
+    return TrainedRun(result, records, held_records, state, detail, n_params, eval_seconds, work)

@@ -65,6 +65,7 @@ def run_tuning_unit(
         "holdout_curve": result.curve,
         "train_seconds": round(result.seconds, 1),
         "eval_seconds": round(run.eval_seconds, 1),
+        "work": run.work,  # per phase: tokens, positions, attention pairs, head positions, passes, seconds
         "seconds": round(time.perf_counter() - started, 1),
     }
     return [VariantRecords(unit.stored_variant, unit.template, unit.train_size, unit.seed, run.records)], info
