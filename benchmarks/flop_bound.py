@@ -25,14 +25,16 @@ from pathlib import Path
 MODEL = "smollm2-135m"
 
 
-def shape() -> dict:
+def shape(model: str = MODEL) -> dict:
+    """FLOPs per token (linear layers), per head position and per attention (query, key) pair of `model`."""
     from harness.models import load_model
 
-    return config_shape(load_model(MODEL, device="cpu", dtype="float32").model.config)
+    return config_shape(load_model(model, device="cpu", dtype="float32").model.config)
 
 
 def config_shape(config) -> dict:
     """FLOPs per token of the linear layers and the head, and per (query, key) pair of attention, of a config."""
+    config = config.get_text_config()
     width, layers = config.hidden_size, config.num_hidden_layers
     head_dim = getattr(config, "head_dim", None) or width // config.num_attention_heads
     kv = config.num_key_value_heads * head_dim
