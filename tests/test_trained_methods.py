@@ -364,8 +364,8 @@ def test_tuning_unit_info_records_convergence(tiny_lm, category):
 @pytest.mark.parametrize(("method", "variant", "virtual"), [("bitfit", "bitfit", 0), ("ptune", "prompt-tuning", 3)])
 def test_tuning_unit_info_counts_the_work_of_each_phase(tiny_lm, category, method, variant, virtual):
     """The unit's `work`: one step over all 12 fit items (forward + backward), the held-out checks at steps 0 and 1
-    and the fit-loss pass (no grad), then the eval records; each row's tokens (soft prompt included) and its causal
-    attention pairs, counted as the passes ran."""
+    and the fit-loss pass (no grad), then the eval records; each row's tokens and causal attention pairs, counted
+    as the passes ran. A soft prompt runs before every row in a training pass, once per pass without gradients."""
     model, tokenizer = tiny_lm
     prompts, train_examples, evals = category
     preset = dataclasses.replace(load_preset(method), max_steps=1, batch_size=12, eval_every=1, patience=10)
@@ -374,23 +374,60 @@ def test_tuning_unit_info_counts_the_work_of_each_phase(tiny_lm, category, metho
     unit = TrainedUnit(method, variant, "lm-eval", 16, 0)
     _, info = run_tuning_unit(unit, CATEGORY, prompts, model, tokenizer, evals[:5], train_examples, preset)
     fit, held = split_holdout(trained_unit_examples(unit, train_examples, [])[0], preset.holdout, unit.seed)
-    items = ChoiceScorer(model, tokenizer).items
+    scorer = ChoiceScorer(model, tokenizer)
     template = prompts.get("lm-eval")
 
-    def rows(examples):  # the row lengths of the examples' items: one row, or one per choice
-        out = []
-        for it in items(template, examples):
+    def counts(examples, grad=False):  # (tokens, pairs) of scoring the examples' items in their batches
+        items = scorer.items(template, examples)
+        rows = []  # each item's rows: one, or one per choice
+        for it in items:
             one = all(len(c) == 1 for c in it.conts)
-            out += [virtual + len(it.ctx)] if one else [virtual + len(it.ctx) + len(c) for c in it.conts]
-        return out
+            rows += [len(it.ctx)] if one else [len(it.ctx) + len(c) for c in it.conts]
+        if grad:
+            return sum(virtual + n for n in rows), sum((virtual + n) * (virtual + n + 1) // 2 for n in rows)
+        passes = len(scorer.batches(items, preset.batch_size))
+        shared = virtual * (virtual + 1) // 2  # the prompt's own pairs, once per pass
+        return sum(rows) + virtual * passes, sum(n * virtual + n * (n + 1) // 2 for n in rows) + shared * passes
 
-    phases = {"train": rows(fit), "checks": rows(held) * 2 + rows(fit), "eval": rows(evals[:5])}
+    checks = [counts(held), counts(held), counts(fit)]
+    phases = {"train": counts(fit, grad=True), "checks": tuple(map(sum, zip(*checks))), "eval": counts(evals[:5])}
     assert set(info["work"]) == set(phases)
-    for phase, lengths in phases.items():
+    for phase, (tokens, pairs) in phases.items():
         work = info["work"][phase]
-        assert work["tokens"] == sum(lengths), phase
-        assert work["pairs"] == sum(n * (n + 1) // 2 for n in lengths), phase
+        assert (work["tokens"], work["pairs"]) == (tokens, pairs), phase
         assert work["positions"] >= work["tokens"] and work["seconds"] > 0
+
+
+@pytest.mark.parametrize("variant", ["prompt-tuning", "p-tuning"])
+def test_soft_prompt_cached_in_passes_without_gradients_gives_the_same_unit(tiny_lm, category, variant, monkeypatch):
+    """Held-out checks and eval records with the soft prompt's keys and values computed once per pass: the same
+    training run (steps, kept step) and the same stored records as with the prompt run before every row, up to
+    float rounding (1e-5 nats), for less work."""
+    model, tokenizer = tiny_lm
+    prompts, train_examples, evals = category
+    preset = dataclasses.replace(
+        load_preset("ptune"), variants=[variant], num_virtual_tokens=4, max_steps=4, eval_every=1, patience=10
+    )
+    unit = TrainedUnit("ptune", variant, "lm-eval", 16, 0)
+    runs = {}
+    for cached in (True, False):
+        monkeypatch.setattr(ChoiceScorer, "cache_prompt", cached)
+        runs[cached] = run_tuning_unit(unit, CATEGORY, prompts, model, tokenizer, evals[:12], train_examples, preset)
+    (new, new_info), (old, old_info) = runs[True], runs[False]
+    for key in ("steps_run", "best_step", "stopped_by"):
+        assert new_info[key] == old_info[key], key
+    assert [s for s, _, _ in new_info["holdout_curve"]] == [s for s, _, _ in old_info["holdout_curve"]]
+    for a, b in zip(new_info["holdout_curve"], old_info["holdout_curve"]):
+        assert a[1] == pytest.approx(b[1], abs=1e-5) and a[2] == b[2]
+    assert new_info["train_loss"] == pytest.approx(old_info["train_loss"], abs=1e-5)
+    assert len(new[0].records) == len(old[0].records) == 12
+    for a, b in zip(new[0].records, old[0].records):
+        assert (a.example_id, a.gold, a.n_tokens, a.gold_rank, a.top1_valid) == (
+            b.example_id, b.gold, b.n_tokens, b.gold_rank, b.top1_valid
+        )  # fmt: skip
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5) and a.valid_mass == pytest.approx(b.valid_mass)
+    assert new_info["work"]["eval"]["tokens"] < old_info["work"]["eval"]["tokens"]
+    assert new_info["work"]["train"] == {**old_info["work"]["train"], "seconds": new_info["work"]["train"]["seconds"]}
 
 
 def test_train_sizes_all_resolves_to_the_whole_train_split(category):

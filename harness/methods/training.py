@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from harness.engine import Engine, Work, causal_pairs, counted, slot_diagnostics
+from harness.engine import Engine, Work, _expand_cache, causal_pairs, counted, slot_diagnostics
 from harness.errors import HarnessError
 from harness.methods.base import get_method
 from harness.methods.presets import TrainingPreset
@@ -56,7 +56,13 @@ class ChoiceScorer:
     Rows are right-padded (causal attention never lets a real position see the pads after it) and the output
     head is applied only at the answer positions. `prompt(batch)` returns soft-prompt embeddings to put before
     every row, or None. `work` counts what each phase (`phase`) ran through the model and its wall time.
+
+    Without gradients (held-out checks, eval) the soft prompt's keys and values are computed once per call and
+    shared by every row (`cache_prompt`), as the engine shares a demo prefix: the same scores up to float rounding
+    (the tests check 1e-5 nats), and on a 20-token prompt before RTE's ~70-token rows about a fifth less work.
     """
+
+    cache_prompt = True
 
     def __init__(self, model, tokenizer, prompt: Callable[[int], torch.Tensor | None] | None = None):
         self.model = model
@@ -98,24 +104,32 @@ class ChoiceScorer:
             ids[b, : len(tokens)] = torch.tensor(tokens)
             mask[b, : len(tokens)] = 1
         embeds = self.embed(ids.to(self.device))
-        prompt = self.prompt(len(rows))
-        n_virtual = 0
+        cached = self.cache_prompt and not torch.is_grad_enabled()
+        prompt = self.prompt(1 if cached else len(rows))
+        kwargs, n_virtual, offset = {}, 0, 0  # offset: the prompt's positions in `hidden` (none when cached)
         if prompt is not None:
             n_virtual = prompt.shape[1]
-            embeds = torch.cat([prompt.to(embeds.dtype), embeds], dim=1)
+            prompt = prompt.to(embeds.dtype)
             mask = torch.cat([torch.ones((len(rows), n_virtual), dtype=torch.long), mask], dim=1)
-        hidden = self.decoder(inputs_embeds=embeds, attention_mask=mask.to(self.device)).last_hidden_state
+            if cached:
+                past = self.decoder(inputs_embeds=prompt, use_cache=True).past_key_values
+                self.engine._count(n_virtual, n_virtual, causal_pairs(0, n_virtual))
+                kwargs = {"past_key_values": _expand_cache(past, len(rows)), "use_cache": True}
+            else:
+                embeds, offset = torch.cat([prompt.expand(len(rows), -1, -1), embeds], dim=1), n_virtual
+        out = self.decoder(inputs_embeds=embeds, attention_mask=mask.to(self.device), **kwargs)
+        hidden = out.last_hidden_state
 
         gather_b, gather_t, spans = [], [], []
         for b, (i, _, ctx_len, choices) in enumerate(rows):
-            first, n = n_virtual + ctx_len - 1, len(items[i].conts[choices[0]])  # a row's choices have one length
+            first, n = offset + ctx_len - 1, len(items[i].conts[choices[0]])  # a row's choices have one length
             spans.append((len(gather_b), n))
             gather_b.extend([b] * n)
             gather_t.extend(range(first, first + n))
         logp = self.engine._log_probs(hidden[gather_b, gather_t])
-        lengths = [n_virtual + len(r[1]) for r in rows]
-        pairs = sum(causal_pairs(0, n) for n in lengths)
-        self.engine._count(sum(lengths), len(rows) * (n_virtual + width), pairs, len(gather_b))
+        lengths = [len(r[1]) for r in rows]
+        pairs = sum(causal_pairs(n_virtual, n) + causal_pairs(0, offset) for n in lengths)
+        self.engine._count(sum(lengths) + len(rows) * offset, len(rows) * (offset + width), pairs, len(gather_b))
 
         per_item: list[list[torch.Tensor | None]] = [[None] * len(it.conts) for it in items]
         ranks: list[list[int] | None] = [[0] * len(it.conts) if self.content_ranks else None for it in items]
