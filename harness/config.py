@@ -306,6 +306,12 @@ class TransferOptions:
         "the learning curve that converts each gain into effective data transferred, in examples of B. "
         "Adds units to a store; --target-n is always run.",
     )
+    shuffled_sources: bool = option(
+        False,
+        help="Also train each source on A's same sample with its answers shuffled across the examples (a seeded "
+        "permutation: same inputs, answer format and answer mix) and run every target from it: the format-only "
+        "control; the report shows transfer beyond format = gain(A) - gain(shuffled A). Adds units to a store.",
+    )
     source_steps: int = option(
         50, help="Most optimiser steps on A; a quarter of A's sample is held out for early stopping."
     )

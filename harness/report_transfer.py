@@ -57,12 +57,17 @@ def format_sources(r: ModelTransfer) -> list[str]:
 
 
 def pair_claims(r: ModelTransfer) -> dict[str, Claim]:
-    """A -> B -> helped / format effect / hurt / no / cannot be told yet, from the gain's interval."""
+    """A -> B -> helped / format effect / hurt / no / cannot be told yet, from the gain's interval. Where the
+    shuffled-answer source ran (--shuffled-sources), a gain is transfer only where gain(A) - gain(shuffled A)
+    is above 0 too; else it is a format effect."""
     zero = format_sources(r)
     out = {}
     for a, b in r.off_diagonal():
         found = effect(r.gain[(a, b)], "gain", "not run")
-        if found.answer == "yes":
+        beyond = r.beyond_format.get((a, b))
+        if found.answer == "yes" and beyond is not None and not beyond.ci[0] > 0:
+            found = Claim("format effect", "beyond format holds 0", found.detail, found.value)
+        elif found.answer == "yes":
             found = Claim("format effect" if a in zero else "helped", found.reason, found.detail, found.value)
         elif found.reason == "interval below 0":
             found = Claim("hurt", found.reason, found.detail, found.value)
@@ -101,6 +106,16 @@ def _screen(ctx: TransferContext) -> list[str]:
         "from a source that scores 0 on its own task after source training, which has no skill to pass on: the "
         "shape of the answer, not transfer. With one training seed the intervals leave out training randomness.",
         "",
+        *(
+            [
+                "Where a shuffled-answer source ran (`--shuffled-sources`), a pair counts as `helped` only where "
+                "transfer beyond format, gain(A) - gain(shuffled A), has its interval above 0 as well; a gain that "
+                "the shuffled source matches is a `format effect`.",
+                "",
+            ]
+            if any(r.beyond_format for r in ctx.results)
+            else []
+        ),
     ]
 
 
@@ -298,6 +313,7 @@ def _model_section(r: ModelTransfer) -> list[str]:
     )
     lines += ["", "With 95% intervals:", ""]
     lines += table(["A \\ B", *r.tasks], [[source(a), *(_cell(r.gain.get((a, b))) for b in r.tasks)] for a in r.tasks])
+    lines += _format_control(r)
     asym = asymmetries(r)
     if asym:
         lines += ["", "### Largest asymmetries", ""]
@@ -313,6 +329,31 @@ def _model_section(r: ModelTransfer) -> list[str]:
         lines += ["", f"Tasks in clustering order (average linkage on the symmetric part): {', '.join(order)}."]
     lines.append("")
     return lines
+
+
+def _format_control(r: ModelTransfer) -> list[str]:
+    """Per (A, B): the gain from A beside the gain from A with its answers shuffled, and their difference."""
+    if not r.beyond_format:
+        return []
+    order = {t: i for i, t in enumerate(r.tasks)}
+    pairs = sorted(r.beyond_format, key=lambda p: (order[p[0]], order[p[1]]))
+    rows = [
+        [f"{a} -> {b}", _cell(r.gain[(a, b)]), _cell(r.shuffled_gain[(a, b)]), _cell(r.beyond_format[(a, b)])]
+        for a, b in pairs
+    ]
+    scores = ", ".join(f"{t} {fmt(r.shuffled_source[t])}" for t in r.tasks if t in r.shuffled_source)
+    return [
+        "",
+        "### Transfer beyond format",
+        "",
+        "The format-only control: each source A also trained on its same sample with the answers shuffled across "
+        "the examples (a seeded permutation: the same inputs, answer format and answer mix, no input-answer "
+        "mapping), then the same brief training on B. Gains in points against B alone; transfer beyond format = "
+        "gain(A) - gain(shuffled A), paired over B's eval examples (95% bootstrap intervals).",
+        "",
+        *table(["pair", "gain from A", "gain from shuffled A", "transfer beyond format"], rows),
+        *(["", f"Shuffled sources on their own task (true answers): {scores}."] if scores else []),
+    ]
 
 
 def _kept(steps: list[tuple[int, int]] | None) -> str:
@@ -349,6 +390,10 @@ def _frame(results: list[ModelTransfer]) -> pd.DataFrame:
         # B alone at its other sizes, and the effective data transferred (in examples; a censored end is +-inf)
         rows += [row(r, "", t, f"only_n{n}", e) for t, c in r.curve.items() for n, e in c.items() if n != r.target_n]
         rows += [row(r, a, b, "effective_data", d) for (a, b), d in r.transferred.items()]
+        # --shuffled-sources: the format-only control and transfer beyond it
+        rows += [row(r, t, t, "after_source_shuffled", e) for t, e in r.shuffled_source.items()]
+        rows += [row(r, a, b, "gain_shuffled", g) for (a, b), g in r.shuffled_gain.items()]
+        rows += [row(r, a, b, "beyond_format", g) for (a, b), g in r.beyond_format.items()]
     columns = ["model", "params", "source", "target", "quantity", "value", "ci_low", "ci_high", "n"]
     return pd.DataFrame(rows, columns=columns)
 

@@ -9,6 +9,10 @@ Per model and seed the run has three kinds of unit, each stored on its own (a re
 With `--target-sizes`, `only` units also train B alone at those sizes (a seeded, label-stratified sample of B's
 train split each; the same steps and learning rate): B's learning curve, which reads a gain in examples of B.
 They add units and never change the others, so they are not among the store's settings.
+With `--shuffled-sources`, each source also trains as `source-shuffled` on A's same sample with its answers
+permuted across the examples (`shuffled_sample`), and every B runs from that state as `from:A~shuffled`: the gain
+of a source that has A's inputs and answer format but no input-answer mapping, the format-only control. These too
+add units and are not among the settings.
 The gain of A on B is `from:A` - `only`, paired over B's eval examples; the effective data transferred is the size
 at which B alone matches `from:A`, minus `target_n` (harness/transfer_matrix.py).
 Source and target samples are disjoint, so the diagonal (A -> A) is A's specific skill with more data.
@@ -31,14 +35,22 @@ from harness.evaluate import check_device_map, check_given
 from harness.filenames import slug
 from harness.loaders import DataSource, load_train, resolve_train_source
 from harness.lock import writer_lock
-from harness.methods.base import TuningMethod, get_method, method_names, split_holdout, trained_template
+from harness.methods.base import (
+    TuningMethod,
+    control_examples,
+    get_method,
+    method_names,
+    split_holdout,
+    trained_template,
+)
 from harness.methods.presets import TrainingPreset, check_overrides, load_preset
 from harness.methods.training import train_and_score
 from harness.progress import progress
 from harness.prompts import load_prompts
 from harness.store import Record, Store, UnitKey, VariantRecords, claim_for_command
+from harness.synthetic import ANSWER_FIELDS
 from harness.tasks import Example, SampledTask, stratified_subset
-from harness.transfer_matrix import KIND, METHOD
+from harness.transfer_matrix import KIND, METHOD, SHUFFLED, SHUFFLED_SOURCE
 
 
 class TransferTask(SampledTask):
@@ -46,6 +58,14 @@ class TransferTask(SampledTask):
         """(source sample, target sample) of this task for one seed: seeded, label-stratified, disjoint."""
         target, source = self.disjoint_samples(target_n, source_n, seed)
         return source, target
+
+    def shuffled_sample(self, source_n: int, target_n: int, seed: int) -> list[Example]:
+        """The source sample with its gold answers permuted across its examples (seeded by task and seed): the
+        same inputs, answer format and answer distribution, no input-answer mapping (the control task of
+        harness/methods/base.py: labels, or a generated task's answer fields together)."""
+        sample, _ = self.samples(source_n, target_n, seed)
+        fields = ANSWER_FIELDS if self.spec.generates else ()
+        return control_examples(sample, seed, f"transfer/{self.spec.name}", fields)
 
 
 @dataclass(frozen=True)
@@ -55,10 +75,13 @@ class TransferUnit:
     seed: int
     source: str | None = None  # A, for pair units
     size: int | None = None  # an `only` unit's train size when not --target-n (--target-sizes)
+    shuffled: bool = False  # a source unit, or a pair's source, trained on A's sample with answers shuffled
 
     @property
     def variant(self) -> str:
-        return {"source": "source", "only": "only"}.get(self.kind) or f"from:{self.source}"
+        if self.kind == "source":
+            return SHUFFLED_SOURCE if self.shuffled else "source"
+        return "only" if self.kind == "only" else f"from:{self.source}{SHUFFLED if self.shuffled else ''}"
 
     def key(self, model: str, cfg: TransferConfig) -> UnitKey:
         sizes = f"n{cfg.source_n}" if self.kind == "source" else f"n{self.size or cfg.target_n}"
@@ -211,6 +234,10 @@ class Runner:
             for a in names:
                 out.append(TransferUnit("source", a, seed))
                 out += [TransferUnit("pair", b, seed, source=a) for b in names]
+            if self.cfg.shuffled_sources:  # after the others: a store run without them resumes into them
+                for a in names:
+                    out.append(TransferUnit("source", a, seed, shuffled=True))
+                    out += [TransferUnit("pair", b, seed, source=a, shuffled=True) for b in names]
         return out
 
     def run(self, console: Console) -> None:
@@ -245,32 +272,40 @@ class Runner:
             target_sample = stratified_subset(target.train, unit.size, unit.seed)
         started = time.perf_counter()
         if unit.kind == "source":
+            if unit.shuffled:
+                source_sample = target.shuffled_sample(self.cfg.source_n, self.cfg.target_n, unit.seed)
             records, info, state = self._train_and_score(target, source_sample, None, unit.seed, brief=False)
-            self._save_state(unit.target, unit.seed, state)
+            self._save_state(unit.target, unit.seed, state, unit.shuffled)
         else:
-            state = self._source_state(unit.source, unit.seed) if unit.kind == "pair" else None
+            state = self._source_state(unit.source, unit.seed, unit.shuffled) if unit.kind == "pair" else None
             records, info, _ = self._train_and_score(target, target_sample, state, unit.seed, brief=True)
         info["seconds"] = round(time.perf_counter() - started, 1)
         n = self.cfg.source_n if unit.kind == "source" else unit.size or self.cfg.target_n
         outputs = [VariantRecords(unit.variant, target.template.name, n, unit.seed, records)]
         self.store.put_unit(unit.key(self.name, self.cfg), outputs, info)
 
-    def _source_state(self, task: str, seed: int) -> list[torch.Tensor]:
-        """A's trained state: from its file, or trained again (deterministic) if the file is gone."""
+    def _source_state(self, task: str, seed: int, shuffled: bool = False) -> list[torch.Tensor]:
+        """A's trained state (shuffled: the shuffled-answer source's): from its file, or trained again
+        (deterministic) if the file is gone."""
         from safetensors.torch import load_file
 
-        path = state_path(self.cfg.out, self.name, self.variant, task, self.cfg.source_n, seed)
+        path = self._state_path(task, seed, shuffled)
         if not path.is_file():
-            source_sample, _ = self.task(task).samples(self.cfg.source_n, self.cfg.target_n, seed)
-            _, _, state = self._train_and_score(self.task(task), source_sample, None, seed, brief=False, score=False)
-            self._save_state(task, seed, state)
+            t, n, target_n = self.task(task), self.cfg.source_n, self.cfg.target_n
+            sample = t.shuffled_sample(n, target_n, seed) if shuffled else t.samples(n, target_n, seed)[0]
+            _, _, state = self._train_and_score(t, sample, None, seed, brief=False, score=False)
+            self._save_state(task, seed, state, shuffled)
         tensors = load_file(str(path))
         return [tensors[f"p{i}"] for i in range(len(tensors))]
 
-    def _save_state(self, task: str, seed: int, state: list[torch.Tensor]) -> None:
+    def _state_path(self, task: str, seed: int, shuffled: bool) -> Path:
+        name = f"{task}{SHUFFLED}" if shuffled else task
+        return state_path(self.cfg.out, self.name, self.variant, name, self.cfg.source_n, seed)
+
+    def _save_state(self, task: str, seed: int, state: list[torch.Tensor], shuffled: bool = False) -> None:
         from safetensors.torch import save_file
 
-        path = state_path(self.cfg.out, self.name, self.variant, task, self.cfg.source_n, seed)
+        path = self._state_path(task, seed, shuffled)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
         save_file({f"p{i}": t.contiguous() for i, t in enumerate(state)}, str(partial))

@@ -27,6 +27,10 @@ from harness.store import Record, Store
 # What a `harness transfer` store holds (harness/transfer.py writes it, this module reads it):
 METHOD = "transfer"  # the store's method column; the trained method is in meta["transfer"]
 KIND = "transfer"  # meta["kind"]: `harness report` renders a transfer report for such a store
+# --shuffled-sources: the source trained on A's sample with its answers shuffled is variant SHUFFLED_SOURCE, and
+# B after it `from:A` + SHUFFLED
+SHUFFLED = "~shuffled"
+SHUFFLED_SOURCE = "source-shuffled"
 
 
 @dataclass
@@ -45,6 +49,11 @@ class ModelTransfer:
     target_n: int | None = None  # D_F: the examples of B in `only` and every pair
     curve: dict[str, dict[int, Estimate]] = field(default_factory=dict)  # B -> size -> score of B alone at that size
     transferred: dict[tuple[str, str], DataEquivalent] = field(default_factory=dict)  # (A, B): D_T, where B has a curve
+    # --shuffled-sources: A's score after training on its shuffled answers; the gain on B from that state; and
+    # transfer beyond format = gain(A) - gain(shuffled A), paired over B's examples and the seeds of all three
+    shuffled_source: dict[str, Estimate] = field(default_factory=dict)
+    shuffled_gain: dict[tuple[str, str], Estimate] = field(default_factory=dict)
+    beyond_format: dict[tuple[str, str], Estimate] = field(default_factory=dict)
 
     def untrained_sources(self) -> list[str]:
         """Sources whose every seed kept the untrained state (no held-out gain): their rows equal B alone."""
@@ -137,13 +146,16 @@ def load(store: Store) -> list[ModelTransfer]:
                 result.kept_steps[b] = kept
             only = alone.get(b, {}).get(result.target_n)  # type: ignore[arg-type]
             source = by_variant.get("source", {}).get(b)
-            reference = only or source
+            shuffled_source = by_variant.get(SHUFFLED_SOURCE, {}).get(b)
+            reference = only or source or shuffled_source
             if reference is None:
                 continue
             first = next(iter(reference.values()))
             rs = resampler(b, [r.group for r in first])
             if source:
                 result.source[b] = rs.mean(_seed_mean(source))
+            if shuffled_source:
+                result.shuffled_source[b] = rs.mean(_seed_mean(shuffled_source))
             if not only:
                 continue
             only_vec = _seed_mean(only)
@@ -160,8 +172,33 @@ def load(store: Store) -> list[ModelTransfer]:
                 result.gain[(a, b)] = gain_estimate(after_vec, paired_only, rs)
                 if len(result.curve[b]) > 1:
                     result.transferred[(a, b)] = effective_data(result.curve[b], result.after[(a, b)], result.target_n)
+                _format_control(result, a, b, after, by_variant.get(f"from:{a}{SHUFFLED}", {}).get(b), only, rs)
         out.append(result)
     return out
+
+
+def _format_control(
+    result: ModelTransfer,
+    a: str,
+    b: str,
+    after: dict[int, list[Record]],
+    shuffled: dict[int, list[Record]] | None,
+    only: dict[int, list[Record]],
+    rs: Resampler,
+) -> None:
+    """The gain on B from shuffled A, and gain(A) - gain(shuffled A) = mean(after A - after shuffled A): B alone
+    cancels when both gains pair the same seeds, so the difference is taken over the seeds all three ran."""
+    seeds = sorted(set(shuffled or ()) & set(only))
+    if not seeds:
+        return
+    result.shuffled_gain[(a, b)] = gain_estimate(
+        _seed_mean({s: shuffled[s] for s in seeds}), _seed_mean({s: only[s] for s in seeds}), rs
+    )
+    common = sorted(set(seeds) & set(after))
+    if common:
+        result.beyond_format[(a, b)] = gain_estimate(
+            _seed_mean({s: after[s] for s in common}), _seed_mean({s: shuffled[s] for s in common}), rs
+        )
 
 
 def effective_data(curve: dict[int, Estimate], after: Estimate, target_n: int | None) -> DataEquivalent:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import zlib
 
 import numpy as np
+import pandas as pd
 import pytest
 from rich.console import Console
 
@@ -14,7 +16,8 @@ from harness.config import TransferConfig
 from harness.errors import Interrupted
 from harness.metrics import Estimate, mean_estimate
 from harness.store import Record, Store, UnitKey, VariantRecords
-from harness.transfer import Runner, run_transfer
+from harness.tasks import Example, TaskSpec
+from harness.transfer import Runner, TransferTask, run_transfer
 from harness.transfer_matrix import KIND, METHOD, ModelTransfer, asymmetries, cluster, load
 
 
@@ -233,3 +236,119 @@ def test_source_training_on_addition_teaches_addition_on_smollm2(smollm2, tmp_pa
     (result,) = load(Store(tmp_path, create=False))
     assert len(result.gain) == 4 and result.kept_steps["add-2d"] == [(20, 20)]
     assert result.source["add-2d"].value >= result.only["add-2d"].value + 0.2
+
+
+def _labelled_task(n: int) -> TransferTask:
+    spec = TaskSpec("hand", labels=("no", "yes"))
+    train = [Example(f"t{i}", {"premise": f"p{i}", "hypothesis": f"h{i}"}, i % 2, f"t{i}") for i in range(n)]
+    return TransferTask(spec, None, [], train)  # type: ignore[arg-type]
+
+
+def test_shuffled_sample_permutes_the_gold_answers_of_the_same_inputs(tiny_dir, tmp_path):
+    task = _labelled_task(40)
+    sample, _ = task.samples(12, 4, seed=3)
+    shuffled = task.shuffled_sample(12, 4, seed=3)
+    assert [e.fields for e in shuffled] == [e.fields for e in sample]  # the same inputs, in the same order
+    assert sorted(e.label for e in shuffled) == sorted(e.label for e in sample)  # the same answer mix
+    assert [e.label for e in shuffled] != [e.label for e in sample]  # but not the same mapping
+    assert shuffled == task.shuffled_sample(12, 4, seed=3)  # seeded
+
+    from harness.methods.presets import load_preset
+    from harness.transfer import plan
+
+    cfg = _config(tiny_dir, tmp_path)
+    tasks, _ = plan(cfg, load_preset("bitfit", None, []))
+    sample, _ = tasks[0].samples(8, 4, seed=0)
+    shuffled = tasks[0].shuffled_sample(8, 4, seed=0)
+    answers = [e.fields["answer"] for e in sample]
+    moved = [e.fields["answer"] for e in shuffled]
+    assert sorted(moved) == sorted(answers) and moved != answers  # generated answers: permuted across examples
+    questions = [{k: v for k, v in e.fields.items() if k != "answer"} for e in sample]
+    assert [{k: v for k, v in e.fields.items() if k != "answer"} for e in shuffled] == questions
+
+
+def test_transfer_beyond_format_is_the_paired_difference_of_the_two_gains(tmp_path):
+    from harness.metrics import BOOTSTRAP_SEED, N_BOOTSTRAP
+    from harness.report_transfer import pair_claims, render
+
+    store = Store(tmp_path)
+    store.set_meta("kind", KIND)
+    store.set_meta("tasks", ["rte", "copa"])
+    store.put_model("m", 1000, {})
+    for task in ("rte", "copa"):
+        store.put_task("m", task, {})
+    _put(store, "rte", "only", 0, [0, 0, 0, 0, 1, 0])
+    _put(store, "rte", "from:copa", 0, [1, 1, 1, 0, 1, 0])
+    _put(store, "rte", "from:copa~shuffled", 0, [1, 0, 0, 0, 1, 1])
+    _put(store, "copa", "only", 0, [0] * 8)
+    _put(store, "copa", "from:rte", 0, [1] * 8)
+    _put(store, "copa", "from:rte~shuffled", 0, [0] * 8)
+    _put(store, "rte", "source-shuffled", 0, [1, 0, 1, 0, 0, 0], {"best_step": 5, "steps_run": 10})
+    (result,) = load(store)
+    store.close()
+    assert result.gain[("copa", "rte")].value == pytest.approx(3 / 6)
+    assert result.shuffled_gain[("copa", "rte")].value == pytest.approx(2 / 6)
+    beyond = result.beyond_format[("copa", "rte")]
+    assert beyond.value == pytest.approx(1 / 6)  # (0 + 1 + 1 + 0 + 0 - 1) / 6
+    # by hand: rte's own bootstrap weights (seeded by its name), the weighted mean of the differences per replicate
+    rng = np.random.default_rng(BOOTSTRAP_SEED + zlib.crc32(b"rte"))
+    weights = rng.multinomial(6, np.full(6, 1 / 6), size=N_BOOTSTRAP)
+    replicates = weights @ np.array([0, 1, 1, 0, 0, -1]) / 6
+    assert beyond.ci == pytest.approx(tuple(np.percentile(replicates, [2.5, 97.5])))
+    assert beyond.ci[0] < 0 < beyond.ci[1]
+    assert beyond.samples == pytest.approx(
+        result.gain[("copa", "rte")].samples - result.shuffled_gain[("copa", "rte")].samples
+    )  # paired: replicate by replicate on the same resamples
+    assert list(result.shuffled_source) == ["rte"]
+    assert result.shuffled_source["rte"].value == pytest.approx(2 / 6)
+    claims = pair_claims(result)
+    assert result.gain[("copa", "rte")].ci[0] > 0  # the gain alone would count as transfer ...
+    assert claims["copa -> rte"].answer == "format effect"  # ... but shuffled copa gives most of it
+    assert claims["rte -> copa"].answer == "helped"  # beyond format: +100, interval above 0
+
+    render(tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    lo, hi = beyond.ci
+    row = f"| copa -> rte | +50.0 [{result.gain[('copa', 'rte')].ci[0] * 100:+.1f}, "
+    assert "### Transfer beyond format" in report and row in report
+    assert f"+16.7 [{lo * 100:+.1f}, {hi * 100:+.1f}] |" in report
+    assert "format effect on 1" in report and "helped on 1" in report
+    csv = pd.read_csv(tmp_path / "transfer.csv")
+    got = csv[(csv.quantity == "beyond_format") & (csv.source == "copa")].iloc[0]
+    assert (got.value, got.ci_low, got.ci_high, got.n) == pytest.approx((1 / 6, lo, hi, 6), rel=1e-5)  # %.6g
+    assert set(csv.quantity) >= {"gain_shuffled", "after_source_shuffled"}
+
+
+def test_shuffled_sources_add_control_units_to_a_store(tiny_dir, tmp_path, monkeypatch):
+    from harness.methods.presets import load_preset
+    from harness.transfer import plan, state_path
+
+    console = Console(quiet=True)
+    run_transfer(_config(tiny_dir, tmp_path, limit=2), console, "first")
+    before, plain = _stored(tmp_path), (tmp_path / "report.md").read_text()
+    trained = []
+    real_train = Runner._train_and_score
+
+    def spy(self, task, sample, start, seed, brief, score=True):
+        if not brief:
+            trained.append((task.spec.name, sample))
+        return real_train(self, task, sample, start, seed, brief, score)
+
+    monkeypatch.setattr(Runner, "_train_and_score", spy)
+    run_transfer(_config(tiny_dir, tmp_path, limit=2, shuffled_sources=True), console, "with the control")
+    after = _stored(tmp_path)
+    assert {k: v for k, v in after.items() if k in before} == before  # nothing redone or changed
+    added = sorted({k[:2] for k in after if k not in before})
+    expected = [(t, "source-shuffled") for t in ("add-1d", "sub-1d")]
+    expected += [(b, f"from:{a}~shuffled") for a in ("add-1d", "sub-1d") for b in ("add-1d", "sub-1d")]
+    assert added == sorted(expected)
+    assert [name for name, _ in trained] == ["add-1d", "sub-1d"]  # each shuffled source trained once
+    cfg = _config(tiny_dir, tmp_path, limit=2)
+    tasks, _ = plan(cfg, load_preset("bitfit", None, []))
+    assert [sample for _, sample in trained] == [t.shuffled_sample(8, 4, 0) for t in tasks]  # on shuffled answers
+    store = Store(tmp_path, create=False)
+    (result,) = load(store)
+    store.close()
+    assert state_path(tmp_path, str(tiny_dir), "bitfit", "add-1d~shuffled", 8, 0).is_file()
+    assert set(result.beyond_format) == set(result.shuffled_gain) == set(result.gain)
+    assert "beyond format" not in plain and "### Transfer beyond format" in (tmp_path / "report.md").read_text()
