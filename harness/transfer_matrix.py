@@ -11,6 +11,9 @@ Where B was also trained alone at several sizes (`--target-sizes`), the effectiv
 al. 2021) reads a cell in examples of B: D_T(A -> B) = the size at which B alone matches the score after A then B,
 minus the D_F = target_n examples of B both were trained on (harness/data_equivalent.py: log-size interpolation,
 first crossing), on B's same resamples.
+
+Where each source was also trained on its answers shuffled (`--shuffled-sources`), the gain from shuffled A is the
+format-only control, and transfer beyond format = gain(A) - gain(shuffled A), paired on B's same resamples.
 """
 
 from __future__ import annotations
