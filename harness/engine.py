@@ -6,11 +6,12 @@ The engine
 - runs the longest token prefix common to every row of the unit once and reuses its key/value cache,
 - scores choices that differ only in their last token from one row (one pass per example for yes/no tasks),
 - applies the output head only at the answer positions;
-- attends the rows of a batch that share a prefix to ONE copy of its keys/values (`harness/prefix_attention.py`):
-  no per-row copy of the prefix cache, one matmul per layer and KV head for all rows' queries; the softmax over
-  prefix and new keys is merged exactly. `$HARNESS_PREFIX_ATTENTION` = shared (the default) or expand (each row
-  gets a view of the prefix cache through transformers' cache, as before: the reference the tests compare);
-  models, caches or configs the shared path has not been checked on take the expand path;
+- with `$HARNESS_PREFIX_ATTENTION=shared`, attends the rows of a batch that share a prefix to ONE copy of its
+  keys/values (`harness/prefix_attention.py`): no per-row copy of the prefix cache, one matmul per layer and KV
+  head for all rows' queries; the softmax over prefix and new keys is merged exactly. The default, expand, gives
+  each row a view of the prefix cache through transformers' cache (the reference the tests compare): on 2 CPU
+  cores the shared path measured within +-6% of it (benchmarks/prefix_attention.py), so it stays opt-in until it
+  pays off; models, caches or configs the shared path has not been checked on take the expand path;
 - scores several units' lists of requests in one call (`score_lists`): identical prefixes run once; with `pack`, a
   list's prefix continues an earlier list's cache where they start alike, and the part-filled last batches of
   different prefixes share one pass, their caches left-padded and stacked.

@@ -46,8 +46,8 @@ MAX_SCORES = 1 << 26
 
 
 def prefix_attention_mode(value: str | None = None) -> str:
-    """The mode asked for (`value`, else $HARNESS_PREFIX_ATTENTION, else shared); a bad one is a one-line error."""
-    mode = (value if value is not None else os.environ.get(PREFIX_ATTENTION_ENV, "shared")).strip().lower()
+    """The mode asked for (`value`, else $HARNESS_PREFIX_ATTENTION, else expand); a bad one is a one-line error."""
+    mode = (value if value is not None else os.environ.get(PREFIX_ATTENTION_ENV, "expand")).strip().lower()
     if mode not in PREFIX_ATTENTION_MODES:
         raise HarnessError(f"${PREFIX_ATTENTION_ENV} must be {' or '.join(PREFIX_ATTENTION_MODES)}, not '{mode}'")
     return mode

@@ -82,8 +82,8 @@ def test_shared_prefix_matches_expanded_cache_and_full_sequence(tokenizer, monke
     expand = Engine(model, tokenizer, batch_size=batch_size, prefix_attention="expand")
     expanded = expand.score(requests, hidden_layers=layers)
     assert not passes
-    shared = Engine(model, tokenizer, batch_size=batch_size)  # the default
-    assert shared.prefix_attention == "shared"
+    assert Engine(model, tokenizer).prefix_attention == "expand"  # the default
+    shared = Engine(model, tokenizer, batch_size=batch_size, prefix_attention="shared")
     got = shared.score(requests, hidden_layers=layers)
     assert passes  # the shared path ran
     assert model.config._attn_implementation == "sdpa"  # the model's own attention again after each pass
@@ -151,7 +151,7 @@ def test_other_models_and_caches_take_the_expand_path(tiny_lm):
 
     _, tokenizer = tiny_lm
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4)).eval()
-    engine = Engine(gpt2, tokenizer)
+    engine = Engine(gpt2, tokenizer, prefix_attention="shared")
     assert engine.prefix_attention == "shared" and not engine._shared_prefix
     request = _requests()[1]
     assert engine.score([request])[0].logprobs == pytest.approx(_reference(engine, gpt2, request), abs=1e-4)
