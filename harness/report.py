@@ -275,7 +275,8 @@ def about_section(ctx: ReportContext) -> list[str]:
 
 def screen_section(ctx: ReportContext) -> list[str]:
     """The first screen: per model and across sizes, what the evidence supports (harness/report_screen.py)."""
-    return screen.section(ctx.models, ctx.scored_tasks)
+    # a report of the presidents list alone has no choice task: its first screen is the list's answer
+    return screen.section(ctx.models, ctx.scored_tasks) or presidents.screen(screen.HEADING, ctx.models, ctx.results)
 
 
 def answer_section(ctx: ReportContext) -> list[str]:

@@ -16,6 +16,8 @@ from harness.store import Record, Store
 
 TASK = "presidents"
 UNIT = ("prompt", "gold", "list", 0, 0)
+MODEL_KIND = ("prompt", "gold", 0, "list", 0)  # estimate keys: (*kind, metric)
+BASELINE_KIND = ("baseline", "frequency", 0, "-", "-")
 BASELINE = (
     "`frequency baseline`: a control that reads only the list. At each line it ranks the first tokens of the lines "
     "before it by how often they occurred (ties: the most recent first) and gives each the share of those lines "
@@ -24,12 +26,52 @@ BASELINE = (
 )
 
 
+def _read(models: list[tuple[str, int, dict]], results: list[TaskResult]) -> list[TaskResult]:
+    """The models that read the list, smallest first."""
+    size = {m: p for m, p, _ in models}
+    return sorted((r for r in results if r.task == TASK and r.estimates), key=lambda r: (size.get(r.model, 0), r.model))
+
+
+def _beyond(model, baseline) -> str:
+    """Does the model's top-10 rate clear the frequency baseline's? Only where the two intervals are apart."""
+    if model is None or baseline is None:
+        return "–"
+    if model.ci[0] > baseline.ci[1]:
+        return "yes"
+    if model.ci[1] < baseline.ci[0]:
+        return "no (the baseline does better)"
+    return "cannot be told yet (intervals overlap)"
+
+
+def screen(heading: str, models: list[tuple[str, int, dict]], results: list[TaskResult]) -> list[str]:
+    """The first screen of a report whose only task is the list: per model, whether it knows the list beyond a
+    frequency guess; [] when no model read it."""
+    read = _read(models, results)
+    if not read:
+        return []
+    rows = []
+    for r in read:
+        top10, base10 = (r.estimates.get((*kind, "top10")) for kind in (MODEL_KIND, BASELINE_KIND))
+        rows.append([r.model, str(top10.n if top10 else "–"), fmt(top10), fmt(base10), _beyond(top10, base10)])
+    header = ["model", "lines (n)", "top-10", "frequency baseline top-10", "knows the list beyond a frequency guess"]
+    return [
+        heading,
+        "",
+        *table(header, rows),
+        "",
+        "The presidents list read once: the share of lines whose correct first token the model ranks in its top 10, "
+        "against the frequency baseline on the same tokens (95% Wilson intervals); `yes` only where the intervals "
+        "are apart. Details and the figure: the presidents section below.",
+        "",
+    ]
+
+
 def section(
     store: Store, models: list[tuple[str, int, dict]], results: list[TaskResult], out: Path, plot: Path
 ) -> list[str]:
     """Markdown for every model that read the list, smallest first; [] when none did."""
     size = {m: p for m, p, _ in models}
-    read = sorted((r for r in results if r.task == TASK and r.estimates), key=lambda r: (size.get(r.model, 0), r.model))
+    read = _read(models, results)
     if not read:
         return []
     lines = [
@@ -47,7 +89,7 @@ def section(
     for r in read:
         model, baseline = (
             [r.estimates.get((*kind, m)) for m in ("top1", "top10", "p_correct")]
-            for kind in (("prompt", "gold", 0, "list", 0), ("baseline", "frequency", 0, "-", "-"))
+            for kind in (MODEL_KIND, BASELINE_KIND)
         )
         rank = r.estimates.get(("prompt", "gold", 0, "list", 0, "median_gold_rank"))
         n = model[0].n if model[0] else "–"

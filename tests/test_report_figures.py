@@ -112,7 +112,11 @@ def test_presidents_by_model_beside_the_frequency_baseline(tmp_path, monkeypatch
     drawn = {}
     monkeypatch.setattr(report_presidents.plots, "save", lambda fig, path: drawn.update(fig=fig, path=path))
     text = render(tmp_path).read_text(encoding="utf-8")
-    rows = [line for line in text.splitlines() if re.match(r"\| (small|big) \| 12 \|", line)]
+    screen, details = text.split("## Presidents", 1)
+    # a report of the list alone opens with it: top-10 against the baseline's, "yes" only where the intervals part
+    first = [line for line in screen.splitlines() if re.match(r"\| (small|big) \| 12 \|", line)]
+    assert [row.split(" | ")[-1] for row in first] == ["yes |", "cannot be told yet (intervals overlap) |"]
+    rows = [line for line in details.splitlines() if re.match(r"\| (small|big) \| 12 \|", line)]
     # smallest first; the baseline on each model's tokens: top-1 at 1 line of 12, top-10 at 3 (Wilson intervals)
     assert [row.split(" | ")[0] for row in rows] == ["| small", "| big"]
     assert rows[0].split(" | ")[2:4] == ["0.0 [0.0, 24.2]", "100.0 [75.8, 100.0]"]
