@@ -10,8 +10,9 @@ import numpy as np
 
 from harness import plots
 from harness.analysis import TaskResult
+from harness.claims import points
 from harness.markdown import fmt, params_text, table
-from harness.metrics import frequency_ranks
+from harness.metrics import difference, frequency_ranks
 from harness.store import Record, Store
 
 TASK = "presidents"
@@ -33,14 +34,17 @@ def _read(models: list[tuple[str, int, dict]], results: list[TaskResult]) -> lis
 
 
 def _beyond(model, baseline) -> str:
-    """Does the model's top-10 rate clear the frequency baseline's? Only where the two intervals are apart."""
-    if model is None or baseline is None:
+    """Does the model's top-10 rate clear the frequency baseline's? Their paired difference (both scored on the same
+    bootstrap resamples of the same lines) must have its 95% interval on one side of 0."""
+    d = difference(model, baseline)
+    if d is None:
         return "–"
-    if model.ci[0] > baseline.ci[1]:
-        return "yes"
-    if model.ci[1] < baseline.ci[0]:
-        return "no (the baseline does better)"
-    return "cannot be told yet (intervals overlap)"
+    lo, hi = d.ci
+    if lo > 0:
+        return f"yes ({points(d)})"
+    if hi < 0:
+        return f"no, the baseline does better ({points(d)})"
+    return f"cannot be told yet ({points(d)}: the interval holds 0)"
 
 
 def screen(heading: str, models: list[tuple[str, int, dict]], results: list[TaskResult]) -> list[str]:
@@ -60,8 +64,9 @@ def screen(heading: str, models: list[tuple[str, int, dict]], results: list[Task
         *table(header, rows),
         "",
         "The presidents list read once: the share of lines whose correct first token the model ranks in its top 10, "
-        "against the frequency baseline on the same tokens (95% Wilson intervals); `yes` only where the intervals "
-        "are apart. Details and the figure: the presidents section below.",
+        "against the frequency baseline on the same tokens (95% Wilson intervals); the last column gives the "
+        "model's top-10 rate minus the baseline's in points with its 95% interval (bootstrap over lines, paired: "
+        "both on the same resamples), `yes` only where that interval is above 0. Details and the figure: the presidents section below.",
         "",
     ]
 
