@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from harness.claims import points
 from harness.data_equivalent import DataEquivalent, difference
 from harness.markdown import params_text, table
 from harness.metrics import Estimate
@@ -26,7 +27,7 @@ TOP_ASYMMETRIES = 10
 def section(ctx: TransferContext) -> list[str]:
     """The explanation, then per model its B-alone curves, D_T matrices and asymmetries, then the change across
     sizes."""
-    shown = [r for r in ctx.results if r.transferred]
+    shown = [r for r in ctx.results if r.rise]
     if not shown:
         return []
     lines = [
@@ -40,7 +41,10 @@ def section(ctx: TransferContext) -> list[str]:
         "D_T > 0: A is worth that many extra examples of B; 0: nothing; < 0: A costs examples. `below X` / `above "
         "X`: B alone already matches at its smallest size / falls short at its largest, so D_T is only bounded. "
         "95% intervals: the same rule on each bootstrap resample of B's eval examples (after A and B alone on the "
-        "same resample). A curve of B alone that is not monotone can give a D_T whose sign differs from the gain's.",
+        "same resample). A curve of B alone that is not monotone can give a D_T whose sign differs from the gain's. "
+        "D_T is read only where B alone learns: its score at the largest size beats its score at the smallest "
+        "(paired over B's eval examples, 95% interval above 0); elsewhere (`flat`) any size would match and the "
+        "column has no D_T.",
         "",
     ]
     for r in shown:
@@ -63,18 +67,38 @@ def _signed(d: DataEquivalent) -> str:
 
 
 def _model(r: ModelTransfer) -> list[str]:
-    lines = [f"### {r.model}", "", "B alone at each size (train n: score):", ""]
+    lines = [f"### {r.model}", "", "B alone at each size (train n: score), and whether it learns over them:", ""]
     lines += table(
-        ["task", "B alone"],
-        [[b, ", ".join(f"{n}: {e.value * 100:.1f}" for n, e in r.curve[b].items())] for b in r.tasks if b in r.curve],
+        ["task", "B alone", "largest - smallest (points)", "learns"],
+        [
+            [
+                b,
+                ", ".join(f"{n}: {e.value * 100:.1f}" for n, e in r.curve[b].items()),
+                points(r.rise[b]) if b in r.rise else "–",
+                ("yes" if r.learns(b) else "no: flat") if b in r.rise else "–",
+            ]
+            for b in r.tasks
+            if b in r.curve
+        ],
     )
+    flat = {b for b in r.rise if not r.learns(b)}
     cells = {pair: f"{d.text()} ({_points(r.gain.get(pair))})" for pair, d in r.transferred.items()}
+    cells |= {(a, b): "flat" for (a, b) in r.gain if b in flat}
     lines += ["", "D_T in examples of B (gain in points beside it); rows: source A, columns: target B.", ""]
     lines += table(["A \\ B", *r.tasks], [[a, *(cells.get((a, b), "–") for b in r.tasks)] for a in r.tasks])
     lines += ["", "With 95% intervals:", ""]
     lines += table(
         ["A \\ B", *r.tasks],
-        [[a, *(_interval(r.transferred.get((a, b))) for b in r.tasks)] for a in r.tasks],
+        [
+            [
+                a,
+                *(
+                    cells[(a, b)] if b in flat and (a, b) in cells else _interval(r.transferred.get((a, b)))
+                    for b in r.tasks
+                ),
+            ]
+            for a in r.tasks
+        ],
     )
     asym = asymmetries(r)
     if asym:

@@ -75,9 +75,36 @@ def pair_claims(r: ModelTransfer) -> dict[str, Claim]:
     return out
 
 
+def data_transferred(r: ModelTransfer) -> str:
+    """One screen cell: the off-diagonal pairs by what their effective data transferred says (interval above 0:
+    worth examples of B; below 0: costs examples; else cannot be told), and those with no D_T as B alone does not
+    learn over its sizes."""
+    groups: dict[str, list[str]] = {"worth examples": [], "costs examples": [], "cannot be told yet": []}
+    flat = []
+    for a, b in r.off_diagonal():
+        d = r.transferred.get((a, b))
+        if d is None:
+            flat += [f"{a} -> {b}"] if b in r.rise else []
+            continue
+        lo, hi = d.ci
+        answer = "worth examples" if lo > 0 else "costs examples" if hi < 0 else "cannot be told yet"
+        groups[answer].append(f"{a} -> {b} {d.interval_text()}")
+    parts = [
+        f"{answer} on {len(pairs)}" + (f" ({', '.join(pairs)})" if len(pairs) <= 3 else "")
+        for answer, pairs in groups.items()
+        if pairs
+    ]
+    if flat:
+        targets = sorted({pair.split(" -> ")[1] for pair in flat}, key=r.tasks.index)
+        parts.append(f"none on {len(flat)} (B alone does not learn: {', '.join(targets)})")
+    return "; ".join(parts) or "–"
+
+
 def _screen(ctx: TransferContext) -> list[str]:
-    """The first screen: per model, which sources learned their own task and which pairs transfer."""
+    """The first screen: per model, which sources learned their own task and which pairs transfer, and where B
+    alone ran at several sizes, what the gains are worth in examples of B."""
     rows = []
+    curves = any(r.rise for r in ctx.results)
     for r in ctx.results:
         if not r.off_diagonal():
             continue
@@ -90,22 +117,32 @@ def _screen(ctx: TransferContext) -> list[str]:
                 ", ".join(format_sources(r)) or "none",
                 tally(diagonal),
                 tally(pair_claims(r)),
+                *([data_transferred(r)] if curves else []),
             ]
         )
     if not rows:
         return []
+    header = ["model", "tasks (eval n)", "sources scoring 0 on their own task", "diagonal gain", "transfer A -> B"]
     return [
         HEADING,
         "",
-        *table(
-            ["model", "tasks (eval n)", "sources scoring 0 on their own task", "diagonal gain", "transfer A -> B"], rows
-        ),
+        *table(header + (["effective data transferred (examples of B)"] if curves else []), rows),
         "",
         "Counts of tasks (diagonal) and of ordered pairs (transfer); gains in points, answered only where the 95% "
         "interval over B's eval examples supports it (`no`: below 0 or within +-2 points). `format effect`: a gain "
         "from a source that scores 0 on its own task after source training, which has no skill to pass on: the "
         "shape of the answer, not transfer. With one training seed the intervals leave out training randomness.",
         "",
+        *(
+            [
+                "Effective data transferred: D_T(A -> B) in examples of B with its 95% interval (section below); "
+                "read only for targets whose B-alone curve rises significantly from its smallest size to its "
+                "largest.",
+                "",
+            ]
+            if curves
+            else []
+        ),
         *(
             [
                 "Where a shuffled-answer source ran (`--shuffled-sources`), a pair counts as `helped` only where "

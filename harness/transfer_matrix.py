@@ -51,7 +51,10 @@ class ModelTransfer:
     kept_steps: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # A -> (kept step, steps run) per seed
     target_n: int | None = None  # D_F: the examples of B in `only` and every pair
     curve: dict[str, dict[int, Estimate]] = field(default_factory=dict)  # B -> size -> score of B alone at that size
-    transferred: dict[tuple[str, str], DataEquivalent] = field(default_factory=dict)  # (A, B): D_T, where B has a curve
+    transferred: dict[tuple[str, str], DataEquivalent] = field(default_factory=dict)  # (A, B): D_T, where B learns
+    # B -> B alone's score at its largest size minus at its smallest, paired over B's eval examples: D_T is read off
+    # B's curve only where this rise's interval is above 0 (a flat or falling curve matches any score at any size)
+    rise: dict[str, Estimate] = field(default_factory=dict)
     # --shuffled-sources: A's score after training on its shuffled answers; the gain on B from that state; and
     # transfer beyond format = gain(A) - gain(shuffled A), paired over B's examples and the seeds of all three
     shuffled_source: dict[str, Estimate] = field(default_factory=dict)
@@ -61,6 +64,11 @@ class ModelTransfer:
     def untrained_sources(self) -> list[str]:
         """Sources whose every seed kept the untrained state (no held-out gain): their rows equal B alone."""
         return [a for a in self.tasks if self.kept_steps.get(a) and all(k == 0 for k, _ in self.kept_steps[a])]
+
+    def learns(self, b: str) -> bool:
+        """Does B alone score significantly more at its largest size than at its smallest? Only then does its curve
+        convert a score into examples of B."""
+        return b in self.rise and self.rise[b].ci[0] > 0
 
     def off_diagonal(self) -> list[tuple[str, str]]:
         return [(a, b) for (a, b) in self.gain if a != b]
@@ -164,6 +172,9 @@ def load(store: Store) -> list[ModelTransfer]:
             only_vec = _seed_mean(only)
             result.only[b], result.seeds[b] = rs.mean(only_vec), len(only)
             result.curve[b] = {n: rs.mean(_seed_mean(by_seed)) for n, by_seed in sorted(alone[b].items())}
+            if len(result.curve[b]) > 1:
+                sizes = sorted(result.curve[b])
+                result.rise[b] = difference(result.curve[b][sizes[-1]], result.curve[b][sizes[0]])
             for a in tasks:
                 after = by_variant.get(f"from:{a}", {}).get(b)
                 seeds = sorted(set(after or ()) & set(only))
@@ -173,7 +184,7 @@ def load(store: Store) -> list[ModelTransfer]:
                 paired_only = _seed_mean({s: only[s] for s in seeds})  # the same seeds on both sides
                 result.after[(a, b)] = rs.mean(after_vec)
                 result.gain[(a, b)] = gain_estimate(after_vec, paired_only, rs)
-                if len(result.curve[b]) > 1:
+                if result.learns(b):
                     result.transferred[(a, b)] = effective_data(result.curve[b], result.after[(a, b)], result.target_n)
                 _format_control(result, a, b, after, by_variant.get(f"from:{a}{SHUFFLED}", {}).get(b), only, rs)
         out.append(result)

@@ -123,12 +123,12 @@ def test_the_report_states_a_prompts_worth_and_its_censored_ends(tmp_path):
 
 
 # ------------------------------------------------------------------------------ effective data transferred
-def _transfer_store(tmp_path):
+def _transfer_store(tmp_path, alone: dict | None = None):
     """Two tasks, D_F = 10; B alone at 2, 10 and 40 examples (of 100 eval examples, the first k right)."""
     store = Store(tmp_path)
     store.set_meta("kind", KIND)
     store.set_meta("tasks", ["rte", "copa"])
-    alone = {"rte": {2: 40, 10: 50, 40: 70}, "copa": {2: 40, 10: 60, 40: 80}}
+    alone = alone or {"rte": {2: 40, 10: 50, 40: 70}, "copa": {2: 40, 10: 60, 40: 80}}
     after = {
         "small": {("copa", "rte"): 60, ("rte", "rte"): 50, ("rte", "copa"): 50, ("copa", "copa"): 30},
         "large": {("copa", "rte"): 70, ("rte", "rte"): 50, ("rte", "copa"): 50, ("copa", "copa"): 30},
@@ -179,3 +179,25 @@ def test_the_transfer_report_shows_effective_data_beside_the_gains(tmp_path):
     csv = (tmp_path / "transfer.csv").read_text()
     assert "small,1000,copa,rte,effective_data,10," in csv and ",only_n40," in csv
     assert render_transfer(tmp_path).read_text() == text
+
+
+def test_no_effective_data_is_read_off_a_curve_that_does_not_learn(tmp_path):
+    # copa alone scores 60 at 2 examples and 62 at 40: the first 60 right at every size, two more at 40; a rise of
+    # 2 points on 2 of 100 examples, its interval holds 0, so every size "matches" 50 or 60: no D_T for copa
+    _transfer_store(tmp_path, {"rte": {2: 40, 10: 50, 40: 70}, "copa": {2: 60, 10: 58, 40: 62}}).close()
+    store = Store(tmp_path, create=False)
+    small, _ = load(store)
+    store.close()
+    assert small.learns("rte") and not small.learns("copa")
+    assert small.rise["copa"].value == pytest.approx(0.02) and small.rise["copa"].ci[0] <= 0
+    assert small.rise["rte"].value == pytest.approx(0.30) and small.rise["rte"].ci[0] > 0.15
+    assert set(small.transferred) == {("copa", "rte"), ("rte", "rte")}  # B = copa: none
+    screen, section = render_transfer(tmp_path).read_text().split("## Effective data transferred")
+    # the first screen counts the pairs by their D_T: copa -> rte is worth 10 examples of rte, rte -> copa has none
+    row = next(line for line in screen.splitlines() if line.startswith("| small |"))
+    assert row.endswith("| worth examples on 1 (copa -> rte 10 [5, 17]); none on 1 (B alone does not learn: copa) |")
+    assert "| copa | 2: 60.0, 10: 58.0, 40: 62.0 | +2.0 [" in section and "| no: flat |" in section
+    assert "| rte | 2: 40.0, 10: 50.0, 40: 70.0 | +30.0 [" in section and "| yes |" in section
+    assert "| copa | 10 (+10.0) | flat |" in section and "| rte | 0 (+0.0) | flat |" in section
+    assert "Largest asymmetries" not in section  # copa <-> rte: no D_T towards copa, so no asymmetry in examples
+    assert "| copa -> rte | 10 [5, 17] | 30 [30, 30] | +20 [" in section  # across sizes: the pairs with D_T

@@ -215,7 +215,8 @@ def test_target_sizes_add_b_alone_runs_that_read_gains_in_examples(tiny_dir, tmp
     store.close()
     assert units == ["only/n2/s0", "only/n4/s0", "only/n8/s0"]  # n4: --target-n's own unit, run once
     assert result.target_n == 4 and sorted(result.curve["add-1d"]) == [2, 4, 8]
-    assert set(result.transferred) == set(result.gain) and len(result.gain) == 4
+    assert sorted(result.rise) == ["add-1d", "sub-1d"] and len(result.gain) == 4
+    assert set(result.transferred) == {(a, b) for a, b in result.gain if result.learns(b)}  # D_T where B learns
     assert "## Effective data transferred" in (tmp_path / "report.md").read_text()
 
 
