@@ -43,8 +43,8 @@ def section(ctx: TransferContext) -> list[str]:
         "95% intervals: the same rule on each bootstrap resample of B's eval examples (after A and B alone on the "
         "same resample). A curve of B alone that is not monotone can give a D_T whose sign differs from the gain's. "
         "D_T is read only where B alone learns: its score at the largest size beats its score at the smallest "
-        "(paired over B's eval examples, 95% interval above 0); elsewhere (`flat`) any size would match and the "
-        "column has no D_T.",
+        "(paired over B's eval examples, 95% interval above 0); elsewhere (`flat`: the interval holds 0, "
+        "or the curve falls) any size would match and the column has no D_T.",
         "",
     ]
     for r in shown:
@@ -75,7 +75,7 @@ def _model(r: ModelTransfer) -> list[str]:
                 b,
                 ", ".join(f"{n}: {e.value * 100:.1f}" for n, e in r.curve[b].items()),
                 points(r.rise[b]) if b in r.rise else "–",
-                ("yes" if r.learns(b) else "no: flat") if b in r.rise else "–",
+                _learns(r, b),
             ]
             for b in r.tasks
             if b in r.curve
@@ -120,6 +120,15 @@ def _model(r: ModelTransfer) -> list[str]:
         ]
         lines += table(["pair", "D_T A -> B", "D_T B -> A", "asymmetry (examples)", "gain asymmetry (points)"], rows)
     return lines + [""]
+
+
+def _learns(r: ModelTransfer, b: str) -> str:
+    """yes; no: flat (the rise's interval holds 0); no: falls (it is below 0)."""
+    if b not in r.rise:
+        return "–"
+    if r.learns(b):
+        return "yes"
+    return "no: falls" if r.rise[b].ci[1] < 0 else "no: flat"
 
 
 def _interval(d: DataEquivalent | None) -> str:

@@ -201,3 +201,15 @@ def test_no_effective_data_is_read_off_a_curve_that_does_not_learn(tmp_path):
     assert "| copa | 10 (+10.0) | flat |" in section and "| rte | 0 (+0.0) | flat |" in section
     assert "Largest asymmetries" not in section  # copa <-> rte: no D_T towards copa, so no asymmetry in examples
     assert "| copa -> rte | 10 [5, 17] | 30 [30, 30] | +20 [" in section  # across sizes: the pairs with D_T
+
+
+def test_a_falling_curve_is_named_as_such_and_gives_no_effective_data(tmp_path):
+    # copa alone: 70 right at 2 examples, 40 at 40 (the last 30 of the first 70 lost): a fall of 30 points
+    _transfer_store(tmp_path, {"rte": {2: 40, 10: 50, 40: 70}, "copa": {2: 70, 10: 60, 40: 40}}).close()
+    store = Store(tmp_path, create=False)
+    small, _ = load(store)
+    store.close()
+    assert small.rise["copa"].value == pytest.approx(-0.30) and small.rise["copa"].ci[1] < 0
+    assert not small.learns("copa") and ("rte", "copa") not in small.transferred
+    section = render_transfer(tmp_path).read_text().split("## Effective data transferred")[1]
+    assert "| copa | 2: 70.0, 10: 60.0, 40: 40.0 | -30.0 [" in section and "| no: falls |" in section
