@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.claims import points
 from harness.markdown import fmt, params_text, table
-from harness.metrics import Estimate
+from harness.metrics import Estimate, difference
 from harness.report_answer import about
 from harness.report_html import write_report
+from harness.report_screen import HEADING
 from harness.store import Store
 from harness.w2s_analysis import KIND, W2S, GapRecovered, TaskW2S, load, verdict
 
@@ -30,6 +32,57 @@ class W2SContext:
 
 def _title(ctx: W2SContext) -> list[str]:
     return ["# harness weak-to-strong report", "", *about(ctx.out)]
+
+
+def _screen(ctx: W2SContext) -> list[str]:
+    """The first screen: per supervision (plain, with the confidence loss), on which tasks PGR is defined (the
+    ceiling clears the best constant and the weak model) and where weak-to-strong beats the weak model."""
+    variants = list(dict.fromkeys(v for r in ctx.results for v in r.gaps))
+    rows = []
+    for v in variants:
+        found = [(r, r.gaps[v]) for r in ctx.results if v in r.gaps]
+        defined = [(r.task, gap) for r, gap in found if gap.pgr is not None]
+        undefined = [r.task for r, gap in found if gap.pgr is None]
+        above, not_told, below = [], [], []
+        for task, gap in defined:
+            d = difference(gap.w2s, gap.weak)
+            lo, hi = d.ci
+            (above if lo > 0 else below if hi < 0 else not_told).append(f"{task} {points(d)}")
+        ns = "/".join(str(n) for n in sorted({gap.n for _, gap in found}))
+        rows.append(
+            [
+                _label(found[0][0], v),
+                f"{len(found)} (n = {ns})",
+                _counted([("yes", [t for t, _ in defined]), ("no", undefined)]),
+                _counted([("yes", above), ("no", below), ("cannot be told yet", not_told)]) if defined else "–",
+                ", ".join(f"{t} {_pgr(gap)}" for t, gap in defined) or "–",
+            ]
+        )
+    if not rows:
+        return []
+    header = [
+        "supervision",
+        "tasks (val n)",
+        "PGR defined: the ceiling beats the best constant and the weak model",
+        "weak-to-strong above the weak model (points)",
+        "PGR, % [95%]",
+    ]
+    return [
+        HEADING,
+        "",
+        *table(header, rows),
+        "",
+        "Counts of tasks. PGR is defined only where the strong model's gold-trained ceiling is significantly above "
+        "both the best constant answer and the weak model (paired bootstrap, p < 0.05); elsewhere there is no gap "
+        "to recover and the task says nothing about weak-to-strong. `yes` for weak-to-strong where its difference "
+        "from the weak model has its 95% interval (bootstrap over val examples, paired) above 0. Each task's "
+        "reason and the confidence loss's convergence: the verdicts below.",
+        "",
+    ]
+
+
+def _counted(groups: list[tuple[str, list[str]]]) -> str:
+    return "; ".join(f"{answer} on {len(items)} ({', '.join(items)})" for answer, items in groups if items) or "–"
 
 
 def _produced_by(ctx: W2SContext) -> list[str]:
@@ -138,7 +191,7 @@ def _unsettled(seeds: list[int] | None) -> str:
 
 
 # A w2s report's report.md: these sections in this order, each a function (W2SContext) -> lines.
-SECTIONS: list[Callable[[W2SContext], list[str]]] = [_title, _produced_by, _settings, _table, _verdicts]
+SECTIONS: list[Callable[[W2SContext], list[str]]] = [_title, _screen, _produced_by, _settings, _table, _verdicts]
 
 
 def render(out_dir: str | Path) -> Path:

@@ -60,6 +60,25 @@ def test_pgr_is_negative_when_weak_to_strong_is_worse_than_the_weak_model():
     assert "significantly below the weak model" in verdict(gap)
 
 
+def test_the_first_screen_counts_tasks_by_whether_pgr_is_defined_and_w2s_beats_the_weak_model(tmp_path):
+    from harness.report_w2s import W2SContext, _screen
+    from harness.w2s_analysis import TaskW2S
+
+    results = [
+        TaskW2S("up", gaps={"w2s": _gap(weak=120, w2s=160, ceiling=180)}),  # +20 points over the weak model
+        TaskW2S("flat", gaps={"w2s": _gap(weak=150, w2s=170, ceiling=150)}),  # ceiling = weak: PGR undefined
+        TaskW2S("down", gaps={"w2s": _gap(weak=120, w2s=100, ceiling=180)}),  # -10 points
+    ]
+    screen = _screen(W2SContext(tmp_path, results, {}, [], {}))
+    assert screen[0] == "## What the evidence supports"
+    row = next(line for line in screen if line.startswith("| w2s |"))
+    cells = row.split(" | ")
+    assert cells[1] == "3 (n = 200)" and cells[2] == "yes on 2 (up, down); no on 1 (flat)"
+    assert cells[3].startswith("yes on 1 (up +20.0 [+") and "; no on 1 (down -10.0 [-" in cells[3]
+    assert cells[4].startswith("up 67 [") and ", down -33 [" in cells[4]
+    assert _screen(W2SContext(tmp_path, [], {}, [], {})) == []  # nothing stored yet: no screen
+
+
 def _noisy(seed: int, n: int = 80, width: int = 6, flip: float = 0.3):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, width))
