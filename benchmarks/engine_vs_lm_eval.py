@@ -9,8 +9,10 @@ so wall time includes start-up and the peak resident memory is that side's alone
 - requests/s and prompt tokens/s (the same requests and tokens on both sides),
 - peak resident memory of each process,
 - the max per-choice log-likelihood difference and whether predictions are identical,
-- this torch build's float32 matmul rate, and the engine's achieved model FLOP/s
-  (2 x parameters x tokens it actually ran through the model, per second of scoring) as a fraction of it.
+- the FLOPs each side must compute per example (`flop_bound.py`'s count from the model's shape: linear layers,
+  the output head where logits are taken, attention pairs), their ratio (the speed-up at equal FLOP rates), and
+  each side's achieved FLOP rate per second of scoring, also as a fraction of this torch build's float32
+  2048x2048 matmul rate.
 
 Run (about 25 minutes on 2 cores):
     python benchmarks/engine_vs_lm_eval.py --data ../shared/data/superglue --fewglue ../shared/data/fewglue
@@ -30,6 +32,7 @@ import time
 from pathlib import Path
 
 import yaml
+from flop_bound import bound, config_shape  # this folder: the FLOPs each side must compute
 
 MODEL = "smollm2-135m"
 CASES = [("rte", 0), ("rte", 5), ("boolq", 0), ("boolq", 5)]
@@ -86,6 +89,7 @@ def run_harness(task_name: str, shots: int, args) -> dict:
         "logprobs": [list(r.logprobs) for r in gold.records],
         "ids": [r.example_id for r in gold.records],
         "params": loaded.params,
+        "shape": config_shape(loaded.model.config),
         "tokens_computed": engine.tokens_computed,
         "positions_computed": engine.positions_computed,
     }
@@ -250,6 +254,9 @@ def main() -> None:
         n_requests = sum(len(x) for x in theirs["logprobs"])
         tokens = theirs["prompt_tokens"]
         model_flops = 2 * ours["params"] * ours["tokens_computed"] / ours["scoring_s"] / 1e9
+        counted = {"examples": len(ours["ids"]), "lm_eval_tokens_computed": theirs["tokens_computed"]}
+        counted["harness_tokens_computed"] = ours["tokens_computed"]
+        flop_lm_eval, flop_engine, flop_ratio = bound(counted, ours["shape"])  # GFLOP per example, each side
         row = {
             "task": task,
             "k": k,
@@ -275,6 +282,11 @@ def main() -> None:
             "work_ratio": theirs["tokens_computed"] / ours["tokens_computed"],
             "harness_padding_share": 1 - ours["tokens_computed"] / max(1, ours["positions_computed"]),
             "harness_model_gflops": model_flops,
+            "lm_eval_gflop_per_example": flop_lm_eval,
+            "harness_gflop_per_example": flop_engine,
+            "flop_ratio": flop_ratio,
+            "lm_eval_gflops": flop_lm_eval * len(ours["ids"]) / theirs["scoring_s"],
+            "harness_gflops": flop_engine * len(ours["ids"]) / ours["scoring_s"],
         }
         rows.append(row)
         print(
@@ -289,7 +301,8 @@ def main() -> None:
     header = (
         "| task | k | examples | requests | wall lm-eval | wall harness | wall ratio | scoring ratio "
         "| req/s lm-eval | req/s harness | tok/s lm-eval | tok/s harness | peak MB lm-eval | peak MB harness "
-        "| max diff (nats) | same predictions | tokens run lm-eval / harness | harness GFLOP/s | of matmul |"
+        "| max diff (nats) | same predictions | tokens run lm-eval / harness | FLOP ratio (the bound) "
+        "| GFLOP/s lm-eval / harness | of matmul lm-eval / harness |"
     )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
@@ -301,8 +314,8 @@ def main() -> None:
             f"| {r['harness_tok_per_s']:.0f} | {r['lm_eval_peak_mb']:.0f} | {r['harness_peak_mb']:.0f} "
             f"| {r['max_abs_diff_nats']:.2g} | {r['same_predictions']} "
             f"| {r['lm_eval_tokens_computed']} / {r['harness_tokens_computed']} = {r['work_ratio']:.2f} "
-            f"| {r['harness_model_gflops']:.1f} "
-            f"| {r['harness_model_gflops'] / rate:.0%} |"
+            f"| {r['flop_ratio']:.2f}x | {r['lm_eval_gflops']:.0f} / {r['harness_gflops']:.0f} "
+            f"| {r['lm_eval_gflops'] / rate:.0%} / {r['harness_gflops'] / rate:.0%} |"
         )
     if args.json:
         args.json.write_text(json.dumps({"matmul_gflops": rate, "rows": rows}, indent=1))
