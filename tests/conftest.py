@@ -36,6 +36,27 @@ HERMETIC_PREFIXES = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "HARNESS_")
 KEPT = {"HARNESS_CACHE"}
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--device",
+        default="cpu",
+        help="where the tiny random models of the engine's agreement tests run (cpu, cuda, cuda:1, mps); "
+        "benchmarks/engine_devices.py runs tests/test_engine.py and tests/test_prefix_attention.py with --device cuda",
+    )
+
+
+@pytest.fixture(scope="session")
+def device(pytestconfig) -> torch.device:
+    """The device of the agreement tests' tiny models (`--device`, default cpu): one that is not here fails."""
+    name = pytestconfig.getoption("device")
+    try:
+        chosen = torch.device(name)
+        torch.empty(1, device=chosen)
+    except (RuntimeError, AssertionError) as exc:
+        pytest.fail(f"--device {name}: {str(exc).splitlines()[0]}", pytrace=False)
+    return chosen
+
+
 def missing(what: str, how: str = "") -> None:
     """A test's model or data is not here: a skip that says why, or under CI (CI=true) a failure, so that a CI run
     without ../shared or the pip models cannot pass having tested almost nothing."""
@@ -112,8 +133,9 @@ def make_tiny_lm(seed: int = 0, vocab_size: int = 300):
 
 
 @pytest.fixture(scope="session")
-def tiny_lm():
-    return make_tiny_lm()
+def tiny_lm(device):
+    model, tokenizer = make_tiny_lm()
+    return model.to(device), tokenizer
 
 
 def _data_folder(name: str) -> Path:

@@ -40,7 +40,7 @@ def _reference(engine: Engine, model, request: Request) -> list[float]:
     out = []
     for cont in request.continuations:
         ctx, tail = engine.encode_pair(request.context, cont)
-        ids = torch.tensor([ctx + tail])
+        ids = torch.tensor([ctx + tail], device=model.device)
         with torch.no_grad():
             logp = torch.log_softmax(model(ids).logits[0].float(), dim=-1)
         out.append(sum(logp[len(ctx) - 1 + j, t].item() for j, t in enumerate(tail)))
@@ -57,6 +57,26 @@ def test_engine_matches_full_sequence_tiny(tiny_lm, batch_size):
         ref = _reference(engine, model, request)
         assert result.logprobs == pytest.approx(ref, abs=1e-4)
         assert result.n_tokens == [len(engine.encode_pair(request.context, c)[1]) for c in request.continuations]
+
+
+@pytest.mark.parametrize("prefix_attention", ["expand", "shared"])
+def test_engine_in_bfloat16_matches_a_full_sequence_pass(tiny_lm, prefix_attention):
+    """A bfloat16 model (on `--device`): the engine's shortcuts stay within bfloat16's rounding of a plain
+    full-sequence pass in bfloat16 (8 significant bits: 2^-8 of each log-likelihood, the two passes round apart),
+    and pick its answer wherever its margin is wider than that."""
+    from tests.conftest import make_tiny_lm
+
+    model = make_tiny_lm()[0].to(tiny_lm[0].device, torch.bfloat16)
+    tokenizer = tiny_lm[1]
+    engine = Engine(model, tokenizer, batch_size=3, prefix_attention=prefix_attention)
+    requests = _requests()
+    for request, result in zip(requests, engine.score(requests)):
+        ref = _reference(engine, model, request)
+        tolerance = [max(1e-2, abs(r) * 2**-8) for r in ref]
+        assert all(abs(a - b) <= t for a, b, t in zip(result.logprobs, ref, tolerance)), (result.logprobs, ref)
+        best = max(range(len(ref)), key=ref.__getitem__)
+        if all(ref[best] - r > 2 * max(tolerance) for i, r in enumerate(ref) if i != best):
+            assert max(range(len(ref)), key=result.logprobs.__getitem__) == best
 
 
 def _lists() -> list[list[Request]]:
@@ -128,7 +148,9 @@ def test_prefix_caches_continue_earlier_prefixes(tiny_lm):
     for prefix, cache in zip(prefixes, caches):
         if prefix:
             with torch.no_grad():
-                full = engine.decoder(input_ids=torch.tensor([prefix]), use_cache=True).past_key_values
+                full = engine.decoder(
+                    input_ids=torch.tensor([prefix], device=model.device), use_cache=True
+                ).past_key_values
             for mine, ref in zip(cache.layers, full.layers):
                 assert mine.keys.shape[2] == len(prefix)
                 assert torch.allclose(mine.keys, ref.keys, atol=1e-5)
@@ -153,7 +175,7 @@ def test_diagnostics_are_computed_from_the_full_vocabulary(tiny_lm):
     result = engine.score([request])[0]
     ctx, _ = engine.encode_pair(request.context, request.continuations[0])
     with torch.no_grad():
-        slot = torch.log_softmax(model(torch.tensor([ctx])).logits[0, -1].float(), dim=-1)
+        slot = torch.log_softmax(model(torch.tensor([ctx], device=model.device)).logits[0, -1].float(), dim=-1).cpu()
     firsts = sorted(set(result.first_token_ids))
     assert result.valid_mass == pytest.approx(slot[firsts].exp().sum().item(), abs=1e-5)
     assert result.top1_token_id == int(slot.argmax())
@@ -184,9 +206,9 @@ def test_hidden_states_at_the_answer_slot(tiny_lm):
     result = engine.score([request], hidden_layers=[0, 2])[0]
     ctx, _ = engine.encode_pair(request.context, request.continuations[0])
     with torch.no_grad():
-        states = model(torch.tensor([ctx]), output_hidden_states=True).hidden_states
+        states = model(torch.tensor([ctx], device=model.device), output_hidden_states=True).hidden_states
     for layer in (0, 2):
-        assert torch.allclose(result.hidden[layer], states[layer][0, -1], atol=1e-5)
+        assert torch.allclose(result.hidden[layer], states[layer][0, -1].cpu(), atol=1e-5)
 
 
 def test_empty_continuation_is_rejected(tiny_lm):
@@ -234,7 +256,7 @@ def test_training_scorer_matches_full_sequence(tiny_lm, max_items):
         pairs = [engine.encode_pair(r.context, c) for c in r.continuations]
         items.append(_Item(r.continuations, [0], pairs[0][0], [p[1] for p in pairs]))
     assert sum(_one_row(it) for it in items) == 2 and all(len(c) > 1 for c in items[-1].conts)
-    soft = torch.randn(1, 3, model.config.hidden_size)
+    soft = torch.randn(1, 3, model.config.hidden_size).to(model.device)
     for prompt in (None, lambda batch: soft.expand(batch, -1, -1)):
         scorer = ChoiceScorer(model, tokenizer, prompt)
         got = [None] * len(items)
@@ -245,7 +267,7 @@ def test_training_scorer_matches_full_sequence(tiny_lm, max_items):
         for request, it, scores in zip(requests, items, got):
             expected = []
             for cont in it.conts:
-                ids = torch.tensor([it.ctx + cont])
+                ids = torch.tensor([it.ctx + cont], device=model.device)
                 embeds = model.get_input_embeddings()(ids)
                 offset = 0 if prompt is None else soft.shape[1]
                 if prompt is not None:
@@ -272,3 +294,21 @@ def test_counted_work_of_a_scoring_pass(tiny_lm):
     assert work.pairs == sum(n * (n + 1) // 2 for n in lengths)
     assert work.head == sum(len(r.tokens) - r.ctx_len for r in rows)
     assert work.passes == 2 and work.positions >= work.tokens and work.seconds > 0
+
+
+def test_pairs_tokenized_together_as_one_at_a_time(tiny_lm):
+    """The engine tokenizes its requests' texts in one batched call: the ids of each pair are those of encoding it
+    alone (empty contexts, trailing spaces moved to the continuation, repeated contexts from the cache)."""
+    model, tokenizer = tiny_lm
+    items = [(r.context, c) for r in _requests() for c in r.continuations]
+    items += [("Water flowed.  ", "yes"), ("", " the cat"), (DEMOS + "Is it?\nAnswer:", " True")]
+    together = Engine(model, tokenizer).encode_pairs(items)
+    alone = Engine(model, tokenizer)
+    expected = []
+    for context, continuation in items:
+        ctx = context.rstrip()
+        whole = tokenizer.encode(ctx + context[len(ctx) :] + continuation) if context else None
+        ids = tokenizer.encode(ctx) if context else [alone.prefix_token_id]
+        expected.append((ids, whole[len(ids) :] if context else tokenizer.encode(continuation)))
+    assert together == expected
+    assert [alone.encode_pair(c, k) for c, k in items] == expected

@@ -19,7 +19,7 @@ WINDOW = 6  # Gemma-3's and Mistral's sliding window here: shorter than the demo
 SHAPE = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=8)
 
 
-def _model(kind: str, vocab_size: int):
+def _model(kind: str, vocab_size: int, device: torch.device | str = "cpu"):
     import transformers as tf
 
     common = dict(vocab_size=vocab_size, eos_token_id=0, pad_token_id=0, bos_token_id=None, **SHAPE)
@@ -45,7 +45,7 @@ def _model(kind: str, vocab_size: int):
     }
     model_class, config = configs[kind]
     torch.manual_seed(1)
-    model = model_class(config).eval()
+    model = model_class(config).eval().to(device)
     for p in model.parameters():
         p.requires_grad_(False)
     return model
@@ -67,8 +67,8 @@ def tokenizer():
 
 @pytest.mark.parametrize("kind", ["llama", "mistral", "qwen2", "qwen3", "gemma3"])
 @pytest.mark.parametrize("batch_size", [None, 4])
-def test_shared_prefix_matches_expanded_cache_and_full_sequence(tokenizer, monkeypatch, kind, batch_size):
-    model = _model(kind, len(tokenizer))
+def test_shared_prefix_matches_expanded_cache_and_full_sequence(tokenizer, device, monkeypatch, kind, batch_size):
+    model = _model(kind, len(tokenizer), device)
     passes: list[int] = []
     use = engine_module.use_shared_prefix_attention
 
@@ -149,8 +149,9 @@ def test_other_models_and_caches_take_the_expand_path(tiny_lm):
     """A model type not checked here (GPT-2) and a cache that is not plain tensors keep today's path."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    _, tokenizer = tiny_lm
-    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4)).eval()
+    tiny, tokenizer = tiny_lm
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4)
+    gpt2 = GPT2LMHeadModel(config).eval().to(tiny.device)
     engine = Engine(gpt2, tokenizer, prefix_attention="shared")
     assert engine.prefix_attention == "shared" and not engine._shared_prefix
     request = _requests()[1]

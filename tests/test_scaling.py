@@ -1,5 +1,3 @@
-
-
 def test_slope_forest_plot_draws_an_interval_that_excludes_its_estimate(tmp_path):
     """A percentile bootstrap interval of a slope over few sizes can lie wholly on one side of the estimate (as in
     the full-val cross-size run): the forest plot draws it rather than failing on negative error bars."""
