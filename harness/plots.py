@@ -39,3 +39,16 @@ def save(fig: Figure, path: Path, crop: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, metadata={"Software": None}, **({"bbox_inches": "tight"} if crop else {}))
     plt.close(fig)
+
+
+def error_lengths(values, lows, highs) -> list[list[float]]:
+    """matplotlib's `yerr`/`xerr` for intervals [low, high] around values: the lengths below and above each value,
+    never negative (an interval that does not hold its point estimate, as a percentile bootstrap of a slope or an
+    inverted curve can give, is drawn from the point to its far end; matplotlib refuses negative lengths), and 0
+    where an end is missing (NaN)."""
+    import math
+
+    def length(a: float, b: float) -> float:
+        return 0.0 if math.isnan(a) or math.isnan(b) else max(a - b, 0.0)
+
+    return [[length(v, lo) for v, lo in zip(values, lows)], [length(hi, v) for v, hi in zip(values, highs)]]

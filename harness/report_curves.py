@@ -52,7 +52,7 @@ def plot_learning_curves(results: list[TaskResult], path: Path, title: str) -> b
             ax.errorbar(
                 ns,
                 values,
-                yerr=[[v - lo for v, lo in zip(values, lows)], [hi - v for v, hi in zip(values, highs)]],
+                yerr=plots.error_lengths(values, lows, highs),
                 fmt="o--" if random_init else "o-",
                 color=colors.get((method, base), "grey"),
                 alpha=0.55 if random_init else 1.0,

@@ -176,7 +176,7 @@ def plot_worth(shown: dict[tuple[str, str], dict[str, Worth]], order: list[str],
                 ax.errorbar(
                     [x + offset],
                     [y],
-                    yerr=[[y - lo if not math.isnan(lo) else 0], [hi - y if not math.isnan(hi) else 0]],
+                    yerr=plots.error_lengths([y], [lo], [hi]),
                     fmt=marker,
                     color=f"C{j % 10}",
                     capsize=3,

@@ -79,6 +79,23 @@ def test_engine_in_bfloat16_matches_a_full_sequence_pass(tiny_lm, prefix_attenti
             assert max(range(len(ref)), key=result.logprobs.__getitem__) == best
 
 
+def test_a_large_token_budget_does_not_pad_short_rows_to_the_longest(tiny_lm):
+    """A budget that holds every row (a GPU's) still cuts batches where rows get shorter than MIN_FILL of the
+    longest: at most 1.25 positions per token (one batch of all would compute more than twice the tokens here)."""
+    model, tokenizer = tiny_lm
+    tails = ["Is it?", "Paris is the capital of France, and the cat sat on the mat because it was tired. Is it?"]
+    requests = [Request(DEMOS + tails[i % 2] * (1 + i % 5) + "\nAnswer:", [" True", " False"]) for i in range(20)]
+    engine = Engine(model, tokenizer, max_batch_tokens=1_000_000)
+    scored = engine.score(requests)
+    assert engine.work.passes > 2  # the prefix, then more than one batch
+    assert engine.positions_computed <= 1.25 * engine.tokens_computed
+    rows, _ = engine._rows(requests)
+    own = [len(r.tokens) - len(engine._encode(DEMOS.rstrip())) for r in rows]
+    assert len(rows) * max(own) > 2 * sum(own)  # what one batch of every row would have computed
+    for request, result in zip(requests, scored):
+        assert result.logprobs == pytest.approx(_reference(engine, model, request), abs=1e-4)
+
+
 def _lists() -> list[list[Request]]:
     """Several units' requests: the same prefix start as another, a prefix sharing only its first part, a prefix
     inside another's, no prefix, and an empty list."""

@@ -133,3 +133,26 @@ def test_presidents_by_model_beside_the_frequency_baseline(tmp_path, monkeypatch
     baseline = bottom.get_lines()[2].get_ydata()  # the baseline's ranks, gaps where its token was not seen yet
     assert np.isnan(baseline[[0, 1, 3]]).all() and list(baseline[[2, 4, 5]]) == [2, 3, 1]
     assert "(plots/presidents.png)" in text
+
+
+def test_error_bars_of_intervals_that_miss_their_estimate(tmp_path):
+    """The learning-curve and prompt's-worth plots draw intervals as error-bar lengths: an interval wholly above or
+    below its estimate, or with a missing end, gives lengths matplotlib accepts (it refuses negative ones)."""
+    import math
+
+    from harness import plots
+
+    values, lows, highs = [50.0, 10.0, 40.0, 30.0], [40.0, 12.0, math.nan, 20.0], [60.0, 30.0, 45.0, 25.0]
+    lengths = plots.error_lengths(values, lows, highs)
+    assert lengths == [[10.0, 0.0, 0.0, 10.0], [10.0, 20.0, 5.0, 0.0]]
+    fig, ax = plots.subplots()
+    ax.errorbar([1, 2, 4, 8], values, yerr=lengths, fmt="o-")
+    plots.save(fig, tmp_path / "bars.png")
+    assert (tmp_path / "bars.png").stat().st_size > 1000
+    fig, ax = plots.subplots()
+    try:  # what the plots did before: the raw differences, refused
+        ax.errorbar([1, 2], values[:2], yerr=[[v - lo for v, lo in zip(values[:2], lows[:2])], [0, 0]])
+        refused = False
+    except ValueError:
+        refused = True
+    assert refused
