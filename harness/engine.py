@@ -569,6 +569,13 @@ class Engine:
         # choice, rank and mass outlasted the forward pass at k = 0). The same float32 values either way.
         logp = self._log_probs(hidden[gather_b, gather_t]).cpu()
         self._count(sum(n_new), ids.numel(), pairs, len(gather_b))
+        # the hidden states at every row's answer slot, one read-back per layer (copies: a view would keep the
+        # batch's states at every position alive, gigabytes on a long run); each layer where it computed
+        slots = torch.tensor([row.ctx_len - 1 - row.start for row in batch])
+        states = {}
+        for layer in hidden_layers:
+            h = out.hidden_states[layer]
+            states[layer] = h[torch.arange(len(batch), device=h.device), slots.to(h.device)].float().cpu()
 
         for b, row in enumerate(batch):
             start, n = spans[b]
@@ -587,9 +594,7 @@ class Engine:
                 diag = slot_diagnostics(slot, conts)
                 res["first_ranks"], res["valid_mass"], res["top1"] = diag.first_ranks, diag.valid_mass, diag.top1
                 for layer in hidden_layers:
-                    # a copy: a view would keep the batch's states at every position alive (gigabytes on a long run)
-                    state = out.hidden_states[layer][b, row.ctx_len - 1 - row.start]
-                    res["hidden"][layer] = state.float().cpu().clone()
+                    res["hidden"][layer] = states[layer][b].clone()
 
 
 def _scored(res: dict, conts: list[list[int]]) -> Scored:
