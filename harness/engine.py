@@ -176,7 +176,8 @@ class Engine:
                 context = context[:-n_spaces]
             split.append((context, continuation))
         new_contexts = list(dict.fromkeys(c for c, _ in split if c is not None and c not in self._encode_cache))
-        for text, ids in zip(new_contexts, self._encode_many(new_contexts)):
+        fresh = dict(zip(new_contexts, self._encode_many(new_contexts)))  # read below even when the cache is full
+        for text, ids in fresh.items():
             if len(self._encode_cache) < 100_000:
                 self._encode_cache[text] = ids
         texts = [continuation if context is None else context + continuation for context, continuation in split]
@@ -185,7 +186,7 @@ class Engine:
             if context is None:
                 out.append(([self.prefix_token_id], whole))
             else:
-                context_ids = self._encode(context)
+                context_ids = fresh[context] if context in fresh else self._encode(context)
                 out.append((context_ids, whole[len(context_ids) :]))
         return out
 

@@ -41,7 +41,7 @@ def point(
         return
     lo, hi = e.ci
     value = e.value * 100
-    yerr = [[max(value - lo * 100, 0)], [max(hi * 100 - value, 0)]] if not np.isnan(lo) else None
+    yerr = plots.error_lengths([value], [lo * 100], [hi * 100]) if not np.isnan(lo) else None
     face = "white" if hollow else color
     ax.errorbar(
         [x], [value], yerr=yerr, fmt="o", color=color, mfc=face, ms=size, capsize=size * 0.6, label=label, zorder=3
